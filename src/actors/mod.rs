@@ -1,0 +1,14 @@
+//! The actors: thin message handlers around the pure decisions in `decide` and `projection`.
+//!
+//! They are public API: programs and tests can drive them without HTTP.
+
+pub mod registry;
+pub mod token;
+
+pub use registry::{
+    Authenticate, FindUser, GetDirectory, LoadError, Register, RegistryError, UserRegistry,
+};
+pub use token::{
+    AccessToken, Claims, IssueToken, JwtKeys, JwtSecret, JwtSecretError, TokenActor, TokenError,
+    VerifyToken,
+};

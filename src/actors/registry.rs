@@ -1,0 +1,415 @@
+//! UserRegistry: owns the email→user directory and is the only writer of the event log.
+//!
+//! Commands are queued and appended in batches, with at most one append in flight. Commands that
+//! arrive meanwhile share the next transaction (group commit), stream versions are handed out
+//! from committed state without gaps, and our own appends commit in position order. An event
+//! reaches the directory only after its append has committed, and a caller hears back only then.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::decide::{BatchPlanner, Command, Decision, Rejection};
+use crate::domain::{Email, Password, PasswordHash, UserId};
+use crate::error::error_chain;
+use crate::events::{
+    Conflict, EventMetadata, EventStore, NewEvent, RecordedEvent, StoreError, for_each_after,
+};
+use crate::hashing::{HashError, PasswordHasher};
+use crate::projection::{Directory, UserSummary};
+
+/// Most commands in one append, so one transaction stays small even under a burst.
+pub const MAX_BATCH: usize = 512;
+/// `send` waits when a mailbox is full; the default of 16 would throttle a busy server.
+const MAILBOX_CAPACITY: usize = 4096;
+
+/// Why the registry refused or could not carry out a command.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("a user with this email already exists")]
+    EmailTaken,
+    /// Unknown email or wrong password: deliberately indistinguishable.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Nothing was applied. An append may or may not have committed; the registry re-reads the
+    /// log before its next decision.
+    #[error("the event store is unavailable")]
+    Unavailable(#[source] Arc<StoreError>),
+    /// Another process kept writing to this user's stream; retrying is safe.
+    #[error("another writer changed this user's stream")]
+    Contention,
+    #[error("password hashing failed")]
+    Hashing(#[source] HashError),
+    #[error("the registry stopped before answering")]
+    Stopped,
+}
+
+/// Why the registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot replay the event log")]
+    Replay(#[from] StoreError),
+    #[error("cannot prepare the dummy password hash")]
+    Hash(#[from] HashError),
+}
+
+/// Registers a user whose password is already hashed (see [`PasswordHasher::hash`]).
+/// Answers after `UserRegistered` has committed.
+#[derive(Message)]
+#[rtype(result = "Result<UserSummary, RegistryError>")]
+pub struct Register {
+    pub email: Email,
+    pub password_hash: PasswordHash,
+    pub metadata: EventMetadata,
+}
+
+/// Checks a password; on success appends `LoginSucceeded` and answers after it has committed.
+/// An unknown email is checked against a dummy hash, so it costs the same time as a wrong password.
+#[derive(Message)]
+#[rtype(result = "Result<UserSummary, RegistryError>")]
+pub struct Authenticate {
+    pub email: Email,
+    pub password: Password,
+    pub metadata: EventMetadata,
+}
+
+/// Looks a user up by id, as the log stands now.
+#[derive(Message)]
+#[rtype(result = "Option<UserSummary>")]
+pub struct FindUser {
+    pub user_id: UserId,
+}
+
+/// A copy of the committed directory, for tests and diagnostics (costs O(users)).
+#[derive(Message)]
+#[rtype(result = "Directory")]
+pub struct GetDirectory;
+
+type Reply = Result<UserSummary, RegistryError>;
+
+/// A command waiting for its batch.
+struct Pending {
+    command: Command,
+    metadata: EventMetadata,
+    reply: oneshot::Sender<Reply>,
+    /// Append alone: set after a batch was rejected by the database, so one command's conflict
+    /// cannot fail the others.
+    solo: bool,
+    /// Already retried once after a stream-version conflict.
+    retried: bool,
+}
+
+/// A command decided into events, waiting for them to commit.
+struct Planned {
+    pending: Pending,
+    events: Vec<NewEvent>,
+    user: UserSummary,
+}
+
+pub struct UserRegistry {
+    store: Arc<dyn EventStore>,
+    /// Committed state only: an event is applied after its append returned Ok.
+    directory: Directory,
+    hasher: PasswordHasher,
+    /// Verified against when the email is unknown, so unknown emails cost a full bcrypt check.
+    dummy_hash: PasswordHash,
+    /// Commands not yet in a batch, in arrival order.
+    queue: VecDeque<Pending>,
+    /// An append or a catch-up read is in flight. Only one at a time.
+    busy: bool,
+    /// The log may hold events the directory lacks: an append's outcome is unknown, or another
+    /// process wrote. The next flush re-reads the log tail before deciding anything.
+    stale: bool,
+}
+
+impl UserRegistry {
+    /// Replays the log into a fresh directory and prepares the dummy hash.
+    pub async fn load(
+        store: Arc<dyn EventStore>,
+        hasher: PasswordHasher,
+    ) -> Result<Self, LoadError> {
+        let directory = Directory::rebuild(store.as_ref()).await?;
+        let dummy_hash = hasher.dummy_hash().await?;
+        Ok(Self::new(store, directory, hasher, dummy_hash))
+    }
+
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        directory: Directory,
+        hasher: PasswordHasher,
+        dummy_hash: PasswordHash,
+    ) -> Self {
+        Self {
+            store,
+            directory,
+            hasher,
+            dummy_hash,
+            queue: VecDeque::new(),
+            busy: false,
+            stale: false,
+        }
+    }
+
+    /// The directory as replayed so far (before the actor starts: the state it will serve).
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    fn enqueue(
+        &mut self,
+        command: Command,
+        metadata: EventMetadata,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Reply> {
+        let (reply, receiver) = oneshot::channel();
+        self.queue.push_back(Pending {
+            command,
+            metadata,
+            reply,
+            solo: false,
+            retried: false,
+        });
+        self.flush(ctx);
+        receiver
+    }
+
+    /// Starts the next append if none is in flight.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.queue.is_empty() {
+            return;
+        }
+        if self.stale {
+            self.catch_up(ctx);
+            return;
+        }
+        let batch = self.take_batch();
+        if batch.is_empty() {
+            return;
+        }
+        self.busy = true;
+        let events: Vec<NewEvent> = batch.iter().flat_map(|p| p.events.clone()).collect();
+        let store = Arc::clone(&self.store);
+        let append = async move { store.append(events).await };
+        ctx.spawn(append.into_actor(self).map(move |result, act, ctx| {
+            act.busy = false;
+            act.finish(batch, result);
+            act.flush(ctx);
+        }));
+    }
+
+    /// Decides queued commands into one batch. Rejections are answered at once; commands that
+    /// must wait for this batch's outcome stay at the front of the queue.
+    fn take_batch(&mut self) -> Vec<Planned> {
+        let mut planner = BatchPlanner::new(&self.directory);
+        let mut batch: Vec<Planned> = Vec::new();
+        let mut waiting = Vec::new();
+        while let Some(pending) = self.queue.pop_front() {
+            let full = batch.len() >= MAX_BATCH || batch.first().is_some_and(|p| p.pending.solo);
+            if full || (pending.solo && !batch.is_empty()) {
+                self.queue.push_front(pending);
+                break;
+            }
+            match planner.decide(&pending.command) {
+                Decision::Append { events, user } => {
+                    let events = events
+                        .into_iter()
+                        .map(|(stream_version, event)| NewEvent {
+                            stream_version,
+                            event,
+                            metadata: pending.metadata.clone(),
+                        })
+                        .collect();
+                    batch.push(Planned {
+                        pending,
+                        events,
+                        user,
+                    });
+                }
+                Decision::Reject(rejection) => {
+                    let error = match rejection {
+                        Rejection::EmailTaken => RegistryError::EmailTaken,
+                        Rejection::UnknownUser => RegistryError::InvalidCredentials,
+                    };
+                    let _ = pending.reply.send(Err(error));
+                }
+                Decision::Wait => waiting.push(pending),
+            }
+        }
+        for pending in waiting.into_iter().rev() {
+            self.queue.push_front(pending);
+        }
+        batch
+    }
+
+    /// Applies a committed batch and answers its callers, or sorts out why it failed.
+    fn finish(&mut self, batch: Vec<Planned>, result: Result<Vec<RecordedEvent>, StoreError>) {
+        match result {
+            Ok(recorded) => {
+                for event in &recorded {
+                    self.directory.apply(event);
+                }
+                for planned in batch {
+                    let _ = planned.pending.reply.send(Ok(planned.user));
+                }
+            }
+            Err(StoreError::Conflict(conflict)) => {
+                // Our decisions never conflict with each other, so another process wrote to the
+                // log. Learn what it wrote before deciding again.
+                self.stale = true;
+                tracing::info!(
+                    ?conflict,
+                    commands = batch.len(),
+                    "append conflicted with another writer"
+                );
+                if batch.len() > 1 {
+                    // Retry each command on its own, so only the conflicting one fails.
+                    for planned in batch.into_iter().rev() {
+                        let mut pending = planned.pending;
+                        pending.solo = true;
+                        self.queue.push_front(pending);
+                    }
+                    return;
+                }
+                for planned in batch {
+                    let mut pending = planned.pending;
+                    match conflict {
+                        Conflict::EmailTaken => {
+                            let _ = pending.reply.send(Err(RegistryError::EmailTaken));
+                        }
+                        Conflict::StreamVersion if !pending.retried => {
+                            pending.retried = true;
+                            pending.solo = true;
+                            self.queue.push_front(pending);
+                        }
+                        Conflict::StreamVersion => {
+                            let _ = pending.reply.send(Err(RegistryError::Contention));
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                // The append may have committed before the connection dropped: re-read the log
+                // before trusting the directory again.
+                self.stale = true;
+                tracing::warn!(
+                    error = %error_chain(&error),
+                    commands = batch.len(),
+                    "append failed; answering 503"
+                );
+                let error = Arc::new(error);
+                for planned in batch {
+                    let reply = Err(RegistryError::Unavailable(Arc::clone(&error)));
+                    let _ = planned.pending.reply.send(reply);
+                }
+            }
+        }
+    }
+
+    /// Applies whatever the log holds past the directory's position, then resumes flushing.
+    /// While the store stays unreachable, queued commands fail fast instead of piling up.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        self.busy = true;
+        let store = Arc::clone(&self.store);
+        let after = self.directory.position();
+        let read = async move {
+            let mut events = Vec::new();
+            for_each_after(store.as_ref(), after, |event| events.push(event)).await?;
+            Ok::<_, StoreError>(events)
+        };
+        ctx.spawn(read.into_actor(self).map(|result, act, ctx| {
+            act.busy = false;
+            match result {
+                Ok(events) => {
+                    if !events.is_empty() {
+                        tracing::info!(events = events.len(), "caught up with the log");
+                    }
+                    for event in &events {
+                        act.directory.apply(event);
+                    }
+                    act.stale = false;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "cannot re-read the log; answering 503");
+                    let error = Arc::new(error);
+                    for pending in act.queue.drain(..) {
+                        let reply = Err(RegistryError::Unavailable(Arc::clone(&error)));
+                        let _ = pending.reply.send(reply);
+                    }
+                }
+            }
+            act.flush(ctx);
+        }));
+    }
+}
+
+impl Actor for UserRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    }
+}
+
+/// Turns a reply channel into the caller's answer; a dropped channel means the actor stopped.
+async fn answer(receiver: oneshot::Receiver<Reply>) -> Reply {
+    receiver.await.unwrap_or(Err(RegistryError::Stopped))
+}
+
+impl Handler<Register> for UserRegistry {
+    type Result = ResponseFuture<Reply>;
+
+    fn handle(&mut self, msg: Register, ctx: &mut Self::Context) -> Self::Result {
+        let command = Command::Register {
+            user_id: UserId::new(),
+            email: msg.email,
+            password_hash: msg.password_hash,
+        };
+        Box::pin(answer(self.enqueue(command, msg.metadata, ctx)))
+    }
+}
+
+impl Handler<Authenticate> for UserRegistry {
+    /// Not atomic: other messages are handled while bcrypt runs on the blocking pool.
+    type Result = ResponseActFuture<Self, Reply>;
+
+    fn handle(&mut self, msg: Authenticate, _ctx: &mut Self::Context) -> Self::Result {
+        let Authenticate {
+            email,
+            password,
+            metadata,
+        } = msg;
+        let user = self.directory.by_email(&email);
+        let user_id = user.map(|u| u.id);
+        let hash = user.map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
+        let hasher = self.hasher.clone();
+        let verify = async move { hasher.verify(password, hash).await };
+        Box::pin(verify.into_actor(self).then(move |verified, act, ctx| {
+            let queued = match (verified, user_id) {
+                (Ok(true), Some(user_id)) => {
+                    Ok(act.enqueue(Command::RecordLogin { user_id }, metadata, ctx))
+                }
+                (Ok(_), _) => Err(RegistryError::InvalidCredentials),
+                (Err(error), _) => Err(RegistryError::Hashing(error)),
+            };
+            async move { answer(queued?).await }.into_actor(act)
+        }))
+    }
+}
+
+impl Handler<FindUser> for UserRegistry {
+    type Result = Option<UserSummary>;
+
+    fn handle(&mut self, msg: FindUser, _ctx: &mut Self::Context) -> Self::Result {
+        self.directory.get(msg.user_id).map(UserSummary::from)
+    }
+}
+
+impl Handler<GetDirectory> for UserRegistry {
+    type Result = MessageResult<GetDirectory>;
+
+    fn handle(&mut self, _msg: GetDirectory, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.directory.clone())
+    }
+}

@@ -1,0 +1,221 @@
+//! Deciding what a command means for the log: pure, and tested without actors or stores.
+//!
+//! The registry batches commands that arrive while an append is in flight. [`BatchPlanner`] decides
+//! each command against the committed [`Directory`] plus the commands already in the batch, and
+//! answers with the events to append, a rejection, or "wait for the next batch".
+
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::{Email, PasswordHash, UserId};
+use crate::events::{Event, LoginSucceeded, UserRegistered};
+use crate::projection::{Directory, UserSummary};
+
+/// A change someone asked for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Register {
+        user_id: UserId,
+        email: Email,
+        password_hash: PasswordHash,
+    },
+    RecordLogin {
+        user_id: UserId,
+    },
+}
+
+/// What a command means, given the state it is decided against.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Append these `(stream_version, event)` pairs; once they commit, answer with `user`.
+    Append {
+        events: Vec<(i32, Event)>,
+        user: UserSummary,
+    },
+    Reject(Rejection),
+    /// The command touches an email an earlier command in this batch is registering. Its answer
+    /// depends on whether that append commits, so it waits for the next batch.
+    Wait,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    EmailTaken,
+    UnknownUser,
+}
+
+/// Decides the commands of one batch, in arrival order.
+pub struct BatchPlanner<'a> {
+    directory: &'a Directory,
+    /// Emails registered by earlier commands of this batch.
+    claimed: HashSet<Email>,
+    /// Last stream version handed out in this batch, per user, so logins to one stream in one
+    /// batch take consecutive versions.
+    versions: HashMap<UserId, i32>,
+}
+
+impl<'a> BatchPlanner<'a> {
+    pub fn new(directory: &'a Directory) -> Self {
+        Self {
+            directory,
+            claimed: HashSet::new(),
+            versions: HashMap::new(),
+        }
+    }
+
+    pub fn decide(&mut self, command: &Command) -> Decision {
+        match command {
+            Command::Register {
+                user_id,
+                email,
+                password_hash,
+            } => {
+                if self.directory.by_email(email).is_some() {
+                    return Decision::Reject(Rejection::EmailTaken);
+                }
+                if !self.claimed.insert(email.clone()) {
+                    return Decision::Wait;
+                }
+                self.versions.insert(*user_id, 1);
+                let event = Event::UserRegistered(UserRegistered {
+                    user_id: *user_id,
+                    email: email.clone(),
+                    password_hash: password_hash.clone(),
+                });
+                Decision::Append {
+                    events: vec![(1, event)],
+                    user: UserSummary {
+                        user_id: *user_id,
+                        email: email.clone(),
+                    },
+                }
+            }
+            Command::RecordLogin { user_id } => {
+                let Some(user) = self.directory.get(*user_id) else {
+                    return Decision::Reject(Rejection::UnknownUser);
+                };
+                let version = self.versions.entry(*user_id).or_insert(user.version);
+                *version += 1;
+                let event = Event::LoginSucceeded(LoginSucceeded { user_id: *user_id });
+                Decision::Append {
+                    events: vec![(*version, event)],
+                    user: UserSummary::from(user),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::events::{EventMetadata, RecordedEvent};
+
+    fn email(raw: &str) -> Email {
+        Email::parse(raw).expect("valid")
+    }
+
+    fn register(raw: &str) -> Command {
+        Command::Register {
+            user_id: UserId::new(),
+            email: email(raw),
+            password_hash: PasswordHash::new("$2b$04$x".into()),
+        }
+    }
+
+    /// A directory holding one user whose stream is at `version`.
+    fn directory_with(raw: &str, version: i32) -> (Directory, UserId) {
+        let id = UserId::new();
+        let mut directory = Directory::new();
+        for v in 1..=version {
+            let event = if v == 1 {
+                Event::UserRegistered(UserRegistered {
+                    user_id: id,
+                    email: email(raw),
+                    password_hash: PasswordHash::new("$2b$04$x".into()),
+                })
+            } else {
+                Event::LoginSucceeded(LoginSucceeded { user_id: id })
+            };
+            directory.apply(&RecordedEvent {
+                position: i64::from(v),
+                stream_version: v,
+                event,
+                metadata: EventMetadata::default(),
+                recorded_at: Utc::now(),
+            });
+        }
+        (directory, id)
+    }
+
+    #[test]
+    fn given_no_users_when_registering_then_user_registered_at_version_1() {
+        let directory = Directory::new();
+        let mut planner = BatchPlanner::new(&directory);
+        match planner.decide(&register("new@example.com")) {
+            Decision::Append { events, user } => {
+                assert_eq!(events.len(), 1);
+                assert_eq!(events[0].0, 1);
+                assert_eq!(events[0].1.event_type(), Event::USER_REGISTERED);
+                assert_eq!(user.email, email("new@example.com"));
+            }
+            other => panic!("expected Append, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn given_a_registered_email_when_registering_it_again_then_rejected() {
+        let (directory, _) = directory_with("taken@example.com", 1);
+        let mut planner = BatchPlanner::new(&directory);
+        assert_eq!(
+            planner.decide(&register("taken@example.com")),
+            Decision::Reject(Rejection::EmailTaken)
+        );
+    }
+
+    #[test]
+    fn given_an_email_claimed_in_this_batch_when_registering_it_again_then_wait() {
+        let directory = Directory::new();
+        let mut planner = BatchPlanner::new(&directory);
+        assert!(matches!(
+            planner.decide(&register("race@example.com")),
+            Decision::Append { .. }
+        ));
+        assert_eq!(
+            planner.decide(&register("race@example.com")),
+            Decision::Wait
+        );
+        assert!(matches!(
+            planner.decide(&register("other@example.com")),
+            Decision::Append { .. }
+        ));
+    }
+
+    #[test]
+    fn given_a_user_at_version_3_when_two_logins_in_one_batch_then_versions_4_and_5() {
+        let (directory, id) = directory_with("a@example.com", 3);
+        let mut planner = BatchPlanner::new(&directory);
+        let versions: Vec<i32> = (0..2)
+            .map(
+                |_| match planner.decide(&Command::RecordLogin { user_id: id }) {
+                    Decision::Append { events, .. } => events[0].0,
+                    other => panic!("expected Append, got {other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(versions, [4, 5]);
+    }
+
+    #[test]
+    fn given_an_unknown_user_when_recording_a_login_then_rejected() {
+        let directory = Directory::new();
+        let mut planner = BatchPlanner::new(&directory);
+        assert_eq!(
+            planner.decide(&Command::RecordLogin {
+                user_id: UserId::new()
+            }),
+            Decision::Reject(Rejection::UnknownUser)
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Pure domain types that parse untrusted input once, so nothing downstream re-checks it.
+//!
+//! No I/O and no actix here: everything in this module is plain data and can be tested alone.
+
+mod email;
+mod password;
+mod user_id;
+
+pub use email::{Email, EmailError};
+pub use password::{Password, PasswordError, PasswordHash};
+pub use user_id::UserId;

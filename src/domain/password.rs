@@ -1,0 +1,131 @@
+//! Passwords and their bcrypt hashes, typed so that neither can be logged or compared by accident.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Shortest password accepted at sign-up (NIST SP 800-63B's floor).
+pub const MIN_BYTES: usize = 8;
+/// bcrypt reads only the first 72 bytes; anything longer would be silently truncated.
+pub const MAX_BYTES: usize = 72;
+
+/// A plaintext password, held in memory that is wiped on drop and redacted from `Debug`.
+///
+/// Never trimmed or normalised: the bytes the user typed are the bytes we hash.
+pub struct Password(SecretString);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("must be at least {MIN_BYTES} bytes")]
+    TooShort,
+    #[error("must be at most {MAX_BYTES} bytes (bcrypt ignores the rest)")]
+    TooLong,
+}
+
+impl Password {
+    /// Applies the sign-up policy: 8 to 72 bytes, any content.
+    pub fn parse(raw: String) -> Result<Self, PasswordError> {
+        match raw.len() {
+            n if n < MIN_BYTES => Err(PasswordError::TooShort),
+            n if n > MAX_BYTES => Err(PasswordError::TooLong),
+            _ => Ok(Self(raw.into())),
+        }
+    }
+
+    /// Accepts a password offered at login if bcrypt can compare it exactly.
+    ///
+    /// Only the 72-byte bound applies: a longer one could match on its first 72 bytes alone, so it
+    /// can never be right. The sign-up minimum is not applied, so that a future change of policy
+    /// never locks out users whose passwords met the old one.
+    pub fn for_login(raw: String) -> Option<Self> {
+        (raw.len() <= MAX_BYTES).then(|| Self(raw.into()))
+    }
+
+    /// 32 random hex digits, for hashes nobody can log in with.
+    pub(crate) fn random() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string().into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+/// A bcrypt hash in its modular-crypt form (`$2b$12$...`), as stored in `UserRegistered`.
+///
+/// Not a secret in the cryptographic sense, but still redacted from `Debug` so it never reaches a
+/// log line: an offline guessing attack needs exactly this string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    pub(crate) fn new(hash: String) -> Self {
+        Self(hash)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_in_bytes() {
+        assert_eq!(
+            Password::parse("a".repeat(7)).err(),
+            Some(PasswordError::TooShort)
+        );
+        assert!(Password::parse("a".repeat(8)).is_ok());
+        assert!(Password::parse("a".repeat(72)).is_ok());
+        assert_eq!(
+            Password::parse("a".repeat(73)).err(),
+            Some(PasswordError::TooLong)
+        );
+        // 24 three-byte characters are 72 bytes; one more straddles the limit.
+        assert!(Password::parse("€".repeat(24)).is_ok());
+        assert_eq!(
+            Password::parse("€".repeat(25)).err(),
+            Some(PasswordError::TooLong)
+        );
+        // Four characters, but 12 bytes.
+        assert!(Password::parse("€€€€".to_string()).is_ok());
+    }
+
+    #[test]
+    fn keeps_spaces_and_nul_bytes() {
+        let password = Password::parse("  pass\0word  ".to_string()).expect("valid");
+        assert_eq!(password.expose(), "  pass\0word  ");
+    }
+
+    #[test]
+    fn login_accepts_only_what_bcrypt_compares_exactly() {
+        assert!(Password::for_login("short".to_string()).is_some());
+        assert!(Password::for_login("a".repeat(72)).is_some());
+        assert!(Password::for_login("a".repeat(73)).is_none());
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let password = Password::parse("hunter2hunter2".to_string()).expect("valid");
+        assert!(!format!("{password:?}").contains("hunter2"));
+        let hash = PasswordHash::new("$2b$04$abcdefghijklmnopqrstuv".to_string());
+        assert!(!format!("{hash:?}").contains("abcdef"));
+    }
+}

@@ -1,0 +1,160 @@
+//! The one error type for HTTP replies: each variant's status is decided here and nowhere else.
+//!
+//! Bodies are always `{"detail": "..."}`. Causes of 5xx replies are logged with their chain and
+//! never sent to the client.
+
+use std::error::Error as StdError;
+
+use actix::MailboxError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::actors::{RegistryError, TokenError};
+use crate::hashing::HashError;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not well-formed JSON.
+    #[error("{0}")]
+    MalformedBody(String),
+    /// 413: the body is larger than the endpoint accepts.
+    #[error("Request body is too large (at most {limit} bytes)")]
+    PayloadTooLarge { limit: usize },
+    /// 415: the body is not declared as JSON.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// 422: well-formed JSON whose fields are missing, mistyped or invalid; says which and why.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 409: the email is already registered.
+    #[error("User already exists")]
+    UserExists,
+    /// 401 at login: unknown email or wrong password, deliberately the same.
+    #[error("Invalid credentials")]
+    InvalidCredentials,
+    /// 401: no bearer token was presented.
+    #[error("Not authenticated")]
+    NotAuthenticated,
+    /// 401: a bearer token was presented but is not valid now (or its user does not exist).
+    #[error("Invalid or expired token")]
+    InvalidToken,
+    /// 404: no such route.
+    #[error("Not Found")]
+    NotFound,
+    /// 405: the route exists but not with this method; `allow` lists the methods it takes.
+    #[error("Method Not Allowed")]
+    MethodNotAllowed { allow: &'static str },
+    /// 503: the event store or an actor could not answer in time. Safe to retry.
+    #[error("Service temporarily unavailable, please retry")]
+    Unavailable(#[source] Box<dyn StdError + Send + Sync>),
+    /// 500: a bug or a broken invariant. The cause is logged, not returned.
+    #[error("Internal server error")]
+    Internal(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    detail: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UserExists => StatusCode::CONFLICT,
+            ApiError::InvalidCredentials | ApiError::NotAuthenticated | ApiError::InvalidToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(error = %error_chain(cause.as_ref()), "answering 503");
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause.as_ref()), "answering 500");
+            }
+            _ => {}
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            // RFC 6750 §3: every 401 names the scheme; §3.1 adds the error code for a bad token.
+            ApiError::InvalidToken => {
+                response.insert_header((WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
+            }
+            ApiError::InvalidCredentials | ApiError::NotAuthenticated => {
+                response.insert_header((WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((ALLOW, *allow));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS));
+            }
+            _ => {}
+        }
+        let detail = self.to_string();
+        response.json(ErrorBody { detail: &detail })
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> Self {
+        match error {
+            RegistryError::EmailTaken => ApiError::UserExists,
+            RegistryError::InvalidCredentials => ApiError::InvalidCredentials,
+            RegistryError::Hashing(cause) => ApiError::Internal(cause.into()),
+            error @ (RegistryError::Unavailable(_)
+            | RegistryError::Contention
+            | RegistryError::Stopped) => ApiError::Unavailable(error.into()),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Invalid(_) => ApiError::InvalidToken,
+            error @ TokenError::Sign(_) => ApiError::Internal(error.into()),
+        }
+    }
+}
+
+/// An actor that is gone or too busy to answer in time.
+impl From<MailboxError> for ApiError {
+    fn from(error: MailboxError) -> Self {
+        ApiError::Unavailable(error.into())
+    }
+}
+
+impl From<HashError> for ApiError {
+    fn from(error: HashError) -> Self {
+        ApiError::Internal(error.into())
+    }
+}
+
+/// `error: cause: cause's cause`, for one-line logs.
+pub fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

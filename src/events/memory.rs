@@ -1,0 +1,121 @@
+//! An in-memory `EventStore` for tests and programs that drive the actors without a database.
+//!
+//! It enforces the same uniqueness rules as PostgreSQL, and can be switched "offline" to show how
+//! the actors behave when the store is unreachable.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use chrono::Utc;
+
+use super::{Conflict, Event, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture};
+use crate::domain::{Email, UserId};
+
+#[derive(Default)]
+pub struct InMemoryEventStore {
+    log: Mutex<Log>,
+    /// When set, every call fails as if the database were down.
+    offline: AtomicBool,
+}
+
+#[derive(Default)]
+struct Log {
+    events: Vec<RecordedEvent>,
+    /// Mirrors the `UNIQUE (stream_id, stream_version)` constraint.
+    versions: HashSet<(UserId, i32)>,
+    /// Mirrors the unique index on registered emails.
+    emails: HashSet<Email>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("in-memory store is offline")]
+struct Offline;
+
+impl InMemoryEventStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later call fail with [`StoreError::Unavailable`] (or succeed again).
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::SeqCst);
+    }
+
+    /// A copy of the whole log, for assertions.
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        self.lock().events.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        // A panic while holding the lock cannot leave the log half-written (appends validate
+        // first, then push), so a poisoned lock is still consistent.
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn check_online(&self) -> Result<(), StoreError> {
+        if self.offline.load(Ordering::SeqCst) {
+            Err(StoreError::unavailable(Offline))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn append_now(&self, events: Vec<NewEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.check_online()?;
+        let mut log = self.lock();
+        // Validate the whole batch before writing anything, so a conflict leaves no trace.
+        let mut versions = HashSet::new();
+        let mut emails = HashSet::new();
+        for new in &events {
+            let key = (new.stream_id(), new.stream_version);
+            if log.versions.contains(&key) || !versions.insert(key) {
+                return Err(StoreError::Conflict(Conflict::StreamVersion));
+            }
+            if let Event::UserRegistered(registered) = &new.event
+                && (log.emails.contains(&registered.email) || !emails.insert(&registered.email))
+            {
+                return Err(StoreError::Conflict(Conflict::EmailTaken));
+            }
+        }
+        let recorded_at = Utc::now();
+        let first = log.events.last().map_or(0, |e| e.position) + 1;
+        let mut recorded = Vec::with_capacity(events.len());
+        for (position, new) in (first..).zip(events) {
+            log.versions.insert((new.stream_id(), new.stream_version));
+            if let Event::UserRegistered(registered) = &new.event {
+                log.emails.insert(registered.email.clone());
+            }
+            let event = RecordedEvent {
+                position,
+                stream_version: new.stream_version,
+                event: new.event,
+                metadata: new.metadata,
+                recorded_at,
+            };
+            log.events.push(event.clone());
+            recorded.push(event);
+        }
+        Ok(recorded)
+    }
+
+    fn read_now(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.check_online()?;
+        let log = self.lock();
+        // Positions are dense from 1 here, so the first event after `after` is at index `after`.
+        let start = usize::try_from(after.max(0)).unwrap_or(usize::MAX);
+        Ok(log.events.iter().skip(start).take(limit).cloned().collect())
+    }
+}
+
+impl EventStore for InMemoryEventStore {
+    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        let result = self.append_now(events);
+        Box::pin(async move { result })
+    }
+
+    fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        let result = self.read_now(after, limit);
+        Box::pin(async move { result })
+    }
+}

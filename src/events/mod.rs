@@ -1,0 +1,341 @@
+//! The event log: what happened, how it is stored, and the `EventStore` seam every backend fills.
+//!
+//! Events are facts in the past tense. Each carries a type name and a schema version, stored in
+//! their own columns, so that old payloads can be upcast before they are deserialised.
+
+mod memory;
+mod postgres;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{Email, PasswordHash, UserId};
+
+pub use memory::InMemoryEventStore;
+pub use postgres::{PostgresEventStore, PostgresSettings};
+
+/// Everything that can happen to a user, in the order it may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    UserRegistered(UserRegistered),
+    LoginSucceeded(LoginSucceeded),
+}
+
+/// A new account: the first event of every user stream (stream version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: UserId,
+    pub email: Email,
+    pub password_hash: PasswordHash,
+}
+
+/// A password check passed and a token is about to be issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginSucceeded {
+    pub user_id: UserId,
+}
+
+/// A stored payload that could not be turned back into an [`Event`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {event_type:?} version {event_version}")]
+    Unknown {
+        event_type: String,
+        event_version: i32,
+    },
+    #[error("malformed {event_type} payload")]
+    Payload {
+        event_type: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("malformed metadata")]
+    Metadata(#[source] serde_json::Error),
+    #[error("the payload's user_id does not match the stream_id column")]
+    StreamMismatch,
+}
+
+impl Event {
+    pub const USER_REGISTERED: &'static str = "UserRegistered";
+    pub const LOGIN_SUCCEEDED: &'static str = "LoginSucceeded";
+
+    /// The `event_type` column.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::UserRegistered(_) => Self::USER_REGISTERED,
+            Event::LoginSucceeded(_) => Self::LOGIN_SUCCEEDED,
+        }
+    }
+
+    /// The `event_version` column: bump it when a payload's shape changes, and add an upcaster.
+    pub fn event_version(&self) -> i32 {
+        match self {
+            Event::UserRegistered(_) | Event::LoginSucceeded(_) => 1,
+        }
+    }
+
+    /// The user whose stream this event belongs to.
+    pub fn user_id(&self) -> UserId {
+        match self {
+            Event::UserRegistered(e) => e.user_id,
+            Event::LoginSucceeded(e) => e.user_id,
+        }
+    }
+
+    /// The `payload` column.
+    pub fn payload(&self) -> Value {
+        let encoded = match self {
+            Event::UserRegistered(e) => serde_json::to_value(e),
+            Event::LoginSucceeded(e) => serde_json::to_value(e),
+        };
+        // These structs hold only strings and UUIDs, whose serialisation cannot fail.
+        encoded.unwrap_or(Value::Null)
+    }
+
+    /// Rebuilds an event from its stored columns, upcasting older versions first.
+    pub fn decode(
+        event_type: &str,
+        event_version: i32,
+        payload: Value,
+    ) -> Result<Self, DecodeError> {
+        let (event_version, payload) = upcast(event_type, event_version, payload);
+        match (event_type, event_version) {
+            (Self::USER_REGISTERED, 1) => serde_json::from_value(payload)
+                .map(Event::UserRegistered)
+                .map_err(|source| DecodeError::Payload {
+                    event_type: Self::USER_REGISTERED,
+                    source,
+                }),
+            (Self::LOGIN_SUCCEEDED, 1) => serde_json::from_value(payload)
+                .map(Event::LoginSucceeded)
+                .map_err(|source| DecodeError::Payload {
+                    event_type: Self::LOGIN_SUCCEEDED,
+                    source,
+                }),
+            _ => Err(DecodeError::Unknown {
+                event_type: event_type.to_owned(),
+                event_version,
+            }),
+        }
+    }
+}
+
+/// Turns an old payload into the current version's shape (`Value -> Value`), one step at a time.
+///
+/// Every event type is still at version 1, so nothing needs upcasting yet. When a payload changes,
+/// add an arm here that rewrites version N into N+1, and bump [`Event::event_version`].
+fn upcast(_event_type: &str, event_version: i32, payload: Value) -> (i32, Value) {
+    (event_version, payload)
+}
+
+/// Where a request came from: kept with each event for auditors, never used for decisions here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// The TCP peer address. Proxy headers are not trusted yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<IpAddr>,
+    /// Truncated to [`EventMetadata::MAX_USER_AGENT`] bytes, so a client cannot bloat the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+impl EventMetadata {
+    pub const MAX_USER_AGENT: usize = 256;
+
+    pub fn new(client_ip: Option<IpAddr>, user_agent: Option<&str>) -> Self {
+        let user_agent = user_agent.map(|agent| {
+            let mut end = agent.len().min(Self::MAX_USER_AGENT);
+            while !agent.is_char_boundary(end) {
+                end -= 1;
+            }
+            agent[..end].to_owned()
+        });
+        Self {
+            client_ip,
+            user_agent,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// An event about to be appended, with the stream version it must take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Unique within the stream; the store rejects a second event with the same version, which is
+    /// how two writers that decided on the same state find out about each other.
+    pub stream_version: i32,
+    pub event: Event,
+    pub metadata: EventMetadata,
+}
+
+impl NewEvent {
+    pub fn stream_id(&self) -> UserId {
+        self.event.user_id()
+    }
+}
+
+/// An event as it stands in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Global, strictly increasing order of the log: replay applies events in this order.
+    pub position: i64,
+    pub stream_version: i32,
+    pub event: Event,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    pub fn stream_id(&self) -> UserId {
+        self.event.user_id()
+    }
+}
+
+/// Which database rule an append broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// Another event already has this stream version: someone else wrote to the stream first.
+    StreamVersion,
+    /// The email in a `UserRegistered` is already registered.
+    EmailTaken,
+}
+
+/// Why a store call failed. Every backend maps its own errors into these, in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The whole batch was rejected by a uniqueness rule and nothing was written.
+    #[error("append rejected: {0:?} conflict")]
+    Conflict(Conflict),
+    /// The store could not be reached, or failed part-way. Whether a failed append committed is
+    /// unknown, so callers must re-read the log before trusting their state again.
+    #[error("event store unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored event could not be decoded: the log holds something this build does not understand.
+    #[error("event at position {position} cannot be decoded")]
+    Corrupt {
+        position: i64,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+impl StoreError {
+    pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unavailable(source.into())
+    }
+}
+
+/// The future every store method returns: boxed, so `EventStore` can be used as `dyn EventStore`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// An append-only, globally ordered log of events.
+///
+/// Implementations must guarantee, in the store itself and not only in memory:
+/// - `append` is atomic: all events of the call are written, or none;
+/// - `(stream, stream_version)` is unique, and so is the email of every `UserRegistered`;
+/// - positions strictly increase in the order events were appended by one caller.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends the events atomically and returns them as recorded, in position order.
+    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>>;
+
+    /// Up to `limit` events with a position greater than `after`, in position order.
+    fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>>;
+}
+
+/// Events are read back in pages of this many, so a long log never needs to fit in one reply.
+pub const READ_PAGE: usize = 10_000;
+
+/// Reads every event after `after`, page by page, handing each to `apply` in position order.
+/// Returns the number of events read.
+pub async fn for_each_after(
+    store: &dyn EventStore,
+    mut after: i64,
+    mut apply: impl FnMut(RecordedEvent),
+) -> Result<usize, StoreError> {
+    let mut count = 0;
+    loop {
+        let page = store.read_after(after, READ_PAGE).await?;
+        let full = page.len() == READ_PAGE;
+        for event in page {
+            after = event.position;
+            count += 1;
+            apply(event);
+        }
+        if !full {
+            return Ok(count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered() -> Event {
+        Event::UserRegistered(UserRegistered {
+            user_id: UserId::new(),
+            email: Email::parse("a@example.com").expect("valid"),
+            password_hash: PasswordHash::new("$2b$04$hash".to_owned()),
+        })
+    }
+
+    #[test]
+    fn payload_round_trips_through_decode() {
+        for event in [
+            registered(),
+            Event::LoginSucceeded(LoginSucceeded {
+                user_id: UserId::new(),
+            }),
+        ] {
+            let decoded = Event::decode(event.event_type(), event.event_version(), event.payload())
+                .expect("decodes");
+            assert_eq!(decoded, event);
+        }
+    }
+
+    #[test]
+    fn payload_field_names_are_stable() {
+        let payload = registered().payload();
+        let mut keys: Vec<_> = payload
+            .as_object()
+            .expect("object")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["email", "password_hash", "user_id"]);
+    }
+
+    #[test]
+    fn unknown_types_and_versions_are_errors_not_panics() {
+        assert!(matches!(
+            Event::decode("UserDeleted", 1, Value::Null),
+            Err(DecodeError::Unknown { .. })
+        ));
+        assert!(matches!(
+            Event::decode(Event::LOGIN_SUCCEEDED, 99, Value::Null),
+            Err(DecodeError::Unknown { .. })
+        ));
+        assert!(matches!(
+            Event::decode(Event::LOGIN_SUCCEEDED, 1, serde_json::json!({"user_id": 5})),
+            Err(DecodeError::Payload { .. })
+        ));
+    }
+
+    #[test]
+    fn user_agent_is_truncated_on_a_char_boundary() {
+        let agent = "é".repeat(200); // 400 bytes
+        let metadata = EventMetadata::new(None, Some(&agent));
+        let kept = metadata.user_agent.expect("kept");
+        assert!(kept.len() <= EventMetadata::MAX_USER_AGENT);
+        assert!(agent.starts_with(&kept));
+    }
+}

@@ -1,0 +1,292 @@
+//! The PostgreSQL `EventStore`: the production log, with its guarantees enforced by the database.
+//!
+//! Schema and rules live in `sql/postgres/`, applied at start-up by refinery under an advisory
+//! lock, so several instances starting together migrate once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::{
+    Conflict, DecodeError, Event, EventMetadata, EventStore, NewEvent, RecordedEvent, StoreError,
+    StoreFuture,
+};
+
+refinery::embed_migrations!("sql/postgres");
+
+/// Key of the session-level advisory lock held while migrating ("authlog" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0061_7574_686c_6f67;
+
+/// Names given in `sql/postgres`; a unique violation is mapped to a domain conflict by name here,
+/// and nowhere else.
+const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_key";
+const REGISTERED_EMAIL_INDEX: &str = "events_registered_email_key";
+
+const APPEND_SQL: &str = "\
+    INSERT INTO events (stream_id, stream_version, event_type, event_version, payload, metadata)
+    SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::int4[], $5::jsonb[], $6::jsonb[])
+    RETURNING position, stream_id, stream_version, recorded_at";
+
+const READ_AFTER_SQL: &str = "\
+    SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
+           recorded_at
+    FROM events WHERE position > $1 ORDER BY position LIMIT $2";
+
+/// How to reach PostgreSQL.
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/dbname`; secret because it may hold a password.
+    pub url: SecretString,
+    /// Connections kept open. The registry has one append in flight at a time, so a few suffice.
+    pub pool_size: usize,
+    /// Bound on connecting, waiting for a pooled connection, and each statement: past it a
+    /// request gets 503 instead of hanging while the database is unreachable.
+    pub timeout: Duration,
+}
+
+impl PostgresSettings {
+    pub fn new(url: SecretString) -> Self {
+        Self {
+            url,
+            pool_size: 4,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct PostgresEventStore {
+    pool: Pool,
+    /// Bounds each statement, so a database that stops answering cannot wedge the registry.
+    timeout: Duration,
+    /// `user@host:port/dbname`, for log lines; never includes the password.
+    description: String,
+}
+
+impl PostgresEventStore {
+    /// Builds the connection pool. Connections are opened lazily, so this does not touch the
+    /// database; [`PostgresEventStore::migrate`] is the first call that does.
+    pub fn connect(settings: &PostgresSettings) -> anyhow::Result<Self> {
+        let mut config = tokio_postgres::Config::from_str(settings.url.expose_secret())
+            .context("DATABASE_URL is not a valid PostgreSQL connection string")?;
+        config.connect_timeout(settings.timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("authlog");
+        }
+        let description = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A closed connection is noticed here; one that dies later fails its statement,
+                // which answers 503 and is then discarded.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.timeout))
+            .create_timeout(Some(settings.timeout))
+            .recycle_timeout(Some(settings.timeout))
+            .build()
+            .context("cannot build the PostgreSQL connection pool")?;
+        Ok(Self {
+            pool,
+            timeout: settings.timeout,
+            description,
+        })
+    }
+
+    /// Applies the numbered migrations in `sql/postgres/` that have not run yet.
+    ///
+    /// Refinery records them in `refinery_schema_history`; the advisory lock makes concurrent
+    /// start-ups wait for each other instead of racing.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .with_context(|| format!("cannot connect to PostgreSQL at {}", self.description))?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .context("cannot take the migration lock")?;
+        let applied = migrations::runner().run_async(&mut **client).await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        let report = applied.context("migrating the event log schema failed")?;
+        unlocked.context("cannot release the migration lock")?;
+        for migration in report.applied_migrations() {
+            tracing::info!(migration = %migration, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// `user@host:port/dbname`, safe to log.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    async fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut stream_ids = Vec::with_capacity(events.len());
+        let mut versions = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut event_versions = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        let mut metadata = Vec::with_capacity(events.len());
+        for new in &events {
+            stream_ids.push(new.stream_id().as_uuid());
+            versions.push(new.stream_version);
+            types.push(new.event.event_type());
+            event_versions.push(new.event.event_version());
+            payloads.push(new.event.payload());
+            metadata.push(new.metadata.to_json());
+        }
+        let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+        let statement = client.prepare_cached(APPEND_SQL).await.map_err(map_error)?;
+        // One statement is one implicit transaction: the batch commits whole or not at all.
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &stream_ids,
+                    &versions,
+                    &types,
+                    &event_versions,
+                    &payloads,
+                    &metadata,
+                ],
+            )
+            .await
+            .map_err(map_error)?;
+
+        let mut assigned: HashMap<(Uuid, i32), (i64, DateTime<Utc>)> = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    (row.try_get("stream_id")?, row.try_get("stream_version")?),
+                    (row.try_get("position")?, row.try_get("recorded_at")?),
+                ))
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(map_error)?;
+        let mut recorded = events
+            .into_iter()
+            .map(|new| {
+                let key = (new.stream_id().as_uuid(), new.stream_version);
+                let (position, recorded_at) = assigned.remove(&key).ok_or_else(|| {
+                    StoreError::unavailable("INSERT ... RETURNING did not return every event")
+                })?;
+                Ok(RecordedEvent {
+                    position,
+                    stream_version: new.stream_version,
+                    event: new.event,
+                    metadata: new.metadata,
+                    recorded_at,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        recorded.sort_by_key(|event| event.position);
+        Ok(recorded)
+    }
+
+    async fn read_page(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+        let statement = client
+            .prepare_cached(READ_AFTER_SQL)
+            .await
+            .map_err(map_error)?;
+        let rows = client
+            .query(&statement, &[&after, &limit])
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, operation)
+            .await
+            .unwrap_or_else(|elapsed| Err(StoreError::unavailable(elapsed)))
+    }
+}
+
+impl EventStore for PostgresEventStore {
+    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Box::pin(self.bounded(self.append_batch(events)))
+    }
+
+    fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Box::pin(self.bounded(self.read_page(after, limit)))
+    }
+}
+
+/// The one place where PostgreSQL errors become domain conflicts (SQLSTATE 23505) or outages.
+fn map_error(error: tokio_postgres::Error) -> StoreError {
+    if let Some(db_error) = error.as_db_error()
+        && db_error.code() == &SqlState::UNIQUE_VIOLATION
+    {
+        match db_error.constraint() {
+            Some(STREAM_VERSION_CONSTRAINT) => {
+                return StoreError::Conflict(Conflict::StreamVersion);
+            }
+            Some(REGISTERED_EMAIL_INDEX) => return StoreError::Conflict(Conflict::EmailTaken),
+            _ => {}
+        }
+    }
+    StoreError::unavailable(error)
+}
+
+fn decode_row(row: &Row) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.try_get("position").map_err(map_error)?;
+    let corrupt = |source| StoreError::Corrupt { position, source };
+    let stream_id: Uuid = row.try_get("stream_id").map_err(map_error)?;
+    let event_type: String = row.try_get("event_type").map_err(map_error)?;
+    let event_version: i32 = row.try_get("event_version").map_err(map_error)?;
+    let payload: Value = row.try_get("payload").map_err(map_error)?;
+    let metadata: Value = row.try_get("metadata").map_err(map_error)?;
+
+    let event = Event::decode(&event_type, event_version, payload).map_err(corrupt)?;
+    if event.user_id().as_uuid() != stream_id {
+        return Err(corrupt(DecodeError::StreamMismatch));
+    }
+    let metadata: EventMetadata =
+        serde_json::from_value(metadata).map_err(|e| corrupt(DecodeError::Metadata(e)))?;
+    Ok(RecordedEvent {
+        position,
+        stream_version: row.try_get("stream_version").map_err(map_error)?,
+        event,
+        metadata,
+        recorded_at: row.try_get("recorded_at").map_err(map_error)?,
+    })
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("?");
+    let dbname = config.get_dbname().unwrap_or(user);
+    format!("{user}@{host}:{port}/{dbname}")
+}

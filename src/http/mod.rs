@@ -1,0 +1,62 @@
+//! The REST API: routes, shared state, and the extractors that turn requests into domain types.
+//!
+//! Handlers stay thin: parse, send one message per actor, shape the reply. One file per endpoint.
+
+mod bearer;
+mod json;
+mod login;
+mod profile;
+mod root;
+mod signup;
+
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::header::USER_AGENT;
+use actix_web::{HttpRequest, HttpResponse, Resource, web};
+
+use crate::actors::{TokenActor, UserRegistry};
+use crate::error::ApiError;
+use crate::events::EventMetadata;
+use crate::hashing::PasswordHasher;
+
+pub use bearer::BearerToken;
+pub use json::{JsonBody, MAX_BODY_BYTES};
+
+/// What every handler shares. Built once in `Application::build`, before the workers start.
+pub struct AppState {
+    pub registry: Addr<UserRegistry>,
+    pub tokens: Addr<TokenActor>,
+    pub hasher: PasswordHasher,
+    /// Longest a handler waits for an actor before answering 503.
+    pub actor_timeout: Duration,
+}
+
+/// Mounts every route, and the JSON 404/405 replies.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(endpoint("/", "GET").route(web::get().to(root::root)))
+        .service(endpoint("/signup", "POST").route(web::post().to(signup::signup)))
+        .service(endpoint("/login", "POST").route(web::post().to(login::login)))
+        .service(endpoint("/profile", "GET").route(web::get().to(profile::profile)))
+        .default_service(web::route().to(not_found));
+}
+
+/// A resource whose other methods get a JSON 405 with an `Allow` header.
+fn endpoint(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(
+        web::route().to(move || async move {
+            Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+        }),
+    )
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// Where a request came from, for the event's metadata. The client address is the TCP peer;
+/// proxy headers are ignored until trusted proxies can be configured.
+fn request_metadata(req: &HttpRequest) -> EventMetadata {
+    let user_agent = req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok());
+    EventMetadata::new(req.peer_addr().map(|addr| addr.ip()), user_agent)
+}

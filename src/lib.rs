@@ -1,0 +1,28 @@
+//! authlog: an authentication service whose state is an append-only event log.
+//!
+//! Sign up, log in for a JWT, and call a protected route, as in the FastAPI tutorial it replaces;
+//! but every change is an event in PostgreSQL, and the service's memory is a projection of them.
+//!
+//! # Layout
+//! - [`domain`]: pure types that parse input once (`Email`, `Password`, `UserId`).
+//! - [`events`]: the event enum, the [`events::EventStore`] trait, PostgreSQL and in-memory stores.
+//! - [`projection`]: the email→user [`projection::Directory`] and its one `apply` function.
+//! - [`decide`]: pure decisions: which events a command appends, against committed state.
+//! - [`actors`]: [`actors::UserRegistry`] (the only writer) and [`actors::TokenActor`] (JWTs).
+//! - [`hashing`]: bcrypt on a bounded blocking pool.
+//! - [`http`]: routes, extractors and handlers; [`error`]: the one HTTP error type.
+//! - [`config`], [`startup`], [`telemetry`]: settings, wiring, logs.
+
+#![forbid(unsafe_code)]
+
+pub mod actors;
+pub mod config;
+pub mod decide;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod hashing;
+pub mod http;
+pub mod projection;
+pub mod startup;
+pub mod telemetry;
