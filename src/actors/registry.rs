@@ -175,13 +175,16 @@ impl UserRegistry {
         receiver
     }
 
-    /// Starts the next append if none is in flight.
+    /// Starts the next append if none is in flight, re-reading the log first if it is stale.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.queue.is_empty() {
+        if self.busy {
             return;
         }
         if self.stale {
             self.catch_up(ctx);
+            return;
+        }
+        if self.queue.is_empty() {
             return;
         }
         let batch = self.take_batch();
@@ -308,7 +311,11 @@ impl UserRegistry {
     }
 
     /// Applies whatever the log holds past the directory's position, then resumes flushing.
-    /// While the store stays unreachable, queued commands fail fast instead of piling up.
+    ///
+    /// Runs as soon as the directory goes stale, so that logins (which read the directory before
+    /// queueing anything) see what another writer added. If the read fails, queued commands fail
+    /// fast instead of piling up, and the next command tries again: nothing retries in a loop
+    /// against a database that is down.
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
         self.busy = true;
         let store = Arc::clone(&self.store);
@@ -337,6 +344,7 @@ impl UserRegistry {
                         let reply = Err(RegistryError::Unavailable(Arc::clone(&error)));
                         let _ = pending.reply.send(reply);
                     }
+                    return;
                 }
             }
             act.flush(ctx);

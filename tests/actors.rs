@@ -1,0 +1,375 @@
+//! Driving the actors directly, without HTTP, as programs and tests that embed authlog do.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix::{Actor, Addr};
+use authlog::actors::{
+    Authenticate, FindUser, GetDirectory, Register, RegistryError, UserRegistry,
+};
+use authlog::domain::{Email, Password};
+use authlog::events::{
+    Event, EventMetadata, EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StoreError,
+    StoreFuture,
+};
+use authlog::hashing::PasswordHasher;
+use authlog::projection::{Directory, UserSummary};
+use futures_util::future::join_all;
+
+fn hasher() -> PasswordHasher {
+    PasswordHasher::new(4, 2)
+}
+
+fn email(raw: &str) -> Email {
+    Email::parse(raw).expect("valid email")
+}
+
+fn metadata() -> EventMetadata {
+    EventMetadata::new(Some([127, 0, 0, 1].into()), Some("actor-test"))
+}
+
+async fn start(store: Arc<dyn EventStore>) -> Addr<UserRegistry> {
+    UserRegistry::load(store, hasher())
+        .await
+        .expect("loads")
+        .start()
+}
+
+async fn register(
+    registry: &Addr<UserRegistry>,
+    raw: &str,
+    password: &str,
+) -> Result<UserSummary, RegistryError> {
+    let password = Password::parse(password.to_owned()).expect("valid password");
+    let password_hash = hasher().hash(password).await.expect("hash");
+    registry
+        .send(Register {
+            email: email(raw),
+            password_hash,
+            metadata: metadata(),
+        })
+        .await
+        .expect("registry answers")
+}
+
+async fn authenticate(
+    registry: &Addr<UserRegistry>,
+    raw: &str,
+    password: &str,
+) -> Result<UserSummary, RegistryError> {
+    let password = Password::for_login(password.to_owned()).expect("fits bcrypt");
+    registry
+        .send(Authenticate {
+            email: email(raw),
+            password,
+            metadata: metadata(),
+        })
+        .await
+        .expect("registry answers")
+}
+
+fn types(events: &[RecordedEvent]) -> Vec<(&'static str, i32)> {
+    events
+        .iter()
+        .map(|e| (e.event.event_type(), e.stream_version))
+        .collect()
+}
+
+#[actix::test]
+async fn register_appends_user_registered_and_answers_after_commit() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    let user = register(&registry, "A@Example.com", "password1")
+        .await
+        .expect("registered");
+    assert_eq!(user.email, email("a@example.com"));
+
+    let events = store.events();
+    assert_eq!(types(&events), [("UserRegistered", 1)]);
+    assert_eq!(events[0].stream_id(), user.user_id);
+    assert_eq!(events[0].metadata, metadata());
+    let found = registry
+        .send(FindUser {
+            user_id: user.user_id,
+        })
+        .await
+        .expect("answers");
+    assert_eq!(found, Some(user));
+}
+
+#[actix::test]
+async fn a_duplicate_registration_is_refused_and_appends_nothing() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    register(&registry, "a@example.com", "password1")
+        .await
+        .expect("registered");
+    let again = register(&registry, " A@EXAMPLE.COM", "password2").await;
+    assert!(matches!(again, Err(RegistryError::EmailTaken)), "{again:?}");
+    assert_eq!(store.events().len(), 1);
+}
+
+#[actix::test]
+async fn of_50_concurrent_registrations_of_one_email_exactly_one_wins() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    let hash = hasher()
+        .hash(Password::parse("password1".into()).expect("valid"))
+        .await
+        .expect("hash");
+    let attempts = (0..50).map(|_| {
+        registry.send(Register {
+            email: email("race@example.com"),
+            password_hash: hash.clone(),
+            metadata: metadata(),
+        })
+    });
+    let results: Vec<_> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("answers"))
+        .collect();
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    let taken = results
+        .iter()
+        .filter(|r| matches!(r, Err(RegistryError::EmailTaken)))
+        .count();
+    assert_eq!((wins, taken), (1, 49));
+    assert_eq!(store.events().len(), 1);
+}
+
+#[actix::test]
+async fn concurrent_registrations_of_different_emails_all_commit() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    let hash = hasher()
+        .hash(Password::parse("password1".into()).expect("valid"))
+        .await
+        .expect("hash");
+    let attempts = (0..200).map(|i| {
+        registry.send(Register {
+            email: email(&format!("user{i}@example.com")),
+            password_hash: hash.clone(),
+            metadata: metadata(),
+        })
+    });
+    let results = join_all(attempts).await;
+    assert!(results.into_iter().all(|r| r.expect("answers").is_ok()));
+    assert_eq!(store.events().len(), 200);
+    let directory = registry.send(GetDirectory).await.expect("answers");
+    assert_eq!(directory.len(), 200);
+}
+
+#[actix::test]
+async fn login_appends_login_succeeded_with_the_next_stream_version() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    let user = register(&registry, "a@example.com", "password1")
+        .await
+        .expect("registered");
+    for _ in 0..2 {
+        let logged_in = authenticate(&registry, "A@example.com", "password1")
+            .await
+            .expect("login");
+        assert_eq!(logged_in, user);
+    }
+    assert_eq!(
+        types(&store.events()),
+        [
+            ("UserRegistered", 1),
+            ("LoginSucceeded", 2),
+            ("LoginSucceeded", 3)
+        ]
+    );
+}
+
+#[actix::test]
+async fn concurrent_logins_take_consecutive_stream_versions() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    register(&registry, "a@example.com", "password1")
+        .await
+        .expect("registered");
+    let logins = (0..20).map(|_| authenticate(&registry, "a@example.com", "password1"));
+    assert!(join_all(logins).await.iter().all(Result::is_ok));
+    let versions: Vec<i32> = store.events().iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, (1..=21).collect::<Vec<_>>());
+}
+
+#[actix::test]
+async fn wrong_password_and_unknown_email_are_refused_alike_and_append_nothing() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    register(&registry, "a@example.com", "password1")
+        .await
+        .expect("registered");
+    for (who, password) in [
+        ("a@example.com", "password2"),
+        ("b@example.com", "password1"),
+    ] {
+        let result = authenticate(&registry, who, password).await;
+        assert!(
+            matches!(result, Err(RegistryError::InvalidCredentials)),
+            "{who}: {result:?}"
+        );
+    }
+    assert_eq!(store.events().len(), 1);
+}
+
+#[actix::test]
+async fn rebuilding_from_the_log_reproduces_the_projection() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    for i in 0..10 {
+        register(&registry, &format!("u{i}@example.com"), "password1")
+            .await
+            .expect("registered");
+    }
+    for i in 0..10 {
+        for _ in 0..(i % 3) {
+            authenticate(&registry, &format!("u{i}@example.com"), "password1")
+                .await
+                .expect("login");
+        }
+    }
+    let live = registry.send(GetDirectory).await.expect("answers");
+    let replayed = Directory::rebuild(store.as_ref()).await.expect("replays");
+    assert_eq!(replayed, live);
+    assert_eq!(replayed.len(), 10);
+    assert_eq!(replayed.users().map(|u| u.logins).sum::<u64>(), 9);
+
+    // A second registry on the same log serves the same users.
+    let restarted = start(store.clone()).await;
+    authenticate(&restarted, "u4@example.com", "password1")
+        .await
+        .expect("login after restart");
+    let duplicate = register(&restarted, "u4@example.com", "password1").await;
+    assert!(matches!(duplicate, Err(RegistryError::EmailTaken)));
+}
+
+#[actix::test]
+async fn a_failed_append_leaves_memory_untouched_and_recovers() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    register(&registry, "a@example.com", "password1")
+        .await
+        .expect("registered");
+    let before = registry.send(GetDirectory).await.expect("answers");
+
+    store.set_offline(true);
+    let result = register(&registry, "b@example.com", "password1").await;
+    assert!(
+        matches!(result, Err(RegistryError::Unavailable(_))),
+        "{result:?}"
+    );
+    let login = authenticate(&registry, "a@example.com", "password1").await;
+    assert!(
+        matches!(login, Err(RegistryError::Unavailable(_))),
+        "no token without a logged login: {login:?}"
+    );
+    assert_eq!(registry.send(GetDirectory).await.expect("answers"), before);
+
+    store.set_offline(false);
+    register(&registry, "b@example.com", "password1")
+        .await
+        .expect("registered once back");
+    authenticate(&registry, "a@example.com", "password1")
+        .await
+        .expect("login once back");
+    assert_eq!(
+        types(&store.events()),
+        [
+            ("UserRegistered", 1),
+            ("UserRegistered", 1),
+            ("LoginSucceeded", 2)
+        ]
+    );
+}
+
+/// Commits, then reports failure: what a client sees when the connection drops during COMMIT.
+struct LostReplyStore {
+    inner: InMemoryEventStore,
+    lose_next: AtomicBool,
+}
+
+impl EventStore for LostReplyStore {
+    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Box::pin(async move {
+            let recorded = self.inner.append(events).await?;
+            if self.lose_next.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::unavailable("connection lost after COMMIT"));
+            }
+            Ok(recorded)
+        })
+    }
+
+    fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        self.inner.read_after(after, limit)
+    }
+}
+
+#[actix::test]
+async fn after_an_ambiguous_append_the_registry_rereads_the_log() {
+    let store = Arc::new(LostReplyStore {
+        inner: InMemoryEventStore::new(),
+        lose_next: AtomicBool::new(true),
+    });
+    let registry = start(store.clone()).await;
+    let result = register(&registry, "a@example.com", "password1").await;
+    assert!(
+        matches!(result, Err(RegistryError::Unavailable(_))),
+        "{result:?}"
+    );
+
+    // The event did commit. The next command re-reads the log first, so the registry neither
+    // registers the email twice nor forgets the user.
+    let retry = register(&registry, "a@example.com", "password1").await;
+    assert!(matches!(retry, Err(RegistryError::EmailTaken)), "{retry:?}");
+    authenticate(&registry, "a@example.com", "password1")
+        .await
+        .expect("the committed user logs in");
+    assert_eq!(
+        types(&store.inner.events()),
+        [("UserRegistered", 1), ("LoginSucceeded", 2)]
+    );
+}
+
+#[actix::test]
+async fn two_registries_on_one_log_never_register_an_email_twice() {
+    // Two processes sharing a database: neither sees the other's memory, only the log.
+    let store = Arc::new(InMemoryEventStore::new());
+    let first = start(store.clone()).await;
+    let second = start(store.clone()).await;
+    register(&first, "a@example.com", "password1")
+        .await
+        .expect("registered");
+    let duplicate = register(&second, "a@example.com", "password2").await;
+    assert!(
+        matches!(duplicate, Err(RegistryError::EmailTaken)),
+        "{duplicate:?}"
+    );
+
+    // The conflict taught the second registry about the user, so it can log them in, and its
+    // stream version stays in step with the first registry's writes.
+    authenticate(&first, "a@example.com", "password1")
+        .await
+        .expect("login on first");
+    authenticate(&second, "a@example.com", "password1")
+        .await
+        .expect("login on second");
+    authenticate(&first, "a@example.com", "password1")
+        .await
+        .expect("login on first again");
+    assert_eq!(
+        types(&store.events()),
+        [
+            ("UserRegistered", 1),
+            ("LoginSucceeded", 2),
+            ("LoginSucceeded", 3),
+            ("LoginSucceeded", 4)
+        ]
+    );
+    assert!(matches!(store.events()[0].event, Event::UserRegistered(_)));
+}

@@ -1,0 +1,367 @@
+//! Shared test helpers: a fresh PostgreSQL database per test (dropped afterwards), the app on
+//! port 0, typed HTTP calls, and a TCP proxy that can cut the database off.
+//!
+//! PostgreSQL is required, never optional: if it cannot be reached these helpers panic with a
+//! message saying how to start it, so a missing database fails the run instead of skipping tests.
+
+// Each integration-test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use actix::Addr;
+use authlog::actors::{JwtSecret, UserRegistry};
+use authlog::config::{Settings, StoreSettings};
+use authlog::events::PostgresSettings;
+use authlog::startup::Application;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+pub const TEST_SECRET: &str = "test-only-secret-at-least-32-bytes-long!";
+/// The tutorial's own example credentials.
+pub const TUTORIAL_EMAIL: &str = "user@example.com";
+pub const TUTORIAL_PASSWORD: &str = "mypassword123";
+
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Logs go to the test output only when `TEST_LOG` is set.
+pub fn init_test_logging() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+pub fn jwt_secret() -> JwtSecret {
+    JwtSecret::parse(SecretString::from(TEST_SECRET)).expect("test secret is long enough")
+}
+
+/// Settings for a test: port 0, bcrypt cost 4, two workers.
+pub fn test_settings(store: StoreSettings) -> Settings {
+    let mut settings = Settings::new(store, jwt_secret());
+    settings.bind = "127.0.0.1:0".to_owned();
+    settings.bcrypt_cost = 4;
+    settings.workers = 2;
+    settings.actor_timeout = Duration::from_secs(10);
+    settings
+}
+
+/// A database created for one test and dropped (with its connections) when this is dropped,
+/// even if the test panics.
+pub struct TestDatabase {
+    admin: tokio_postgres::Config,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin_url = std::env::var("AUTHLOG_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+        let admin = tokio_postgres::Config::from_str(&admin_url)
+            .expect("AUTHLOG_TEST_DATABASE_URL is a valid PostgreSQL URL");
+        let name = format!("authlog_test_{}", Uuid::new_v4().simple());
+        let client = connect(&admin).await.unwrap_or_else(|error| {
+            panic!(
+                "PostgreSQL is required for the tests and is not reachable at {admin_url}: {error}\n\
+                 Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
+                 or point AUTHLOG_TEST_DATABASE_URL at a server where the user may CREATE DATABASE."
+            )
+        });
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create the test database");
+        Self { admin, name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn config(&self) -> tokio_postgres::Config {
+        let mut config = self.admin.clone();
+        config.dbname(&self.name);
+        config
+    }
+
+    pub fn host(&self) -> String {
+        match self.admin.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.admin.get_ports().first().copied().unwrap_or(5432)
+    }
+
+    /// The URL of this database, reached at `host:port` (the real server, or a proxy).
+    pub fn url_at(&self, host: &str, port: u16) -> String {
+        let user = self.admin.get_user().unwrap_or("postgres");
+        let password = self
+            .admin
+            .get_password()
+            .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+            .unwrap_or_default();
+        format!("postgres://{user}{password}@{host}:{port}/{}", self.name)
+    }
+
+    pub fn url(&self) -> String {
+        self.url_at(&self.host(), self.port())
+    }
+
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings::Postgres(PostgresSettings::new(SecretString::from(self.url())))
+    }
+
+    /// A plain client on this database, for looking at the table directly.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.config())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// The `(event_type, stream_version)` of every event, in position order.
+    pub async fn event_types(&self) -> Vec<(String, i32)> {
+        self.client()
+            .await
+            .query(
+                "SELECT event_type, stream_version FROM events ORDER BY position",
+                &[],
+            )
+            .await
+            .expect("read events")
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; do the async work on a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let client = connect(&admin).await?;
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {}", self.name);
+        }
+    }
+}
+
+async fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// A running application and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub registry: Addr<UserRegistry>,
+    pub http: reqwest::Client,
+}
+
+/// The app on a fresh PostgreSQL database. Keep the database alive as long as the app.
+pub async fn spawn_app() -> (TestApp, TestDatabase) {
+    let db = TestDatabase::create().await;
+    let app = spawn_app_with(test_settings(db.store_settings())).await;
+    (app, db)
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    init_test_logging();
+    let app = Application::build(settings)
+        .await
+        .expect("the application builds");
+    let port = app.port();
+    let registry = app.registry();
+    actix_rt::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        registry,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A POST with exactly this content type (or none) and raw body.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self.http.post(self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn signup(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json("/signup", &json!({ "email": email, "password": password }))
+            .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json("/login", &json!({ "email": email, "password": password }))
+            .await
+    }
+
+    /// Logs in and returns the access token, asserting success.
+    pub async fn token_for(&self, email: &str, password: &str) -> String {
+        let response = self.login(email, password).await;
+        assert_eq!(response.status(), 200, "login of {email} should succeed");
+        let body: Value = response.json().await.expect("json");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// `GET /profile` with this exact `Authorization` header value, or none.
+    pub async fn profile(&self, authorization: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.url("/profile"));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        request.send().await.expect("request sent")
+    }
+}
+
+/// Asserts a JSON error reply: this status, and a body that is exactly `{"detail": <string>}`.
+/// Returns the detail.
+pub async fn assert_error(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type was {content_type:?}"
+    );
+    let body: Value = response.json().await.expect("a JSON body");
+    let object = body.as_object().expect("a JSON object");
+    assert_eq!(object.len(), 1, "only a detail field: {body}");
+    object["detail"]
+        .as_str()
+        .expect("detail is a string")
+        .to_owned()
+}
+
+/// Asserts a 401 with this detail and a `WWW-Authenticate: Bearer...` header.
+pub async fn assert_unauthorized(response: reqwest::Response, detail: &str) {
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        challenge.starts_with("Bearer"),
+        "WWW-Authenticate was {challenge:?}"
+    );
+    assert_eq!(assert_error(response, 401).await, detail);
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut (killing open connections and refusing
+/// new ones) and restore, to play a database outage without touching the shared server.
+pub struct TcpProxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("address").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accept_up, accept_connections) = (Arc::clone(&up), Arc::clone(&connections));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accept_connections
+                    .lock()
+                    .expect("lock")
+                    .push(task.abort_handle());
+            }
+        });
+        Self {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().expect("lock").drain(..) {
+            connection.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,283 @@
+//! Guarantees kept by PostgreSQL itself, restarts, and outages. Each test gets a fresh database.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use authlog::actors::{Authenticate, GetDirectory, Register, RegistryError, UserRegistry};
+use authlog::config::StoreSettings;
+use authlog::domain::{Email, Password};
+use authlog::events::{EventMetadata, EventStore, PostgresEventStore, PostgresSettings};
+use authlog::hashing::PasswordHasher;
+use common::{
+    TUTORIAL_EMAIL, TUTORIAL_PASSWORD, TcpProxy, TestDatabase, assert_error, spawn_app_with,
+    test_settings,
+};
+use futures_util::future::join_all;
+use secrecy::SecretString;
+use serde_json::Value;
+
+async fn store_for(db: &TestDatabase) -> Arc<PostgresEventStore> {
+    let settings = PostgresSettings::new(SecretString::from(db.url()));
+    let store = PostgresEventStore::connect(&settings).expect("pool");
+    store.migrate().await.expect("migrations apply");
+    Arc::new(store)
+}
+
+async fn registry_on(store: Arc<PostgresEventStore>) -> Addr<UserRegistry> {
+    UserRegistry::load(store, PasswordHasher::new(4, 2))
+        .await
+        .expect("loads")
+        .start()
+}
+
+#[actix_web::test]
+async fn migrations_are_tracked_and_idempotent() {
+    let db = TestDatabase::create().await;
+    let first = store_for(&db).await;
+    first.migrate().await.expect("second run is a no-op");
+    // Several instances starting at once serialise on the advisory lock.
+    let racers = (0..4).map(|_| async { store_for(&db).await });
+    join_all(racers).await;
+    let client = db.client().await;
+    let applied: i64 = client
+        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+        .await
+        .expect("history table")
+        .get(0);
+    assert_eq!(applied, 1);
+}
+
+#[actix_web::test]
+async fn the_event_table_is_append_only() {
+    let db = TestDatabase::create().await;
+    let app = spawn_app_with(test_settings(db.store_settings())).await;
+    assert_eq!(
+        app.signup(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await.status(),
+        201
+    );
+
+    let client = db.client().await;
+    for statement in [
+        "UPDATE events SET payload = '{}'::jsonb",
+        "UPDATE events SET recorded_at = now() - interval '1 day'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ] {
+        let error = client.batch_execute(statement).await.expect_err(statement);
+        let message = error
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(
+            message.starts_with("events is append-only"),
+            "{statement}: {message}"
+        );
+    }
+    assert_eq!(db.event_types().await, [("UserRegistered".to_owned(), 1)]);
+}
+
+#[actix_web::test]
+async fn the_database_itself_refuses_a_second_registration_or_stream_version() {
+    let db = TestDatabase::create().await;
+    let app = spawn_app_with(test_settings(db.store_settings())).await;
+    assert_eq!(
+        app.signup(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await.status(),
+        201
+    );
+    let client = db.client().await;
+
+    let duplicate_email = "INSERT INTO events (stream_id, stream_version, event_type, event_version, payload)
+        VALUES (gen_random_uuid(), 1, 'UserRegistered', 1,
+                jsonb_build_object('email', 'user@example.com', 'user_id', 'x', 'password_hash', 'x'))";
+    let error = client
+        .batch_execute(duplicate_email)
+        .await
+        .expect_err("unique email");
+    let db_error = error.as_db_error().expect("a database error");
+    assert_eq!(db_error.constraint(), Some("events_registered_email_key"));
+
+    let duplicate_version =
+        "INSERT INTO events (stream_id, stream_version, event_type, event_version, payload)
+        SELECT stream_id, 1, 'LoginSucceeded', 1, '{}'::jsonb FROM events LIMIT 1";
+    let error = client
+        .batch_execute(duplicate_version)
+        .await
+        .expect_err("unique version");
+    let db_error = error.as_db_error().expect("a database error");
+    assert_eq!(db_error.constraint(), Some("events_stream_version_key"));
+}
+
+#[actix_web::test]
+async fn two_registries_on_one_database_never_register_an_email_twice() {
+    let db = TestDatabase::create().await;
+    let first = registry_on(store_for(&db).await).await;
+    let second = registry_on(store_for(&db).await).await;
+    let hash = PasswordHasher::new(4, 1)
+        .hash(Password::parse("password1".into()).expect("valid"))
+        .await
+        .expect("hash");
+    let email = Email::parse("race@example.com").expect("valid");
+
+    // 25 attempts on each registry at once. Neither registry's memory knows about the other's;
+    // only the database's unique index can stop the second registration.
+    let attempts = (0..50).map(|i| {
+        let registry = if i % 2 == 0 { &first } else { &second };
+        registry.send(Register {
+            email: email.clone(),
+            password_hash: hash.clone(),
+            metadata: EventMetadata::default(),
+        })
+    });
+    let results: Vec<_> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("answers"))
+        .collect();
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    let taken = results
+        .iter()
+        .filter(|r| matches!(r, Err(RegistryError::EmailTaken)))
+        .count();
+    assert_eq!((wins, taken), (1, 49), "{results:?}");
+    assert_eq!(db.event_types().await, [("UserRegistered".to_owned(), 1)]);
+
+    // Both registries now know the user and keep the stream's versions in step.
+    for registry in [&first, &second, &first] {
+        let login = registry
+            .send(Authenticate {
+                email: email.clone(),
+                password: Password::for_login("password1".into()).expect("fits"),
+                metadata: EventMetadata::default(),
+            })
+            .await
+            .expect("answers");
+        assert!(login.is_ok(), "{login:?}");
+    }
+    let versions: Vec<i32> = db.event_types().await.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+}
+
+#[actix_web::test]
+async fn a_restart_keeps_every_user_and_their_tokens() {
+    let db = TestDatabase::create().await;
+    let before = spawn_app_with(test_settings(db.store_settings())).await;
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let email = format!("user{i}@example.com");
+        assert_eq!(before.signup(&email, TUTORIAL_PASSWORD).await.status(), 201);
+        tokens.push(before.token_for(&email, TUTORIAL_PASSWORD).await);
+    }
+    let directory_before = before.registry.send(GetDirectory).await.expect("answers");
+
+    // A new Application on the same database replays the log.
+    let after = spawn_app_with(test_settings(db.store_settings())).await;
+    let directory_after = after.registry.send(GetDirectory).await.expect("answers");
+    assert_eq!(directory_after, directory_before);
+    for (i, token) in tokens.iter().enumerate() {
+        let email = format!("user{i}@example.com");
+        assert_eq!(after.login(&email, TUTORIAL_PASSWORD).await.status(), 200);
+        let response = after.profile(Some(&format!("Bearer {token}"))).await;
+        assert_eq!(response.status(), 200, "a token from before the restart");
+        assert_eq!(after.signup(&email, TUTORIAL_PASSWORD).await.status(), 409);
+    }
+}
+
+#[actix_web::test]
+async fn an_unreachable_database_gets_503_and_the_service_recovers_by_itself() {
+    let db = TestDatabase::create().await;
+    let upstream: SocketAddr = format!("{}:{}", db.host(), db.port())
+        .parse()
+        .expect("address");
+    let proxy = TcpProxy::start(upstream).await;
+    let mut postgres =
+        PostgresSettings::new(SecretString::from(db.url_at("127.0.0.1", proxy.port)));
+    postgres.timeout = Duration::from_secs(2);
+    let app = spawn_app_with(test_settings(StoreSettings::Postgres(postgres))).await;
+    assert_eq!(
+        app.signup(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await.status(),
+        201
+    );
+
+    proxy.cut();
+    for attempt in 0..3 {
+        let response = app
+            .signup(&format!("down{attempt}@example.com"), TUTORIAL_PASSWORD)
+            .await;
+        let retry_after = response.headers().get("retry-after").cloned();
+        let detail = assert_error(response, 503).await;
+        assert_eq!(detail, "Service temporarily unavailable, please retry");
+        assert!(retry_after.is_some(), "503 carries Retry-After");
+        // A correct password still gets no token: the login could not be logged.
+        let response = app.login(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+        assert_error(response, 503).await;
+    }
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = app.signup("back@example.com", TUTORIAL_PASSWORD).await;
+        if response.status() == 201 {
+            break;
+        }
+        assert_eq!(response.status(), 503, "only 503 while recovering");
+        assert!(
+            Instant::now() < deadline,
+            "the service did not recover within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        app.login(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await.status(),
+        200
+    );
+    // Nothing from the outage was half-applied: no user for the refused signups.
+    assert_eq!(
+        app.login("down0@example.com", TUTORIAL_PASSWORD)
+            .await
+            .status(),
+        401
+    );
+    let registered: Vec<Value> = db
+        .client()
+        .await
+        .query("SELECT payload->'email' FROM events WHERE event_type = 'UserRegistered' ORDER BY position", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        registered,
+        [Value::from(TUTORIAL_EMAIL), Value::from("back@example.com")]
+    );
+}
+
+#[actix_web::test]
+async fn a_corrupt_log_stops_start_up_instead_of_serving_a_wrong_directory() {
+    let db = TestDatabase::create().await;
+    let store = store_for(&db).await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO events (stream_id, stream_version, event_type, event_version, payload)
+             VALUES (gen_random_uuid(), 1, 'UserTeleported', 1, '{}'::jsonb)",
+        )
+        .await
+        .expect("insert");
+    let error = UserRegistry::load(
+        store.clone() as Arc<dyn EventStore>,
+        PasswordHasher::new(4, 1),
+    )
+    .await
+    .err()
+    .expect("refuses to start");
+    let chain = authlog::error::error_chain(&error);
+    assert!(
+        chain.contains("position 1") && chain.contains("UserTeleported"),
+        "{chain}"
+    );
+}
