@@ -42,8 +42,7 @@ async fn register(
     raw: &str,
     password: &str,
 ) -> Result<UserSummary, RegistryError> {
-    let password = Password::parse(password.to_owned()).expect("valid password");
-    let password_hash = hasher().hash(password).await.expect("hash");
+    let password_hash = common::password_hash(password).await;
     registry
         .send(Register {
             email: email(raw),
@@ -115,28 +114,8 @@ async fn a_duplicate_registration_is_refused_and_appends_nothing() {
 async fn of_50_concurrent_registrations_of_one_email_exactly_one_wins() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
-    let hash = hasher()
-        .hash(Password::parse("password1".into()).expect("valid"))
-        .await
-        .expect("hash");
-    let attempts = (0..50).map(|_| {
-        registry.send(Register {
-            email: email("race@example.com"),
-            password_hash: hash.clone(),
-            metadata: metadata(),
-        })
-    });
-    let results: Vec<_> = join_all(attempts)
-        .await
-        .into_iter()
-        .map(|r| r.expect("answers"))
-        .collect();
-    let wins = results.iter().filter(|r| r.is_ok()).count();
-    let taken = results
-        .iter()
-        .filter(|r| matches!(r, Err(RegistryError::EmailTaken)))
-        .count();
-    assert_eq!((wins, taken), (1, 49));
+    let outcome = common::race_registrations(&[&registry], "race@example.com", 50).await;
+    assert_eq!(outcome, (1, 49));
     assert_eq!(store.events().len(), 1);
 }
 
@@ -144,10 +123,7 @@ async fn of_50_concurrent_registrations_of_one_email_exactly_one_wins() {
 async fn concurrent_registrations_of_different_emails_all_commit() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
-    let hash = hasher()
-        .hash(Password::parse("password1".into()).expect("valid"))
-        .await
-        .expect("hash");
+    let hash = common::password_hash("password1").await;
     let attempts = (0..200).map(|i| {
         registry.send(Register {
             email: email(&format!("user{i}@example.com")),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
-use authlog::actors::{Authenticate, GetDirectory, Register, RegistryError, UserRegistry};
+use authlog::actors::{Authenticate, GetDirectory, UserRegistry};
 use authlog::config::StoreSettings;
 use authlog::domain::{Email, Password};
 use authlog::events::{EventMetadata, EventStore, PostgresEventStore, PostgresSettings};
@@ -116,36 +116,14 @@ async fn two_registries_on_one_database_never_register_an_email_twice() {
     let db = TestDatabase::create().await;
     let first = registry_on(store_for(&db).await).await;
     let second = registry_on(store_for(&db).await).await;
-    let hash = PasswordHasher::new(4, 1)
-        .hash(Password::parse("password1".into()).expect("valid"))
-        .await
-        .expect("hash");
-    let email = Email::parse("race@example.com").expect("valid");
-
     // 25 attempts on each registry at once. Neither registry's memory knows about the other's;
     // only the database's unique index can stop the second registration.
-    let attempts = (0..50).map(|i| {
-        let registry = if i % 2 == 0 { &first } else { &second };
-        registry.send(Register {
-            email: email.clone(),
-            password_hash: hash.clone(),
-            metadata: EventMetadata::default(),
-        })
-    });
-    let results: Vec<_> = join_all(attempts)
-        .await
-        .into_iter()
-        .map(|r| r.expect("answers"))
-        .collect();
-    let wins = results.iter().filter(|r| r.is_ok()).count();
-    let taken = results
-        .iter()
-        .filter(|r| matches!(r, Err(RegistryError::EmailTaken)))
-        .count();
-    assert_eq!((wins, taken), (1, 49), "{results:?}");
+    let outcome = common::race_registrations(&[&first, &second], "race@example.com", 50).await;
+    assert_eq!(outcome, (1, 49));
     assert_eq!(db.event_types().await, [("UserRegistered".to_owned(), 1)]);
 
     // Both registries now know the user and keep the stream's versions in step.
+    let email = Email::parse("race@example.com").expect("valid");
     for registry in [&first, &second, &first] {
         let login = registry
             .send(Authenticate {

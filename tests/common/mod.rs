@@ -365,3 +365,47 @@ impl TcpProxy {
         self.up.store(true, Ordering::SeqCst);
     }
 }
+
+/// A bcrypt hash (cost 4) of `password`, for messages that take a pre-hashed password.
+pub async fn password_hash(password: &str) -> authlog::domain::PasswordHash {
+    let password = authlog::domain::Password::parse(password.to_owned()).expect("valid password");
+    authlog::hashing::PasswordHasher::new(4, 1)
+        .hash(password)
+        .await
+        .expect("hash")
+}
+
+/// Sends `attempts` concurrent registrations of one email, spread round-robin over `registries`,
+/// and returns how many succeeded and how many were refused as duplicates.
+pub async fn race_registrations(
+    registries: &[&Addr<UserRegistry>],
+    email: &str,
+    attempts: usize,
+) -> (usize, usize) {
+    use authlog::actors::{Register, RegistryError};
+    let hash = password_hash("password1").await;
+    let email = authlog::domain::Email::parse(email).expect("valid email");
+    let sends = (0..attempts).map(|i| {
+        registries[i % registries.len()].send(Register {
+            email: email.clone(),
+            password_hash: hash.clone(),
+            metadata: authlog::events::EventMetadata::default(),
+        })
+    });
+    let results: Vec<_> = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("the registry answers"))
+        .collect();
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    let taken = results
+        .iter()
+        .filter(|r| matches!(r, Err(RegistryError::EmailTaken)))
+        .count();
+    assert_eq!(
+        wins + taken,
+        attempts,
+        "only wins and duplicates: {results:?}"
+    );
+    (wins, taken)
+}
