@@ -2,20 +2,32 @@
 
 #![forbid(unsafe_code)]
 
+use std::process::ExitCode;
+
 use authlog::config::{Cli, CliCommand, Settings};
 use authlog::startup::Application;
 use clap::Parser;
 
 #[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     authlog::telemetry::init();
-    match cli.into_command() {
-        CliCommand::Serve(args) => {
-            let settings = Settings::from_env(args)?;
-            let app = Application::build(settings).await?;
-            app.run_until_stopped().await?;
+    let outcome = match cli.into_command() {
+        CliCommand::Serve(args) => serve(args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the whole cause chain; no backtrace, which helps nobody running it.
+            tracing::error!("authlog stopped: {error:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+async fn serve(args: authlog::config::ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::from_env(args)?;
+    let app = Application::build(settings).await?;
+    app.run_until_stopped().await?;
     Ok(())
 }
