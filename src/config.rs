@@ -120,8 +120,21 @@ impl Settings {
 
     /// Combines parsed flags with the secrets from the environment.
     pub fn from_env(args: ServeArgs) -> Result<Self, ConfigError> {
-        let database_url = env_secret("DATABASE_URL").ok_or(ConfigError::MissingDatabaseUrl)?;
-        let jwt_secret = env_secret("AUTHLOG_JWT_SECRET").ok_or(ConfigError::MissingJwtSecret)?;
+        Self::from_parts(
+            args,
+            env_secret("DATABASE_URL"),
+            env_secret("AUTHLOG_JWT_SECRET"),
+        )
+    }
+
+    /// [`Settings::from_env`] without the environment, so the rules can be tested.
+    pub fn from_parts(
+        args: ServeArgs,
+        database_url: Option<SecretString>,
+        jwt_secret: Option<SecretString>,
+    ) -> Result<Self, ConfigError> {
+        let database_url = database_url.ok_or(ConfigError::MissingDatabaseUrl)?;
+        let jwt_secret = jwt_secret.ok_or(ConfigError::MissingJwtSecret)?;
         let store = StoreSettings::Postgres(PostgresSettings::new(database_url));
         let mut settings = Self::new(store, JwtSecret::parse(jwt_secret)?);
         settings.bind = args.bind;
@@ -163,6 +176,58 @@ mod tests {
         let CliCommand::Serve(args) = cli.into_command();
         assert_eq!(args.bcrypt_cost, 12);
         assert_eq!(args.token_ttl_minutes, 30);
+    }
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(std::iter::once("authlog").chain(flags.iter().copied()))
+            .expect("parses");
+        let CliCommand::Serve(args) = cli.into_command();
+        args
+    }
+
+    fn secret(value: &str) -> Option<SecretString> {
+        Some(SecretString::from(value))
+    }
+
+    #[test]
+    fn postgres_needs_a_database_url_and_a_long_enough_secret() {
+        let url = secret("postgres://postgres@127.0.0.1/authlog");
+        let key = secret("0123456789abcdef0123456789abcdef");
+        let error = Settings::from_parts(serve_args(&[]), None, key.clone()).err();
+        assert!(matches!(error, Some(ConfigError::MissingDatabaseUrl)));
+        let error = Settings::from_parts(serve_args(&[]), url.clone(), None).err();
+        assert!(matches!(error, Some(ConfigError::MissingJwtSecret)));
+        let error = Settings::from_parts(serve_args(&[]), url.clone(), secret("short")).err();
+        let message = error.expect("refused").to_string();
+        assert_eq!(
+            message,
+            "AUTHLOG_JWT_SECRET must be at least 32 bytes, got 5"
+        );
+        assert!(Settings::from_parts(serve_args(&[]), url, key).is_ok());
+    }
+
+    #[test]
+    fn flags_reach_the_settings() {
+        let args = serve_args(&[
+            "--bind",
+            "0.0.0.0:9000",
+            "--bcrypt-cost",
+            "4",
+            "--token-ttl-minutes",
+            "5",
+            "--workers",
+            "3",
+        ]);
+        let settings = Settings::from_parts(
+            args,
+            secret("postgres://postgres@127.0.0.1/authlog"),
+            secret("0123456789abcdef0123456789abcdef"),
+        )
+        .expect("valid");
+        assert_eq!(settings.bind, "0.0.0.0:9000");
+        assert_eq!(settings.bcrypt_cost, 4);
+        assert_eq!(settings.token_ttl, Duration::from_secs(300));
+        assert_eq!(settings.workers, 3);
     }
 
     #[test]
