@@ -13,8 +13,8 @@ use authlog::domain::{Email, Password};
 use authlog::events::{EventMetadata, EventStore, PostgresEventStore, PostgresSettings};
 use authlog::hashing::PasswordHasher;
 use common::{
-    TUTORIAL_EMAIL, TUTORIAL_PASSWORD, TcpProxy, TestDatabase, assert_error, spawn_app_with,
-    test_settings,
+    TUTORIAL_EMAIL, TUTORIAL_PASSWORD, TcpProxy, TestDatabase, assert_error, spawn_app,
+    spawn_app_with, test_settings,
 };
 use futures_util::future::join_all;
 use secrecy::SecretString;
@@ -53,8 +53,7 @@ async fn migrations_are_tracked_and_idempotent() {
 
 #[actix_web::test]
 async fn the_event_table_is_append_only() {
-    let db = TestDatabase::create().await;
-    let app = spawn_app_with(test_settings(db.store_settings())).await;
+    let (app, db) = spawn_app().await;
     assert_eq!(
         app.signup(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await.status(),
         201
@@ -82,8 +81,7 @@ async fn the_event_table_is_append_only() {
 
 #[actix_web::test]
 async fn the_database_itself_refuses_a_second_registration_or_stream_version() {
-    let db = TestDatabase::create().await;
-    let app = spawn_app_with(test_settings(db.store_settings())).await;
+    let (app, db) = spawn_app().await;
     assert_eq!(
         app.signup(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await.status(),
         201
