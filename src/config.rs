@@ -3,6 +3,7 @@
 //! Secrets (`DATABASE_URL`, `AUTHLOG_JWT_SECRET`) are read from the environment only, never from
 //! flags, so they do not show up in `ps` or shell history, and they are never printed.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +11,17 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::actors::{JwtSecret, JwtSecretError};
-use crate::events::{EventStore, PostgresSettings};
+use crate::events::{EventStore, PostgresSettings, SqliteSettings};
+use crate::keyfile;
 
 const SECRETS_HELP: &str = "\
 Secrets, read from the environment only:
-  DATABASE_URL        PostgreSQL URL holding the event log (required),
-                      e.g. postgres://postgres@127.0.0.1:5432/authlog
-  AUTHLOG_JWT_SECRET  HMAC key for access tokens, at least 32 bytes (required),
-                      e.g. from `openssl rand -hex 32`";
+  DATABASE_URL        PostgreSQL URL holding the event log, e.g.
+                      postgres://postgres@127.0.0.1:5432/authlog
+                      [default: unset, the embedded SQLite log in --data-dir]
+  AUTHLOG_JWT_SECRET  HMAC key for access tokens, at least 32 bytes, e.g. from
+                      `openssl rand -hex 32`. Required with PostgreSQL; on the
+                      embedded log a key is generated once into --data-dir/jwt-secret";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,14 +68,41 @@ pub struct ServeArgs {
     /// HTTP worker threads [default: one per core].
     #[arg(long, env = "AUTHLOG_WORKERS", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: Option<u64>,
+    /// Directory of the embedded store (events.db) and its generated token key, used when
+    /// DATABASE_URL is unset. Created with mode 0700 if missing.
+    #[arg(long, env = "AUTHLOG_DATA_DIR", default_value = "authlog-data")]
+    pub data_dir: PathBuf,
 }
 
 /// Where the event log lives.
 #[derive(Clone)]
 pub enum StoreSettings {
     Postgres(PostgresSettings),
+    /// The embedded SQLite log: the default, needing nothing installed.
+    Sqlite(SqliteSettings),
     /// A store built by the caller (tests, embedding programs), such as an in-memory one.
     Provided(Arc<dyn EventStore>),
+}
+
+/// Where the token signing key comes from.
+#[derive(Debug, Clone)]
+pub enum JwtSecretSource {
+    /// Given by the operator (`AUTHLOG_JWT_SECRET`) or the embedding program.
+    Given(JwtSecret),
+    /// Read from this file, generated there (mode 0600) on first start. Only chosen for the
+    /// embedded store; a shared PostgreSQL log needs one key that every instance is given.
+    File(PathBuf),
+}
+
+impl From<JwtSecret> for JwtSecretSource {
+    fn from(secret: JwtSecret) -> Self {
+        Self::Given(secret)
+    }
+}
+
+/// The generated key's place in a data directory.
+pub fn key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(keyfile::FILE_NAME)
 }
 
 /// Everything `Application::build` needs.
@@ -79,7 +110,7 @@ pub enum StoreSettings {
 pub struct Settings {
     pub bind: String,
     pub store: StoreSettings,
-    pub jwt_secret: JwtSecret,
+    pub jwt_secret: JwtSecretSource,
     pub token_ttl: Duration,
     pub bcrypt_cost: u32,
     pub workers: usize,
@@ -91,11 +122,6 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "DATABASE_URL is not set: authlog keeps its event log in PostgreSQL \
-         (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/authlog)"
-    )]
-    MissingDatabaseUrl,
-    #[error(
         "AUTHLOG_JWT_SECRET is not set: it is required with PostgreSQL, so that tokens stay valid \
          across restarts and replicas (generate one with `openssl rand -hex 32`)"
     )]
@@ -106,11 +132,11 @@ pub enum ConfigError {
 
 impl Settings {
     /// Defaults for everything but the two things with no safe default.
-    pub fn new(store: StoreSettings, jwt_secret: JwtSecret) -> Self {
+    pub fn new(store: StoreSettings, jwt_secret: impl Into<JwtSecretSource>) -> Self {
         Self {
             bind: "127.0.0.1:8000".to_owned(),
             store,
-            jwt_secret,
+            jwt_secret: jwt_secret.into(),
             token_ttl: Duration::from_secs(30 * 60),
             bcrypt_cost: bcrypt::DEFAULT_COST,
             workers: available_cores(),
@@ -133,10 +159,21 @@ impl Settings {
         database_url: Option<SecretString>,
         jwt_secret: Option<SecretString>,
     ) -> Result<Self, ConfigError> {
-        let database_url = database_url.ok_or(ConfigError::MissingDatabaseUrl)?;
-        let jwt_secret = jwt_secret.ok_or(ConfigError::MissingJwtSecret)?;
-        let store = StoreSettings::Postgres(PostgresSettings::new(database_url));
-        let mut settings = Self::new(store, JwtSecret::parse(jwt_secret)?);
+        let (store, jwt_secret) = match (database_url, jwt_secret) {
+            (Some(url), Some(secret)) => (
+                StoreSettings::Postgres(PostgresSettings::new(url)),
+                JwtSecretSource::Given(JwtSecret::parse(secret)?),
+            ),
+            (Some(_), None) => return Err(ConfigError::MissingJwtSecret),
+            (None, secret) => (
+                StoreSettings::Sqlite(SqliteSettings::in_dir(&args.data_dir)),
+                match secret {
+                    Some(secret) => JwtSecretSource::Given(JwtSecret::parse(secret)?),
+                    None => JwtSecretSource::File(key_file(&args.data_dir)),
+                },
+            ),
+        };
+        let mut settings = Self::new(store, jwt_secret);
         settings.bind = args.bind;
         settings.bcrypt_cost = args.bcrypt_cost;
         settings.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
@@ -190,11 +227,9 @@ mod tests {
     }
 
     #[test]
-    fn postgres_needs_a_database_url_and_a_long_enough_secret() {
+    fn postgres_needs_a_long_enough_secret() {
         let url = secret("postgres://postgres@127.0.0.1/authlog");
         let key = secret("0123456789abcdef0123456789abcdef");
-        let error = Settings::from_parts(serve_args(&[]), None, key.clone()).err();
-        assert!(matches!(error, Some(ConfigError::MissingDatabaseUrl)));
         let error = Settings::from_parts(serve_args(&[]), url.clone(), None).err();
         assert!(matches!(error, Some(ConfigError::MissingJwtSecret)));
         let error = Settings::from_parts(serve_args(&[]), url.clone(), secret("short")).err();
@@ -203,7 +238,33 @@ mod tests {
             message,
             "AUTHLOG_JWT_SECRET must be at least 32 bytes, got 5"
         );
-        assert!(Settings::from_parts(serve_args(&[]), url, key).is_ok());
+        let settings = Settings::from_parts(serve_args(&[]), url, key).expect("valid");
+        assert!(matches!(settings.store, StoreSettings::Postgres(_)));
+        assert!(matches!(settings.jwt_secret, JwtSecretSource::Given(_)));
+    }
+
+    #[test]
+    fn without_a_database_url_the_log_is_embedded_in_the_data_dir() {
+        let settings = Settings::from_parts(serve_args(&[]), None, None).expect("valid");
+        let StoreSettings::Sqlite(sqlite) = &settings.store else {
+            panic!("expected the embedded store");
+        };
+        assert_eq!(sqlite.path, Path::new("authlog-data/events.db"));
+        let JwtSecretSource::File(key) = &settings.jwt_secret else {
+            panic!("expected a generated key file");
+        };
+        assert_eq!(key, Path::new("authlog-data/jwt-secret"));
+
+        let args = serve_args(&["--data-dir", "/var/lib/authlog"]);
+        let settings = Settings::from_parts(args, None, secret("0123456789abcdef0123456789abcdef"))
+            .expect("valid");
+        let StoreSettings::Sqlite(sqlite) = &settings.store else {
+            panic!("expected the embedded store");
+        };
+        assert_eq!(sqlite.path, Path::new("/var/lib/authlog/events.db"));
+        assert!(matches!(settings.jwt_secret, JwtSecretSource::Given(_)));
+        let error = Settings::from_parts(serve_args(&[]), None, secret("short")).err();
+        assert!(matches!(error, Some(ConfigError::WeakJwtSecret(_))));
     }
 
     #[test]

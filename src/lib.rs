@@ -1,17 +1,20 @@
 //! authlog: an authentication service whose state is an append-only event log.
 //!
 //! Sign up, log in for a JWT, and call a protected route, as in the FastAPI tutorial it replaces;
-//! but every change is an event in PostgreSQL, and the service's memory is a projection of them.
+//! but every change is an event in an append-only log (an embedded SQLite file, or PostgreSQL),
+//! and the service's memory is a projection of them.
 //!
 //! # Layout
 //! - [`domain`]: pure types that parse input once (`Email`, `Password`, `UserId`).
-//! - [`events`]: the event enum, the [`events::EventStore`] trait, PostgreSQL and in-memory stores.
+//! - [`events`]: the event enum, the [`events::EventStore`] trait, and its stores: PostgreSQL,
+//!   embedded SQLite, in-memory.
 //! - [`projection`]: the email→user [`projection::Directory`] and its one `apply` function.
 //! - [`decide`]: pure decisions: which events a command appends, against committed state.
 //! - [`actors`]: [`actors::UserRegistry`] (the only writer) and [`actors::TokenActor`] (JWTs).
 //! - [`hashing`]: bcrypt on a bounded blocking pool.
 //! - [`http`]: routes, extractors and handlers; [`error`]: the one HTTP error type.
-//! - [`config`], [`startup`], [`telemetry`]: settings, wiring, logs.
+//! - [`config`], [`startup`], [`telemetry`]: settings, wiring, logs; [`keyfile`]: the embedded
+//!   store's generated token key.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod hashing;
 pub mod http;
+pub mod keyfile;
 pub mod projection;
 pub mod startup;
 pub mod telemetry;

@@ -10,11 +10,38 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
-use crate::actors::{JwtKeys, TokenActor, UserRegistry};
-use crate::config::{Settings, StoreSettings, available_cores};
-use crate::events::{EventStore, PostgresEventStore};
+use crate::actors::{JwtKeys, JwtSecret, TokenActor, UserRegistry};
+use crate::config::{JwtSecretSource, Settings, StoreSettings, available_cores};
+use crate::events::{EventStore, PostgresEventStore, SqliteEventStore};
 use crate::hashing::PasswordHasher;
 use crate::http::{self, AppState};
+use crate::keyfile::{self, KeyOrigin};
+
+/// The signing key, reading or generating the key file if that is where it comes from.
+fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
+    let path = match &settings.jwt_secret {
+        JwtSecretSource::Given(secret) => return Ok(secret.clone()),
+        JwtSecretSource::File(path) => path,
+    };
+    anyhow::ensure!(
+        !matches!(settings.store, StoreSettings::Postgres(_)),
+        "AUTHLOG_JWT_SECRET is required with PostgreSQL, so that every instance signs with one key"
+    );
+    let (secret, origin) = keyfile::load_or_generate(path)?;
+    match origin {
+        KeyOrigin::Generated => tracing::warn!(
+            "AUTHLOG_JWT_SECRET is not set: generated a token signing key in {} (mode 0600). \
+             Tokens stay valid across restarts as long as that file is kept and private; \
+             set AUTHLOG_JWT_SECRET to manage the key yourself",
+            path.display()
+        ),
+        KeyOrigin::Loaded => tracing::info!(
+            "AUTHLOG_JWT_SECRET is not set: signing tokens with the key in {}",
+            path.display()
+        ),
+    }
+    Ok(secret)
+}
 
 pub struct Application {
     address: SocketAddr,
@@ -33,11 +60,20 @@ impl Application {
             StoreSettings::Postgres(postgres) => {
                 let store = PostgresEventStore::connect(postgres)?;
                 store.migrate().await?;
-                let name = format!("postgres {}", store.description());
+                let name = format!("PostgreSQL {}", store.description());
                 (Arc::new(store), name)
             }
-            StoreSettings::Provided(store) => (Arc::clone(store), "provided".to_owned()),
+            StoreSettings::Sqlite(sqlite) => {
+                let store = SqliteEventStore::open(sqlite).await?;
+                let name = format!("embedded SQLite {}", store.path().display());
+                (Arc::new(store), name)
+            }
+            StoreSettings::Provided(store) => (
+                Arc::clone(store),
+                "a store provided by the caller".to_owned(),
+            ),
         };
+        let jwt_secret = jwt_secret(&settings)?;
 
         let cores = available_cores();
         let hasher = PasswordHasher::new(settings.bcrypt_cost, cores);
@@ -47,7 +83,7 @@ impl Application {
         let users = registry.directory().len();
         let position = registry.directory().position();
         let registry = registry.start();
-        let keys = Arc::new(JwtKeys::new(&settings.jwt_secret, settings.token_ttl));
+        let keys = Arc::new(JwtKeys::new(&jwt_secret, settings.token_ttl));
         let tokens = TokenActor::start_pool(keys, cores);
 
         let state = web::Data::new(AppState {
@@ -74,11 +110,10 @@ impl Application {
         .run();
 
         tracing::info!(
-            store = %store_name,
             users,
             position,
             bcrypt_cost = settings.bcrypt_cost,
-            "authlog listening on http://{address}"
+            "authlog listening on http://{address} with the event log in {store_name}"
         );
         Ok(Self {
             address,

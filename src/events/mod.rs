@@ -5,6 +5,7 @@
 
 mod memory;
 mod postgres;
+mod sqlite;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -18,6 +19,7 @@ use crate::domain::{Email, PasswordHash, UserId};
 
 pub use memory::InMemoryEventStore;
 pub use postgres::{PostgresEventStore, PostgresSettings};
+pub use sqlite::{SqliteEventStore, SqliteSettings};
 
 /// Everything that can happen to a user, in the order it may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,12 @@ pub enum DecodeError {
     Metadata(#[source] serde_json::Error),
     #[error("the payload's user_id does not match the stream_id column")]
     StreamMismatch,
+    #[error("malformed {column} column")]
+    Column {
+        column: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Event {
@@ -197,6 +205,39 @@ impl RecordedEvent {
     pub fn stream_id(&self) -> UserId {
         self.event.user_id()
     }
+
+    /// Rebuilds an event from a row's columns, the same way for every backend: upcast and decode
+    /// the payload, check it belongs to the row's stream, decode the metadata.
+    pub fn from_columns(columns: StoredColumns) -> Result<Self, StoreError> {
+        let position = columns.position;
+        let corrupt = |source| StoreError::Corrupt { position, source };
+        let event = Event::decode(&columns.event_type, columns.event_version, columns.payload)
+            .map_err(corrupt)?;
+        if event.user_id().as_uuid() != columns.stream_id {
+            return Err(corrupt(DecodeError::StreamMismatch));
+        }
+        let metadata: EventMetadata = serde_json::from_value(columns.metadata)
+            .map_err(|e| corrupt(DecodeError::Metadata(e)))?;
+        Ok(RecordedEvent {
+            position,
+            stream_version: columns.stream_version,
+            event,
+            metadata,
+            recorded_at: columns.recorded_at,
+        })
+    }
+}
+
+/// One row of the `events` table as a backend reads it, before decoding.
+pub struct StoredColumns {
+    pub position: i64,
+    pub stream_id: uuid::Uuid,
+    pub stream_version: i32,
+    pub event_type: String,
+    pub event_version: i32,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// Which database rule an append broke.

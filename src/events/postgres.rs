@@ -12,14 +12,12 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    Conflict, DecodeError, Event, EventMetadata, EventStore, NewEvent, RecordedEvent, StoreError,
-    StoreFuture,
+    Conflict, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
 };
 
 refinery::embed_migrations!("sql/postgres");
@@ -255,25 +253,14 @@ fn map_error(error: tokio_postgres::Error) -> StoreError {
 }
 
 fn decode_row(row: &Row) -> Result<RecordedEvent, StoreError> {
-    let position: i64 = row.try_get("position").map_err(map_error)?;
-    let corrupt = |source| StoreError::Corrupt { position, source };
-    let stream_id: Uuid = row.try_get("stream_id").map_err(map_error)?;
-    let event_type: String = row.try_get("event_type").map_err(map_error)?;
-    let event_version: i32 = row.try_get("event_version").map_err(map_error)?;
-    let payload: Value = row.try_get("payload").map_err(map_error)?;
-    let metadata: Value = row.try_get("metadata").map_err(map_error)?;
-
-    let event = Event::decode(&event_type, event_version, payload).map_err(corrupt)?;
-    if event.user_id().as_uuid() != stream_id {
-        return Err(corrupt(DecodeError::StreamMismatch));
-    }
-    let metadata: EventMetadata =
-        serde_json::from_value(metadata).map_err(|e| corrupt(DecodeError::Metadata(e)))?;
-    Ok(RecordedEvent {
-        position,
+    RecordedEvent::from_columns(StoredColumns {
+        position: row.try_get("position").map_err(map_error)?,
+        stream_id: row.try_get("stream_id").map_err(map_error)?,
         stream_version: row.try_get("stream_version").map_err(map_error)?,
-        event,
-        metadata,
+        event_type: row.try_get("event_type").map_err(map_error)?,
+        event_version: row.try_get("event_version").map_err(map_error)?,
+        payload: row.try_get("payload").map_err(map_error)?,
+        metadata: row.try_get("metadata").map_err(map_error)?,
         recorded_at: row.try_get("recorded_at").map_err(map_error)?,
     })
 }

@@ -1,0 +1,333 @@
+//! The embedded `EventStore`: the event log in one SQLite file, so authlog runs with nothing else
+//! installed, with the same guarantees as PostgreSQL enforced by SQLite itself.
+//!
+//! SQLite calls block, so one dedicated thread owns the connection and runs every call in turn;
+//! async callers (the registry) hand it a job and await the answer. SQLite allows one writer at a
+//! time anyway, so a single thread costs no write throughput, and the registry's group commit
+//! turns many sign-ups into one transaction and one fsync.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{
+    Conflict, DecodeError, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture,
+    StoredColumns,
+};
+
+/// The schema, one numbered step per file in `sql/sqlite/`. The number applied so far is kept in
+/// SQLite's `user_version` header field.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../sql/sqlite/V1__event_log.sql"))];
+
+/// Names given in `sql/sqlite`. SQLite reports a unique violation as text, from the constraint
+/// itself or from the triggers that stop `INSERT OR REPLACE` first; both are mapped here only.
+const STREAM_VERSION_VIOLATION: &str = "events.stream_id, events.stream_version";
+const REGISTERED_EMAIL_INDEX: &str = "events_registered_email_key";
+
+const APPEND_SQL: &str = "\
+    INSERT INTO events (stream_id, stream_version, event_type, event_version, payload, metadata,
+                        recorded_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+const READ_AFTER_SQL: &str = "\
+    SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
+           recorded_at
+    FROM events WHERE position > ?1 ORDER BY position LIMIT ?2";
+
+/// Where the embedded log lives.
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    /// The database file; its directory is created (mode 0700) if missing.
+    pub path: PathBuf,
+    /// How long a call may wait, for another process holding the write lock or in the queue,
+    /// before it fails with [`StoreError::Unavailable`].
+    pub timeout: Duration,
+}
+
+impl SqliteSettings {
+    /// The file name of the log inside a data directory.
+    pub const FILE_NAME: &'static str = "events.db";
+
+    pub fn in_dir(data_dir: &Path) -> Self {
+        Self {
+            path: data_dir.join(Self::FILE_NAME),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+pub struct SqliteEventStore {
+    /// `None` only while dropping, so that the worker sees the channel close.
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+    path: PathBuf,
+    timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the SQLite worker thread has stopped")]
+struct WorkerStopped;
+
+impl SqliteEventStore {
+    /// Opens (creating if needed) the log file, applies the schema, and starts the thread that
+    /// owns the connection.
+    pub async fn open(settings: &SqliteSettings) -> anyhow::Result<Self> {
+        let path = settings.path.clone();
+        let timeout = settings.timeout;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (opened, ready) = oneshot::channel();
+        let worker_path = path.clone();
+        let worker = std::thread::Builder::new()
+            .name("authlog-sqlite".to_owned())
+            .spawn(move || {
+                let mut connection = match open_connection(&worker_path, timeout) {
+                    Ok(connection) => {
+                        let _ = opened.send(Ok(()));
+                        connection
+                    }
+                    Err(error) => {
+                        let _ = opened.send(Err(error));
+                        return;
+                    }
+                };
+                while let Ok(job) = queue.recv() {
+                    job(&mut connection);
+                }
+                // Dropping the connection closes it; the last one to close checkpoints the WAL.
+            })
+            .context("cannot start the SQLite thread")?;
+        let opened = ready
+            .await
+            .map_err(|_| anyhow::anyhow!("the SQLite thread stopped while opening"));
+        let store = Self {
+            jobs: Some(jobs),
+            worker: Some(worker),
+            path,
+            timeout,
+        };
+        opened?.with_context(|| format!("cannot open the event log {}", store.path.display()))?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `job` on the SQLite thread and waits for its answer, at most `timeout` (after which the
+    /// job may still run: the caller gets `Unavailable`, which means "outcome unknown").
+    fn call<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.jobs.as_ref().map(|jobs| {
+            jobs.send(Box::new(move |connection: &mut Connection| {
+                let _ = reply.send(job(connection));
+            }))
+        });
+        let timeout = self.timeout;
+        async move {
+            if !matches!(sent, Some(Ok(()))) {
+                return Err(StoreError::unavailable(WorkerStopped));
+            }
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(StoreError::unavailable(WorkerStopped)),
+                Err(elapsed) => Err(StoreError::unavailable(elapsed)),
+            }
+        }
+    }
+}
+
+impl Drop for SqliteEventStore {
+    /// Closes the queue and waits for the thread to finish its last job and close the file, so
+    /// the store can be reopened at once by this process or another.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl EventStore for SqliteEventStore {
+    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Box::pin(self.call(move |connection| append_batch(connection, events)))
+    }
+
+    fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Box::pin(self.call(move |connection| read_page(connection, after, limit)))
+    }
+}
+
+/// Creates the directory and file if needed (readable by this user only: the log holds password
+/// hashes), opens it in WAL mode with `synchronous=FULL`, and migrates it.
+fn open_connection(path: &Path, timeout: Duration) -> anyhow::Result<Connection> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    }
+    // SQLite gives its -wal and -shm files the database file's permissions.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+
+    let mut connection = Connection::open(path)?;
+    connection.busy_timeout(timeout)?;
+    let journal: String =
+        connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    anyhow::ensure!(
+        journal.eq_ignore_ascii_case("wal"),
+        "SQLite refused WAL mode (journal_mode is {journal})"
+    );
+    // FULL: every commit is fsynced before it returns, so an acknowledged event survives a crash
+    // or power loss, not only a process kill.
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    let synchronous: i64 = connection.pragma_query_value(None, "synchronous", |row| row.get(0))?;
+    anyhow::ensure!(synchronous == 2, "SQLite refused synchronous=FULL");
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+/// Applies the steps of [`MIGRATIONS`] not applied yet, in one write transaction, so that two
+/// processes opening a new file at once migrate it exactly once.
+fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i32 = transaction.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let latest = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    anyhow::ensure!(
+        current <= latest,
+        "the event log has schema version {current}, newer than this build knows ({latest}); \
+         upgrade authlog"
+    );
+    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > current) {
+        transaction
+            .execute_batch(sql)
+            .with_context(|| format!("migration V{version} failed"))?;
+        transaction.pragma_update(None, "user_version", version)?;
+        tracing::info!(migration = version, "applied migration");
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+/// One transaction for the whole batch: all events are written and fsynced, or none.
+fn append_batch(
+    connection: &mut Connection,
+    events: Vec<NewEvent>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Stored with microseconds, as PostgreSQL does, so what is returned equals what is read back.
+    let recorded_at = Utc::now().trunc_subsecs(6);
+    let stamp = recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_error)?;
+    let mut recorded = Vec::with_capacity(events.len());
+    {
+        let mut insert = transaction.prepare_cached(APPEND_SQL).map_err(map_error)?;
+        for new in events {
+            let position = insert
+                .insert(params![
+                    new.stream_id().as_uuid().hyphenated().to_string(),
+                    new.stream_version,
+                    new.event.event_type(),
+                    new.event.event_version(),
+                    new.event.payload().to_string(),
+                    new.metadata.to_json().to_string(),
+                    stamp,
+                ])
+                .map_err(map_error)?;
+            recorded.push(RecordedEvent {
+                position,
+                stream_version: new.stream_version,
+                event: new.event,
+                metadata: new.metadata,
+                recorded_at,
+            });
+        }
+    }
+    // On any error above, dropping the transaction rolls it back.
+    transaction.commit().map_err(map_error)?;
+    Ok(recorded)
+}
+
+fn read_page(
+    connection: &mut Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut select = connection
+        .prepare_cached(READ_AFTER_SQL)
+        .map_err(map_error)?;
+    let mut rows = select.query(params![after, limit]).map_err(map_error)?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(map_error)? {
+        events.push(decode_row(row)?);
+    }
+    Ok(events)
+}
+
+fn decode_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.get("position").map_err(map_error)?;
+    let column = |column: &'static str, source: Box<dyn std::error::Error + Send + Sync>| {
+        StoreError::Corrupt {
+            position,
+            source: DecodeError::Column { column, source },
+        }
+    };
+    let text = |name: &'static str| row.get::<_, String>(name).map_err(map_error);
+    let json = |name: &'static str| {
+        serde_json::from_str::<Value>(&text(name)?).map_err(|e| column(name, e.into()))
+    };
+    RecordedEvent::from_columns(StoredColumns {
+        position,
+        stream_id: Uuid::parse_str(&text("stream_id")?)
+            .map_err(|e| column("stream_id", e.into()))?,
+        stream_version: row.get("stream_version").map_err(map_error)?,
+        event_type: text("event_type")?,
+        event_version: row.get("event_version").map_err(map_error)?,
+        payload: json("payload")?,
+        metadata: json("metadata")?,
+        recorded_at: DateTime::parse_from_rfc3339(&text("recorded_at")?)
+            .map_err(|e| column("recorded_at", e.into()))?
+            .with_timezone(&Utc),
+    })
+}
+
+/// The one place where SQLite errors become domain conflicts or outages.
+fn map_error(error: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &error
+        && failure.code == ErrorCode::ConstraintViolation
+    {
+        if message.contains(STREAM_VERSION_VIOLATION) {
+            return StoreError::Conflict(Conflict::StreamVersion);
+        }
+        if message.contains(REGISTERED_EMAIL_INDEX) {
+            return StoreError::Conflict(Conflict::EmailTaken);
+        }
+    }
+    StoreError::unavailable(error)
+}

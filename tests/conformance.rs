@@ -1,0 +1,550 @@
+//! One conformance suite for every `EventStore`: PostgreSQL, embedded SQLite and in-memory.
+//!
+//! Each case is written once, generic over [`Backend`], and `every_case!` instantiates the whole
+//! list for every backend, so a backend cannot pass by leaving a case out. The two rules an
+//! in-memory store cannot have (durability, and refusing SQL that rewrites history) are declared
+//! by its `DURABLE` constant, and the cases check that declaration instead of skipping.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use authlog::domain::{Email, PasswordHash, UserId};
+use authlog::events::{
+    Conflict, Event, EventMetadata, EventStore, InMemoryEventStore, LoginSucceeded, NewEvent,
+    PostgresEventStore, PostgresSettings, RecordedEvent, SqliteEventStore, SqliteSettings,
+    StoreError, UserRegistered, for_each_after,
+};
+use common::TestDatabase;
+use futures_util::future::join_all;
+use secrecy::SecretString;
+
+/// What the cases need from a backend.
+trait Backend: Sized {
+    /// Whether the log outlives the store value, and lives where other tools can try to change it.
+    const DURABLE: bool;
+
+    /// A new, empty log.
+    async fn create() -> Self;
+
+    /// The store under test.
+    fn store(&self) -> Arc<dyn EventStore>;
+
+    /// An independent handle on the same log: another pool or connection, what a second process
+    /// would have. The in-memory store can only hand out itself again.
+    async fn second_handle(&self) -> Arc<dyn EventStore>;
+
+    /// Closes the store and opens the same log again; `None` for a store that keeps nothing.
+    async fn reopen(&mut self) -> Option<Arc<dyn EventStore>>;
+
+    /// Tries to change or remove recorded events with the backend's own tools, behind authlog's
+    /// back, and returns each statement with the error it got (`None` if it was allowed).
+    async fn rewrite_history(&self) -> Vec<(&'static str, Option<String>)>;
+}
+
+struct Postgres {
+    db: TestDatabase,
+    store: Option<Arc<dyn EventStore>>,
+}
+
+impl Postgres {
+    async fn connect(db: &TestDatabase) -> Arc<dyn EventStore> {
+        let settings = PostgresSettings::new(SecretString::from(db.url()));
+        let store = PostgresEventStore::connect(&settings).expect("valid settings");
+        store.migrate().await.expect("migrates");
+        Arc::new(store)
+    }
+}
+
+impl Backend for Postgres {
+    const DURABLE: bool = true;
+
+    async fn create() -> Self {
+        let db = TestDatabase::create().await;
+        let store = Some(Self::connect(&db).await);
+        Self { db, store }
+    }
+
+    fn store(&self) -> Arc<dyn EventStore> {
+        Arc::clone(self.store.as_ref().expect("open"))
+    }
+
+    async fn second_handle(&self) -> Arc<dyn EventStore> {
+        Self::connect(&self.db).await
+    }
+
+    async fn reopen(&mut self) -> Option<Arc<dyn EventStore>> {
+        self.store = None;
+        self.store = Some(Self::connect(&self.db).await);
+        Some(self.store())
+    }
+
+    async fn rewrite_history(&self) -> Vec<(&'static str, Option<String>)> {
+        let client = self.db.client().await;
+        let mut outcomes = Vec::new();
+        for statement in [
+            "UPDATE events SET payload = '{}'::jsonb",
+            "DELETE FROM events WHERE position = (SELECT min(position) FROM events)",
+            "TRUNCATE events",
+            "INSERT INTO events (stream_id, stream_version, event_type, event_version, payload) \
+             SELECT stream_id, stream_version, event_type, event_version, payload FROM events \
+             ON CONFLICT (stream_id, stream_version) DO UPDATE SET payload = '{}'::jsonb",
+        ] {
+            let error = client.batch_execute(statement).await.err();
+            outcomes.push((statement, error.map(|e| format!("{e:?}"))));
+        }
+        outcomes
+    }
+}
+
+struct Sqlite {
+    dir: tempfile::TempDir,
+    store: Option<Arc<dyn EventStore>>,
+}
+
+impl Sqlite {
+    fn settings(&self) -> SqliteSettings {
+        SqliteSettings::in_dir(self.dir.path())
+    }
+
+    fn path(&self) -> PathBuf {
+        self.settings().path
+    }
+
+    async fn open(settings: &SqliteSettings) -> Arc<dyn EventStore> {
+        Arc::new(SqliteEventStore::open(settings).await.expect("opens"))
+    }
+}
+
+impl Backend for Sqlite {
+    const DURABLE: bool = true;
+
+    async fn create() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Some(Self::open(&SqliteSettings::in_dir(dir.path())).await);
+        Self { dir, store }
+    }
+
+    fn store(&self) -> Arc<dyn EventStore> {
+        Arc::clone(self.store.as_ref().expect("open"))
+    }
+
+    async fn second_handle(&self) -> Arc<dyn EventStore> {
+        Self::open(&self.settings()).await
+    }
+
+    async fn reopen(&mut self) -> Option<Arc<dyn EventStore>> {
+        self.store = None;
+        self.store = Some(Self::open(&self.settings()).await);
+        Some(self.store())
+    }
+
+    async fn rewrite_history(&self) -> Vec<(&'static str, Option<String>)> {
+        let connection = rusqlite::Connection::open(self.path()).expect("open the file directly");
+        let mut outcomes = Vec::new();
+        for statement in [
+            "UPDATE events SET payload = '{}'",
+            "DELETE FROM events WHERE position = (SELECT min(position) FROM events)",
+            "DELETE FROM events",
+            // Conflict resolution by deleting the old row, which fires no DELETE trigger.
+            "INSERT OR REPLACE INTO events \
+             SELECT position, stream_id, stream_version, event_type, event_version, payload, \
+                    '{\"client_ip\":\"10.6.6.6\"}', recorded_at FROM events",
+            "INSERT OR REPLACE INTO events \
+             (stream_id, stream_version, event_type, event_version, payload, recorded_at) \
+             SELECT stream_id, stream_version, event_type, event_version, payload, recorded_at \
+             FROM events",
+            "INSERT INTO events SELECT * FROM events WHERE true \
+             ON CONFLICT DO UPDATE SET payload = '{}'",
+        ] {
+            let error = connection.execute_batch(statement).err();
+            outcomes.push((statement, error.map(|e| e.to_string())));
+        }
+        outcomes
+    }
+}
+
+struct InMemory {
+    store: Arc<InMemoryEventStore>,
+}
+
+impl Backend for InMemory {
+    /// It lives in this process only, and offers no call that changes or removes an event:
+    /// append-only is a property of its type rather than a rule to test.
+    const DURABLE: bool = false;
+
+    async fn create() -> Self {
+        Self {
+            store: Arc::new(InMemoryEventStore::new()),
+        }
+    }
+
+    fn store(&self) -> Arc<dyn EventStore> {
+        self.store.clone()
+    }
+
+    async fn second_handle(&self) -> Arc<dyn EventStore> {
+        self.store.clone()
+    }
+
+    async fn reopen(&mut self) -> Option<Arc<dyn EventStore>> {
+        None
+    }
+
+    async fn rewrite_history(&self) -> Vec<(&'static str, Option<String>)> {
+        Vec::new()
+    }
+}
+
+// ---- event builders ----
+
+fn hash() -> PasswordHash {
+    // Any well-formed value will do; the stores never look inside it.
+    serde_json::from_value(serde_json::json!(
+        "$2b$04$abcdefghijklmnopqrstuuJ3YdsgWvRzXKJe1NVvOQ8Cs3vZ5u3Dq"
+    ))
+    .expect("a hash deserialises")
+}
+
+fn email(local: &str) -> Email {
+    Email::parse(&format!("{local}@example.com")).expect("valid email")
+}
+
+fn register(user: UserId, email: &Email) -> NewEvent {
+    NewEvent {
+        stream_version: 1,
+        event: Event::UserRegistered(UserRegistered {
+            user_id: user,
+            email: email.clone(),
+            password_hash: hash(),
+        }),
+        metadata: EventMetadata::new(Some([127, 0, 0, 1].into()), Some("conformance/1 ✓")),
+    }
+}
+
+fn login(user: UserId, stream_version: i32) -> NewEvent {
+    NewEvent {
+        stream_version,
+        event: Event::LoginSucceeded(LoginSucceeded { user_id: user }),
+        metadata: EventMetadata::default(),
+    }
+}
+
+async fn read_all(store: &dyn EventStore) -> Vec<RecordedEvent> {
+    let mut events = Vec::new();
+    for_each_after(store, 0, |event| events.push(event))
+        .await
+        .expect("reads");
+    events
+}
+
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, expected: Conflict) {
+    match result {
+        Err(StoreError::Conflict(conflict)) => assert_eq!(conflict, expected),
+        other => panic!("expected a {expected:?} conflict, got {other:?}"),
+    }
+}
+
+fn assert_strictly_increasing(events: &[RecordedEvent]) {
+    for pair in events.windows(2) {
+        assert!(
+            pair[0].position < pair[1].position,
+            "positions must strictly increase: {} then {}",
+            pair[0].position,
+            pair[1].position
+        );
+    }
+}
+
+// ---- the cases ----
+
+async fn append_and_read_back_in_order<B: Backend>() {
+    let backend = B::create().await;
+    let store = backend.store();
+    assert!(store.read_after(0, 100).await.expect("reads").is_empty());
+    assert!(
+        store
+            .append(Vec::new())
+            .await
+            .expect("empty append")
+            .is_empty()
+    );
+
+    let (alice, bob) = (UserId::new(), UserId::new());
+    let first = store
+        .append(vec![register(alice, &email("alice")), login(alice, 2)])
+        .await
+        .expect("appends");
+    let second = store
+        .append(vec![register(bob, &email("bob")), login(alice, 3)])
+        .await
+        .expect("appends");
+    assert_eq!(first.len(), 2);
+    assert_eq!(second.len(), 2);
+    let appended: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_strictly_increasing(&appended);
+    assert_eq!(
+        appended
+            .iter()
+            .map(|e| (e.stream_id(), e.stream_version))
+            .collect::<Vec<_>>(),
+        [(alice, 1), (alice, 2), (bob, 1), (alice, 3)]
+    );
+
+    // Read back exactly as recorded: events, metadata, positions and times.
+    assert_eq!(read_all(&*store).await, appended);
+    let after_first = first[1].position;
+    assert_eq!(
+        store.read_after(after_first, 100).await.expect("reads"),
+        second
+    );
+    assert_eq!(store.read_after(0, 1).await.expect("reads"), &appended[..1]);
+    assert!(
+        store
+            .read_after(appended[3].position, 100)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+}
+
+async fn stream_version_conflict<B: Backend>() {
+    let backend = B::create().await;
+    let store = backend.store();
+    let (alice, bob) = (UserId::new(), UserId::new());
+    let registered = store
+        .append(vec![register(alice, &email("alice"))])
+        .await
+        .expect("appends");
+
+    assert_conflict(
+        store.append(vec![login(alice, 1)]).await,
+        Conflict::StreamVersion,
+    );
+    // A duplicate inside one batch.
+    assert_conflict(
+        store.append(vec![login(alice, 2), login(alice, 2)]).await,
+        Conflict::StreamVersion,
+    );
+    // A conflict on one stream rejects the whole batch, other streams included.
+    assert_conflict(
+        store
+            .append(vec![register(bob, &email("bob")), login(alice, 1)])
+            .await,
+        Conflict::StreamVersion,
+    );
+    assert_eq!(read_all(&*store).await, registered, "nothing was written");
+
+    let next = store.append(vec![login(alice, 2)]).await.expect("appends");
+    assert_eq!(next[0].stream_version, 2);
+}
+
+async fn email_uniqueness<B: Backend>() {
+    let backend = B::create().await;
+    let store = backend.store();
+    let alice = email("alice");
+    let registered = store
+        .append(vec![register(UserId::new(), &alice)])
+        .await
+        .expect("appends");
+
+    assert_conflict(
+        store.append(vec![register(UserId::new(), &alice)]).await,
+        Conflict::EmailTaken,
+    );
+    let bob = email("bob");
+    assert_conflict(
+        store
+            .append(vec![
+                register(UserId::new(), &bob),
+                register(UserId::new(), &bob),
+            ])
+            .await,
+        Conflict::EmailTaken,
+    );
+    let carol = email("carol");
+    assert_conflict(
+        store
+            .append(vec![
+                register(UserId::new(), &carol),
+                register(UserId::new(), &alice),
+            ])
+            .await,
+        Conflict::EmailTaken,
+    );
+    assert_eq!(read_all(&*store).await, registered, "nothing was written");
+
+    // The rejected batches left nothing behind that would block these.
+    store
+        .append(vec![
+            register(UserId::new(), &bob),
+            register(UserId::new(), &carol),
+        ])
+        .await
+        .expect("appends");
+}
+
+async fn concurrent_appends_have_one_winner<B: Backend>() {
+    const ATTEMPTS: usize = 16;
+    let backend = B::create().await;
+    let handles = [backend.store(), backend.second_handle().await];
+
+    let contested = email("contested");
+    let outcomes = join_all((0..ATTEMPTS).map(|i| {
+        let store = Arc::clone(&handles[i % 2]);
+        let event = register(UserId::new(), &contested);
+        async move { store.append(vec![event]).await }
+    }))
+    .await;
+    let (won, lost): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
+    assert_eq!(won.len(), 1, "exactly one registration of the email wins");
+    for outcome in lost {
+        assert_conflict(outcome, Conflict::EmailTaken);
+    }
+
+    // The same race on one stream's next version.
+    let user = match &won[0] {
+        Ok(recorded) => recorded[0].stream_id(),
+        Err(error) => panic!("{error:?}"),
+    };
+    let outcomes = join_all((0..ATTEMPTS).map(|i| {
+        let store = Arc::clone(&handles[i % 2]);
+        async move { store.append(vec![login(user, 2)]).await }
+    }))
+    .await;
+    let (won, lost): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
+    assert_eq!(won.len(), 1, "exactly one writer takes stream version 2");
+    for outcome in lost {
+        assert_conflict(outcome, Conflict::StreamVersion);
+    }
+    assert_eq!(read_all(&*handles[1]).await.len(), 2);
+}
+
+async fn history_cannot_be_rewritten<B: Backend>() {
+    let backend = B::create().await;
+    let store = backend.store();
+    let user = UserId::new();
+    let recorded = store
+        .append(vec![register(user, &email("alice")), login(user, 2)])
+        .await
+        .expect("appends");
+
+    let attempts = backend.rewrite_history().await;
+    assert_eq!(
+        attempts.is_empty(),
+        !B::DURABLE,
+        "every backend that stores events where other tools can reach them must be tried"
+    );
+    for (statement, error) in attempts {
+        let error = error.unwrap_or_else(|| panic!("allowed: {statement}"));
+        assert!(
+            error.contains("append-only") || error.contains("UNIQUE constraint failed"),
+            "{statement} failed for the wrong reason: {error}"
+        );
+    }
+    assert_eq!(read_all(&*store).await, recorded, "the log is unchanged");
+}
+
+async fn data_survives_reopening<B: Backend>() {
+    let mut backend = B::create().await;
+    let store = backend.store();
+    let alice = email("alice");
+    let user = UserId::new();
+    let recorded = store
+        .append(vec![register(user, &alice), login(user, 2)])
+        .await
+        .expect("appends");
+    drop(store);
+
+    let Some(store) = backend.reopen().await else {
+        assert!(!B::DURABLE, "a durable backend must reopen");
+        return;
+    };
+    assert!(B::DURABLE, "a backend that reopens must say it is durable");
+    assert_eq!(read_all(&*store).await, recorded);
+    // The rules hold after reopening, and positions continue after the last one.
+    assert_conflict(
+        store.append(vec![register(UserId::new(), &alice)]).await,
+        Conflict::EmailTaken,
+    );
+    assert_conflict(
+        store.append(vec![login(user, 2)]).await,
+        Conflict::StreamVersion,
+    );
+    let next = store.append(vec![login(user, 3)]).await.expect("appends");
+    assert!(next[0].position > recorded[1].position);
+}
+
+async fn a_large_batch_is_one_atomic_append<B: Backend>() {
+    // More than one read page, so reading it back exercises paging too.
+    const USERS: usize = authlog::events::READ_PAGE * 6 / 10;
+    let backend = B::create().await;
+    let store = backend.store();
+    let users: Vec<UserId> = (0..USERS).map(|_| UserId::new()).collect();
+    let mut batch: Vec<NewEvent> = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| register(*user, &email(&format!("user{i}"))))
+        .collect();
+    batch.extend(users.iter().map(|user| login(*user, 2)));
+
+    // One conflict at the very end rejects all of it.
+    let mut rejected = batch.clone();
+    rejected.push(login(users[0], 2));
+    assert_conflict(store.append(rejected).await, Conflict::StreamVersion);
+    assert!(read_all(&*store).await.is_empty(), "nothing was written");
+
+    let recorded = store.append(batch.clone()).await.expect("appends");
+    assert_eq!(recorded.len(), 2 * USERS);
+    assert_strictly_increasing(&recorded);
+    let read = read_all(&*store).await;
+    assert_eq!(read, recorded);
+    let mut written: Vec<_> = read
+        .iter()
+        .map(|e| (e.stream_id(), e.stream_version))
+        .collect();
+    let mut expected: Vec<_> = batch
+        .iter()
+        .map(|e| (e.stream_id(), e.stream_version))
+        .collect();
+    written.sort();
+    expected.sort();
+    assert_eq!(written, expected, "every event of the batch, once");
+}
+
+/// Instantiates every case for one backend. Adding a case means adding it here, once.
+macro_rules! every_case {
+    ($backend:ty) => {
+        every_case!(
+            $backend;
+            append_and_read_back_in_order,
+            stream_version_conflict,
+            email_uniqueness,
+            concurrent_appends_have_one_winner,
+            history_cannot_be_rewritten,
+            data_survives_reopening,
+            a_large_batch_is_one_atomic_append,
+        );
+    };
+    ($backend:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[actix_rt::test]
+            async fn $case() {
+                super::$case::<$backend>().await;
+            }
+        )*
+    };
+}
+
+mod postgres {
+    every_case!(super::Postgres);
+}
+
+mod sqlite {
+    every_case!(super::Sqlite);
+}
+
+mod in_memory {
+    every_case!(super::InMemory);
+}
