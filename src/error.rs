@@ -25,9 +25,12 @@ pub enum ApiError {
     /// 413: the body is larger than the endpoint accepts.
     #[error("Request body is too large (at most {limit} bytes)")]
     PayloadTooLarge { limit: usize },
-    /// 415: the body is not declared as JSON.
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
+    /// 415: the body's declared type is not one the endpoint reads.
+    #[error("Content-Type must be {accepted}")]
+    UnsupportedMediaType { accepted: &'static str },
+    /// 400: an OAuth2 `grant_type` other than `password` (RFC 6749 §5.2 `unsupported_grant_type`).
+    #[error("unsupported grant_type: only \"password\" is supported")]
+    UnsupportedGrantType,
     /// 422: well-formed JSON whose fields are missing, mistyped or invalid; says which and why.
     #[error("{0}")]
     Unprocessable(String),
@@ -57,17 +60,20 @@ pub enum ApiError {
     Internal(#[source] Box<dyn StdError + Send + Sync>),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    detail: &'a str,
+/// Every error reply's body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"detail": "Invalid credentials"}))]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read.
+    pub detail: String,
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedBody(_) | ApiError::UnsupportedGrantType => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UserExists => StatusCode::CONFLICT,
             ApiError::InvalidCredentials | ApiError::NotAuthenticated | ApiError::InvalidToken => {
@@ -107,8 +113,9 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        let detail = self.to_string();
-        response.json(ErrorBody { detail: &detail })
+        response.json(ErrorBody {
+            detail: self.to_string(),
+        })
     }
 }
 

@@ -345,14 +345,152 @@ async fn login_rejects_bad_bodies_like_signup() {
         400,
     )
     .await;
-    assert_error(
+    let detail = assert_error(
         app.post_raw("/login", Some("text/plain"), b"{}".to_vec())
             .await,
         415,
     )
     .await;
+    assert_eq!(
+        detail,
+        "Content-Type must be application/json or application/x-www-form-urlencoded"
+    );
     let huge = json!({ "email": "x".repeat(8 * 1024), "password": "y" });
     assert_error(app.post_json("/login", &huge).await, 413).await;
+}
+
+// ---- POST /login as an OAuth2 password grant form (Swagger UI's Authorize button) ----
+
+async fn login_form(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response {
+    let body = serde_urlencoded::to_string(fields).expect("encodable");
+    app.post_raw(
+        "/login",
+        Some("application/x-www-form-urlencoded"),
+        body.into_bytes(),
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn login_form_gives_the_same_token_body_as_json() {
+    let (app, db) = spawn_app().await;
+    let password = "p@ss w&rd=1+2 ✓";
+    signed_up(&app, TUTORIAL_EMAIL, password).await;
+    // As Swagger UI sends it, with grant_type and the empty extras; and the bare minimum.
+    for fields in [
+        &[
+            ("grant_type", "password"),
+            ("username", TUTORIAL_EMAIL),
+            ("password", password),
+            ("scope", ""),
+            ("client_id", ""),
+        ][..],
+        &[("username", " User@Example.com "), ("password", password)][..],
+    ] {
+        let response = login_form(&app, fields).await;
+        assert_eq!(response.status(), 200, "{fields:?}");
+        assert_eq!(header(&response, "cache-control"), "no-store");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body.as_object().expect("object").len(), 2, "{body}");
+        assert_eq!(body["token_type"], "bearer");
+        let token = body["access_token"].as_str().expect("token");
+        let bearer = format!("Bearer {token}");
+        assert_eq!(app.profile(Some(&bearer)).await.status(), 200);
+    }
+    let logins = db
+        .event_types()
+        .await
+        .iter()
+        .filter(|(event_type, _)| event_type == "LoginSucceeded")
+        .count();
+    assert_eq!(logins, 2, "each form login is an event like a JSON one");
+}
+
+#[actix_web::test]
+async fn login_form_failures_match_json_failures() {
+    let (app, _db) = spawn_app().await;
+    signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    let json_reply = app.login(TUTORIAL_EMAIL, "wrongpassword").await;
+    let json_challenge = header(&json_reply, "www-authenticate");
+    let json_body = json_reply.text().await.expect("body");
+    for fields in [
+        &[("username", TUTORIAL_EMAIL), ("password", "wrongpassword")][..],
+        &[
+            ("username", "nobody@example.com"),
+            ("password", TUTORIAL_PASSWORD),
+        ][..],
+        &[
+            ("username", "not-an-email"),
+            ("password", TUTORIAL_PASSWORD),
+        ][..],
+    ] {
+        let response = login_form(&app, fields).await;
+        assert_eq!(response.status(), 401, "{fields:?}");
+        assert_eq!(header(&response, "www-authenticate"), json_challenge);
+        assert_eq!(response.text().await.expect("body"), json_body);
+    }
+
+    let detail = assert_error(
+        login_form(&app, &[("password", TUTORIAL_PASSWORD)]).await,
+        422,
+    )
+    .await;
+    assert_eq!(detail, "missing field `username`");
+    let detail = assert_error(
+        login_form(
+            &app,
+            &[
+                ("username", TUTORIAL_EMAIL),
+                ("password", TUTORIAL_PASSWORD),
+                ("password", "other"),
+            ],
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(detail, "duplicate field `password`");
+    // RFC 6749 §5.2: unsupported_grant_type is a 400, even with good credentials.
+    let detail = assert_error(
+        login_form(
+            &app,
+            &[
+                ("grant_type", "client_credentials"),
+                ("username", TUTORIAL_EMAIL),
+                ("password", TUTORIAL_PASSWORD),
+            ],
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(
+        detail,
+        r#"unsupported grant_type: only "password" is supported"#
+    );
+    let huge = format!("username=a&password={}", "x".repeat(8 * 1024));
+    assert_error(
+        app.post_raw(
+            "/login",
+            Some("application/x-www-form-urlencoded"),
+            huge.into_bytes(),
+        )
+        .await,
+        413,
+    )
+    .await;
+    // Sign-up stays JSON only.
+    let detail = assert_error(
+        app.post_raw(
+            "/signup",
+            Some("application/x-www-form-urlencoded"),
+            b"email=a%40b.co&password=mypassword123".to_vec(),
+        )
+        .await,
+        415,
+    )
+    .await;
+    assert_eq!(detail, "Content-Type must be application/json");
 }
 
 // ---- GET /profile ----
@@ -480,7 +618,12 @@ async fn unknown_routes_and_methods_get_json_errors() {
     let (app, _db) = spawn_app().await;
     let response = app.http.get(app.url("/nope")).send().await.expect("sent");
     assert_eq!(assert_error(response, 404).await, "Not Found");
-    let response = app.http.post(app.url("/docs")).send().await.expect("sent");
+    let response = app
+        .http
+        .post(app.url("/nope/deeper"))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(assert_error(response, 404).await, "Not Found");
 
     for (method, path, allow) in [
@@ -488,6 +631,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
         (reqwest::Method::PUT, "/login", "POST"),
         (reqwest::Method::POST, "/profile", "GET"),
         (reqwest::Method::DELETE, "/", "GET"),
+        (reqwest::Method::POST, "/docs", "GET"),
     ] {
         let response = app
             .http

@@ -32,47 +32,85 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let is_json = declares_json(req);
+        let is_json = body_kind(req) == BodyKind::Json;
+        let body = LimitedBody::new(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::UnsupportedMediaType {
+                    accepted: "application/json",
+                });
+            }
+            parse(&body.read().await?).map(JsonBody)
+        })
+    }
+}
+
+/// The body types the API reads, as declared by `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// `application/json`, or any `application/*+json`, with any parameters (such as `charset`).
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    Other,
+}
+
+pub(crate) fn body_kind(req: &HttpRequest) -> BodyKind {
+    match req.mime_type() {
+        Ok(Some(mime)) if mime.type_() == mime::APPLICATION => {
+            if mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON) {
+                BodyKind::Json
+            } else if mime.subtype() == mime::WWW_FORM_URLENCODED {
+                BodyKind::Form
+            } else {
+                BodyKind::Other
+            }
+        }
+        _ => BodyKind::Other,
+    }
+}
+
+/// A request body not yet read, to be read whole up to [`MAX_BODY_BYTES`] (else 413).
+pub(crate) struct LimitedBody {
+    declared_length: Option<u64>,
+    payload: Payload,
+}
+
+impl LimitedBody {
+    pub(crate) fn new(req: &HttpRequest, payload: &mut Payload) -> Self {
         let declared_length = req
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if !is_json {
-                return Err(ApiError::UnsupportedMediaType);
-            }
-            let too_large = ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            };
-            if declared_length.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        Self {
+            declared_length,
+            payload: payload.take(),
+        }
+    }
+
+    pub(crate) async fn read(mut self) -> Result<Vec<u8>, ApiError> {
+        let too_large = ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        };
+        if self
+            .declared_length
+            .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+        {
+            return Err(too_large);
+        }
+        // Chunked bodies have no declared length: count as they arrive.
+        let mut body = Vec::new();
+        while let Some(chunk) = self.payload.next().await {
+            let chunk = chunk.map_err(|error| {
+                ApiError::MalformedBody(format!("Request body could not be read: {error}"))
+            })?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(too_large);
             }
-            // Chunked bodies have no declared length: count as they arrive.
-            let mut body = Vec::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|error| {
-                    ApiError::MalformedBody(format!("Request body could not be read: {error}"))
-                })?;
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(too_large);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            parse(&body).map(JsonBody)
-        })
-    }
-}
-
-/// `application/json`, or any `application/*+json`, with any parameters (such as `charset`).
-fn declares_json(req: &HttpRequest) -> bool {
-    match req.mime_type() {
-        Ok(Some(mime)) => {
-            mime.type_() == mime::APPLICATION
-                && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON))
+            body.extend_from_slice(&chunk);
         }
-        _ => false,
+        Ok(body)
     }
 }
 

@@ -5,6 +5,7 @@
 mod bearer;
 mod json;
 mod login;
+mod openapi;
 mod profile;
 mod root;
 mod signup;
@@ -22,6 +23,7 @@ use crate::hashing::PasswordHasher;
 
 pub use bearer::BearerToken;
 pub use json::{JsonBody, MAX_BODY_BYTES};
+pub use openapi::{ApiDoc, DOCS_PATH, SPEC_PATH};
 
 /// What every handler shares. Built once in `Application::build`, before the workers start.
 pub struct AppState {
@@ -32,12 +34,14 @@ pub struct AppState {
     pub actor_timeout: Duration,
 }
 
-/// Mounts every route, and the JSON 404/405 replies.
+/// Mounts every route, the API document and Swagger UI, and the JSON 404/405 replies.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/", "GET").route(web::get().to(root::root)))
         .service(endpoint("/signup", "POST").route(web::post().to(signup::signup)))
         .service(endpoint("/login", "POST").route(web::post().to(login::login)))
         .service(endpoint("/profile", "GET").route(web::get().to(profile::profile)))
+        .service(openapi::swagger_ui())
+        .service(openapi::docs_redirect())
         .default_service(web::route().to(not_found));
 }
 

@@ -2,19 +2,41 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{AppState, BearerToken};
 use crate::actors::{FindUser, VerifyToken};
 use crate::domain::{Email, UserId};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
-#[derive(Serialize)]
-struct ProfileResponse {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ProfileResponse {
+    #[schema(example = "Access granted")]
     message: &'static str,
+    #[schema(value_type = uuid::Uuid)]
     user_id: UserId,
+    #[schema(value_type = String, format = "email", example = "user@example.com")]
     email: Email,
 }
 
+/// The protected route: who the bearer token belongs to.
+///
+/// Needs `Authorization: Bearer <token>` from `/login`, for a user the log knows.
+#[utoipa::path(
+    get,
+    path = "/profile",
+    tag = "auth",
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 200, description = "The token is valid", body = ProfileResponse),
+        (status = 401, description = "`Not authenticated` without a bearer token; \
+            `Invalid or expired token` otherwise", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`, with \
+                `error=\"invalid_token\"` for a bad token"))),
+        (status = 503, description = "The service cannot answer now; retry later",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
 pub async fn profile(
     token: BearerToken,
     state: web::Data<AppState>,
