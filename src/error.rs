@@ -28,6 +28,9 @@ pub enum ApiError {
     /// 415: the body's declared type is not one the endpoint reads.
     #[error("Content-Type must be {accepted}")]
     UnsupportedMediaType { accepted: &'static str },
+    /// 503 from the readiness probe, naming what is missing.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// 400: an OAuth2 `grant_type` other than `password` (RFC 6749 §5.2 `unsupported_grant_type`).
     #[error("unsupported grant_type: only \"password\" is supported")]
     UnsupportedGrantType,
@@ -81,7 +84,7 @@ impl ResponseError for ApiError {
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,7 +111,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 response.insert_header((ALLOW, *allow));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => {
                 response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS));
             }
             _ => {}
@@ -127,7 +130,8 @@ impl From<RegistryError> for ApiError {
             RegistryError::Hashing(cause) => ApiError::Internal(cause.into()),
             error @ (RegistryError::Unavailable(_)
             | RegistryError::Contention
-            | RegistryError::Stopped) => ApiError::Unavailable(error.into()),
+            | RegistryError::Stopped
+            | RegistryError::Loading) => ApiError::Unavailable(error.into()),
         }
     }
 }

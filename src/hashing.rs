@@ -1,5 +1,6 @@
 //! bcrypt on a bounded blocking pool, so password work never runs on an actor or HTTP worker.
 
+use crate::metrics::METRICS;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -42,7 +43,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
         let cost = self.cost;
         let hash = self
-            .run(move || bcrypt::hash(password.expose(), cost))
+            .run("hash", move || bcrypt::hash(password.expose(), cost))
             .await??;
         Ok(PasswordHash::new(hash))
     }
@@ -50,7 +51,9 @@ impl PasswordHasher {
     /// Whether `password` matches `hash`, in time that does not depend on where they differ.
     pub async fn verify(&self, password: Password, hash: PasswordHash) -> Result<bool, HashError> {
         Ok(self
-            .run(move || bcrypt::verify(password.expose(), hash.as_str()))
+            .run("verify", move || {
+                bcrypt::verify(password.expose(), hash.as_str())
+            })
             .await??)
     }
 
@@ -62,6 +65,7 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        operation: &'static str,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, run unthrottled
@@ -69,6 +73,10 @@ impl PasswordHasher {
         let permit = Arc::clone(&self.permits).acquire_owned().await.ok();
         let output = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let _timer = METRICS
+                .bcrypt_duration
+                .with_label_values(&[operation])
+                .start_timer();
             work()
         })
         .await?;

@@ -14,7 +14,7 @@
 //! - [`hashing`]: bcrypt on a bounded blocking pool.
 //! - [`http`]: routes, extractors and handlers; [`error`]: the one HTTP error type.
 //! - [`config`], [`startup`], [`telemetry`]: settings, wiring, logs; [`keyfile`]: the embedded
-//!   store's generated token key.
+//!   store's generated token key; [`metrics`]: Prometheus instruments.
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +27,7 @@ pub mod events;
 pub mod hashing;
 pub mod http;
 pub mod keyfile;
+pub mod metrics;
 pub mod projection;
 pub mod startup;
 pub mod telemetry;

@@ -6,16 +6,19 @@ use std::sync::Arc;
 use actix::{Actor, Addr};
 use actix_web::dev::Server;
 use actix_web::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
+use crate::actors::LoadError;
 use crate::actors::{JwtKeys, JwtSecret, TokenActor, UserRegistry};
 use crate::config::{JwtSecretSource, Settings, StoreSettings, available_cores};
-use crate::events::{EventStore, PostgresEventStore, SqliteEventStore};
+use crate::error::error_chain;
+use crate::events::{EventStore, PostgresEventStore, SqliteEventStore, StoreError};
 use crate::hashing::PasswordHasher;
 use crate::http::{self, AppState};
 use crate::keyfile::{self, KeyOrigin};
+use crate::metrics::METRICS;
 
 /// The signing key, reading or generating the key file if that is where it comes from.
 fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
@@ -58,8 +61,9 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (store, store_name): (Arc<dyn EventStore>, String) = match &settings.store {
             StoreSettings::Postgres(postgres) => {
+                // Migrated by the registry's first replay, so a database that is down at boot
+                // delays readiness instead of failing start-up.
                 let store = PostgresEventStore::connect(postgres)?;
-                store.migrate().await?;
                 let name = format!("PostgreSQL {}", store.description());
                 (Arc::new(store), name)
             }
@@ -74,19 +78,41 @@ impl Application {
             ),
         };
         let jwt_secret = jwt_secret(&settings)?;
+        // Build the metrics now, not on the first request that records one.
+        std::sync::LazyLock::force(&METRICS);
 
         let cores = available_cores();
         let hasher = PasswordHasher::new(settings.bcrypt_cost, cores);
-        let registry = UserRegistry::load(store, hasher.clone())
+        let dummy_hash = hasher
+            .dummy_hash()
             .await
-            .context("cannot rebuild the user directory from the event log")?;
-        let users = registry.directory().len();
-        let position = registry.directory().position();
+            .context("cannot prepare the dummy password hash")?;
+        let registry =
+            match UserRegistry::load_with(Arc::clone(&store), hasher.clone(), dummy_hash.clone())
+                .await
+            {
+                Ok(registry) => registry,
+                // Unreachable: serve 503s and report not-ready until the store is back.
+                Err(LoadError::Replay(error @ StoreError::Unavailable(_))) => {
+                    tracing::warn!(
+                        error = %error_chain(&error),
+                        "the event log is unreachable; starting unready and retrying"
+                    );
+                    UserRegistry::unloaded(Arc::clone(&store), hasher.clone(), dummy_hash, &error)
+                }
+                // A log this build cannot decode is not something waiting fixes.
+                Err(error) => {
+                    return Err(anyhow::Error::new(error)
+                        .context("cannot rebuild the user directory from the event log"));
+                }
+            };
+        let readiness = registry.readiness();
         let registry = registry.start();
         let keys = Arc::new(JwtKeys::new(&jwt_secret, settings.token_ttl));
         let tokens = TokenActor::start_pool(keys, cores);
 
         let state = web::Data::new(AppState {
+            store,
             registry: registry.clone(),
             tokens: tokens.clone(),
             hasher,
@@ -98,6 +124,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(from_fn(http::observe))
                 .wrap(
                     DefaultHeaders::new()
                         .add((CACHE_CONTROL, "no-store"))
@@ -110,8 +137,7 @@ impl Application {
         .run();
 
         tracing::info!(
-            users,
-            position,
+            ?readiness,
             bcrypt_cost = settings.bcrypt_cost,
             "authlog listening on http://{address} with the event log in {store_name}"
         );

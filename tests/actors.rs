@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::{Actor, Addr};
 use authlog::actors::{
-    Authenticate, FindUser, GetDirectory, Register, RegistryError, UserRegistry,
+    Authenticate, FindUser, GetDirectory, GetReadiness, LoadError, Readiness, Register,
+    RegistryError, UserRegistry,
 };
 use authlog::domain::{Email, Password};
 use authlog::events::{
@@ -94,8 +95,66 @@ async fn register_appends_user_registered_and_answers_after_commit() {
             user_id: user.user_id,
         })
         .await
-        .expect("answers");
+        .expect("answers")
+        .expect("the registry is loaded");
     assert_eq!(found, Some(user));
+}
+
+#[actix::test]
+async fn a_registry_started_while_the_store_is_down_answers_loading_then_serves() {
+    let store = Arc::new(InMemoryEventStore::new());
+    store.set_offline(true);
+    let dummy_hash = hasher().dummy_hash().await.expect("hash");
+    let error = match UserRegistry::load_with(store.clone(), hasher(), dummy_hash.clone()).await {
+        Err(LoadError::Replay(error @ StoreError::Unavailable(_))) => error,
+        Err(other) => panic!("expected an unavailable store, got {other:?}"),
+        Ok(_) => panic!("loaded from an offline store"),
+    };
+    let registry = UserRegistry::unloaded(store.clone(), hasher(), dummy_hash, &error).start();
+
+    // Never "invalid credentials" or "unknown user" from an empty directory: "not loaded yet".
+    assert!(matches!(
+        register(&registry, "alice@example.com", "password-1").await,
+        Err(RegistryError::Loading)
+    ));
+    assert!(matches!(
+        authenticate(&registry, "alice@example.com", "password-1").await,
+        Err(RegistryError::Loading)
+    ));
+    let found = registry
+        .send(FindUser {
+            user_id: authlog::domain::UserId::new(),
+        })
+        .await
+        .expect("answers");
+    assert!(matches!(found, Err(RegistryError::Loading)));
+    match registry.send(GetReadiness).await.expect("answers") {
+        Readiness::Loading { last_error } => {
+            assert!(last_error.is_some_and(|e| e.contains("offline")));
+        }
+        ready => panic!("not ready yet, got {ready:?}"),
+    }
+
+    // The store comes back: the registry replays in the background and serves.
+    store.set_offline(false);
+    let mut ready = false;
+    for _ in 0..100 {
+        if matches!(
+            registry.send(GetReadiness).await.expect("answers"),
+            Readiness::Ready { .. }
+        ) {
+            ready = true;
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "ready within 5 s of the store's return");
+    register(&registry, "alice@example.com", "password-1")
+        .await
+        .expect("registers once ready");
+    authenticate(&registry, "alice@example.com", "password-1")
+        .await
+        .expect("logs in");
 }
 
 #[actix::test]

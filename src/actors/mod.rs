@@ -6,7 +6,8 @@ pub mod registry;
 pub mod token;
 
 pub use registry::{
-    Authenticate, FindUser, GetDirectory, LoadError, Register, RegistryError, UserRegistry,
+    Authenticate, FindUser, GetDirectory, GetReadiness, LoadError, Readiness, Register,
+    RegistryError, UserRegistry,
 };
 pub use token::{
     AccessToken, Claims, IssueToken, JwtKeys, JwtSecret, JwtSecretError, TokenActor, TokenError,

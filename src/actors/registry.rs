@@ -4,9 +4,14 @@
 //! arrive meanwhile share the next transaction (group commit), stream versions are handed out
 //! from committed state without gaps, and our own appends commit in position order. An event
 //! reaches the directory only after its append has committed, and a caller hears back only then.
+//!
+//! A registry can also start before the log is reachable (database down at boot): it then answers
+//! every command with [`RegistryError::Loading`] (503), never a 401 from an empty directory, and
+//! retries the replay in the background until it succeeds.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -18,12 +23,16 @@ use crate::events::{
     Conflict, EventMetadata, EventStore, NewEvent, RecordedEvent, StoreError, for_each_after,
 };
 use crate::hashing::{HashError, PasswordHasher};
+use crate::metrics::METRICS;
 use crate::projection::{Directory, UserSummary};
 
 /// Most commands in one append, so one transaction stays small even under a burst.
 pub const MAX_BATCH: usize = 512;
 /// `send` waits when a mailbox is full; the default of 16 would throttle a busy server.
 const MAILBOX_CAPACITY: usize = 4096;
+/// Waits between replay attempts while the log is unreachable: short at first, then capped.
+const RELOAD_FIRST_DELAY: Duration = Duration::from_millis(250);
+const RELOAD_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Why the registry refused or could not carry out a command.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +53,10 @@ pub enum RegistryError {
     Hashing(#[source] HashError),
     #[error("the registry stopped before answering")]
     Stopped,
+    /// The log has not been replayed yet (the store was unreachable at start-up); retrying later
+    /// is safe.
+    #[error("the event log has not been replayed yet")]
+    Loading,
 }
 
 /// Why the registry could not start.
@@ -75,11 +88,25 @@ pub struct Authenticate {
     pub metadata: EventMetadata,
 }
 
-/// Looks a user up by id, as the log stands now.
+/// Looks a user up by id, as the log stands now. [`RegistryError::Loading`] until the log has
+/// been replayed, so that "unknown user" is never answered from an empty directory.
 #[derive(Message)]
-#[rtype(result = "Option<UserSummary>")]
+#[rtype(result = "Result<Option<UserSummary>, RegistryError>")]
 pub struct FindUser {
     pub user_id: UserId,
+}
+
+/// Whether the directory has been rebuilt from the log, and if not, why.
+#[derive(Message)]
+#[rtype(result = "Readiness")]
+pub struct GetReadiness;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// The log has been replayed; the directory is at this position.
+    Ready { users: usize, position: i64 },
+    /// Still replaying, or waiting for the store; the last attempt's error, if any.
+    Loading { last_error: Option<String> },
 }
 
 /// A copy of the committed directory, for tests and diagnostics (costs O(users)).
@@ -122,17 +149,47 @@ pub struct UserRegistry {
     /// The log may hold events the directory lacks: an append's outcome is unknown, or another
     /// process wrote. The next flush re-reads the log tail before deciding anything.
     stale: bool,
+    /// `false` until the log has been replayed; commands are refused with `Loading` meanwhile.
+    loaded: bool,
+    /// Why the last replay attempt failed, for readiness probes and logs.
+    load_error: Option<String>,
+    reload_delay: Duration,
 }
 
 impl UserRegistry {
-    /// Replays the log into a fresh directory and prepares the dummy hash.
+    /// Prepares the store (migrations), replays the log into a fresh directory, and prepares the
+    /// dummy hash.
     pub async fn load(
         store: Arc<dyn EventStore>,
         hasher: PasswordHasher,
     ) -> Result<Self, LoadError> {
-        let directory = Directory::rebuild(store.as_ref()).await?;
         let dummy_hash = hasher.dummy_hash().await?;
+        Self::load_with(store, hasher, dummy_hash).await
+    }
+
+    /// [`UserRegistry::load`] with a dummy hash made beforehand.
+    pub async fn load_with(
+        store: Arc<dyn EventStore>,
+        hasher: PasswordHasher,
+        dummy_hash: PasswordHash,
+    ) -> Result<Self, LoadError> {
+        store.prepare().await?;
+        let directory = Directory::rebuild(store.as_ref()).await?;
         Ok(Self::new(store, directory, hasher, dummy_hash))
+    }
+
+    /// A registry that has not replayed the log yet, because the store could not be reached.
+    /// Once started, it retries the replay in the background and serves as soon as it succeeds.
+    pub fn unloaded(
+        store: Arc<dyn EventStore>,
+        hasher: PasswordHasher,
+        dummy_hash: PasswordHash,
+        error: &StoreError,
+    ) -> Self {
+        let mut registry = Self::new(store, Directory::default(), hasher, dummy_hash);
+        registry.loaded = false;
+        registry.load_error = Some(error_chain(error));
+        registry
     }
 
     pub fn new(
@@ -149,7 +206,58 @@ impl UserRegistry {
             queue: VecDeque::new(),
             busy: false,
             stale: false,
+            loaded: true,
+            load_error: None,
+            reload_delay: RELOAD_FIRST_DELAY,
         }
+    }
+
+    /// Whether the directory has been rebuilt from the log.
+    pub fn readiness(&self) -> Readiness {
+        if self.loaded {
+            Readiness::Ready {
+                users: self.directory.len(),
+                position: self.directory.position(),
+            }
+        } else {
+            Readiness::Loading {
+                last_error: self.load_error.clone(),
+            }
+        }
+    }
+
+    /// One replay attempt; on failure, another after a growing delay.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let store = Arc::clone(&self.store);
+        let replay = async move {
+            store.prepare().await?;
+            Directory::rebuild(store.as_ref()).await
+        };
+        ctx.spawn(replay.into_actor(self).map(|result, act, ctx| match result {
+            Ok(directory) => {
+                tracing::info!(
+                    users = directory.len(),
+                    position = directory.position(),
+                    "replayed the event log; ready"
+                );
+                act.directory = directory;
+                act.loaded = true;
+                act.load_error = None;
+                METRICS.projection_users.set(gauge(act.directory.len()));
+                METRICS.registry_ready.set(1);
+                act.flush(ctx);
+            }
+            Err(error) => {
+                let message = error_chain(&error);
+                if act.load_error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(error = %message, "cannot replay the event log yet; retrying");
+                }
+                act.load_error = Some(message);
+                let delay = act.reload_delay;
+                act.reload_delay = (delay * 2).min(RELOAD_MAX_DELAY);
+                ctx.run_later(delay, |act, ctx| act.reload(ctx));
+            }
+        }));
     }
 
     /// The directory as replayed so far (before the actor starts: the state it will serve).
@@ -164,6 +272,10 @@ impl UserRegistry {
         ctx: &mut Context<Self>,
     ) -> oneshot::Receiver<Reply> {
         let (reply, receiver) = oneshot::channel();
+        if !self.loaded {
+            let _ = reply.send(Err(RegistryError::Loading));
+            return receiver;
+        }
         self.queue.push_back(Pending {
             command,
             metadata,
@@ -171,6 +283,7 @@ impl UserRegistry {
             solo: false,
             retried: false,
         });
+        METRICS.registry_queue_depth.set(gauge(self.queue.len()));
         self.flush(ctx);
         receiver
     }
@@ -188,13 +301,18 @@ impl UserRegistry {
             return;
         }
         let batch = self.take_batch();
+        METRICS.registry_queue_depth.set(gauge(self.queue.len()));
         if batch.is_empty() {
             return;
         }
         self.busy = true;
+        METRICS.append_batch_size.observe(batch.len() as f64);
         let events: Vec<NewEvent> = batch.iter().flat_map(|p| p.events.clone()).collect();
         let store = Arc::clone(&self.store);
-        let append = async move { store.append(events).await };
+        let append = async move {
+            let _timer = METRICS.append_duration.start_timer();
+            store.append(events).await
+        };
         ctx.spawn(append.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
             act.finish(batch, result);
@@ -252,7 +370,12 @@ impl UserRegistry {
             Ok(recorded) => {
                 for event in &recorded {
                     self.directory.apply(event);
+                    METRICS
+                        .events_appended
+                        .with_label_values(&[event.event.event_type()])
+                        .inc();
                 }
+                METRICS.projection_users.set(gauge(self.directory.len()));
                 for planned in batch {
                     let _ = planned.pending.reply.send(Ok(planned.user));
                 }
@@ -335,6 +458,7 @@ impl UserRegistry {
                     for event in &events {
                         act.directory.apply(event);
                     }
+                    METRICS.projection_users.set(gauge(act.directory.len()));
                     act.stale = false;
                 }
                 Err(error) => {
@@ -357,7 +481,16 @@ impl Actor for UserRegistry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        METRICS.registry_ready.set(i64::from(self.loaded));
+        METRICS.projection_users.set(gauge(self.directory.len()));
+        if !self.loaded {
+            self.reload(ctx);
+        }
     }
+}
+
+fn gauge(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// Turns a reply channel into the caller's answer; a dropped channel means the actor stopped.
@@ -388,6 +521,9 @@ impl Handler<Authenticate> for UserRegistry {
             password,
             metadata,
         } = msg;
+        if !self.loaded {
+            return Box::pin(actix::fut::ready(Err(RegistryError::Loading)));
+        }
         let user = self.directory.by_email(&email);
         let user_id = user.map(|u| u.id);
         let hash = user.map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
@@ -407,10 +543,21 @@ impl Handler<Authenticate> for UserRegistry {
 }
 
 impl Handler<FindUser> for UserRegistry {
-    type Result = Option<UserSummary>;
+    type Result = Result<Option<UserSummary>, RegistryError>;
 
     fn handle(&mut self, msg: FindUser, _ctx: &mut Self::Context) -> Self::Result {
-        self.directory.get(msg.user_id).map(UserSummary::from)
+        if !self.loaded {
+            return Err(RegistryError::Loading);
+        }
+        Ok(self.directory.get(msg.user_id).map(UserSummary::from))
+    }
+}
+
+impl Handler<GetReadiness> for UserRegistry {
+    type Result = MessageResult<GetReadiness>;
+
+    fn handle(&mut self, _msg: GetReadiness, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.readiness())
     }
 }
 

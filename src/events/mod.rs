@@ -289,6 +289,24 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Up to `limit` events with a position greater than `after`, in position order.
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>>;
+
+    /// Makes the store ready for use, such as applying schema migrations. Called before the
+    /// first replay, and again on each retry while the store is unreachable. The default does
+    /// nothing.
+    fn prepare(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Refreshes the store's own metrics (such as connection pool gauges) before a scrape.
+    fn observe(&self) {}
+
+    /// Checks the store answers, for readiness probes: a read that returns nothing.
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async {
+            self.read_after(i64::MAX, 1).await?;
+            Ok(())
+        })
+    }
 }
 
 /// Events are read back in pages of this many, so a long log never needs to fit in one reply.

@@ -234,6 +234,30 @@ impl EventStore for PostgresEventStore {
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
         Box::pin(self.bounded(self.read_page(after, limit)))
     }
+
+    fn observe(&self) {
+        let status = self.pool.status();
+        let pool = &crate::metrics::METRICS.db_pool;
+        for (state, value) in [
+            ("max", status.max_size),
+            ("open", status.size),
+            ("idle", status.available),
+            ("waiting", status.waiting),
+        ] {
+            pool.with_label_values(&[state])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Migrates; any failure (usually an unreachable database) is reported as `Unavailable`, so
+    /// the registry keeps retrying and readiness says why.
+    fn prepare(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async {
+            self.migrate()
+                .await
+                .map_err(|error| StoreError::unavailable(error.into_boxed_dyn_error()))
+        })
+    }
 }
 
 /// The one place where PostgreSQL errors become domain conflicts (SQLSTATE 23505) or outages.

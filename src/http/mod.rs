@@ -3,13 +3,16 @@
 //! Handlers stay thin: parse, send one message per actor, shape the reply. One file per endpoint.
 
 mod bearer;
+mod health;
 mod json;
 mod login;
+mod observe;
 mod openapi;
 mod profile;
 mod root;
 mod signup;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -18,15 +21,18 @@ use actix_web::{HttpRequest, HttpResponse, Resource, web};
 
 use crate::actors::{TokenActor, UserRegistry};
 use crate::error::ApiError;
-use crate::events::EventMetadata;
+use crate::events::{EventMetadata, EventStore};
 use crate::hashing::PasswordHasher;
 
 pub use bearer::BearerToken;
 pub use json::{JsonBody, MAX_BODY_BYTES};
+pub use observe::{REQUEST_ID, observe};
 pub use openapi::{ApiDoc, DOCS_PATH, SPEC_PATH};
 
 /// What every handler shares. Built once in `Application::build`, before the workers start.
 pub struct AppState {
+    /// For readiness probes; everything else goes through the registry.
+    pub store: Arc<dyn EventStore>,
     pub registry: Addr<UserRegistry>,
     pub tokens: Addr<TokenActor>,
     pub hasher: PasswordHasher,
@@ -40,13 +46,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/signup", "POST").route(web::post().to(signup::signup)))
         .service(endpoint("/login", "POST").route(web::post().to(login::login)))
         .service(endpoint("/profile", "GET").route(web::get().to(profile::profile)))
+        .service(endpoint("/health/live", "GET").route(web::get().to(health::live)))
+        .service(endpoint("/health/ready", "GET").route(web::get().to(health::ready)))
+        .service(endpoint("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(openapi::swagger_ui())
         .service(openapi::docs_redirect())
         .default_service(web::route().to(not_found));
 }
 
 /// A resource whose other methods get a JSON 405 with an `Allow` header.
-fn endpoint(path: &str, allow: &'static str) -> Resource {
+pub(crate) fn endpoint(path: &str, allow: &'static str) -> Resource {
     web::resource(path).default_service(
         web::route().to(move || async move {
             Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })

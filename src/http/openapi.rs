@@ -14,7 +14,7 @@ use utoipa::openapi::security::{
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{login, profile, root, signup};
+use super::{health, login, profile, root, signup};
 use crate::error::ErrorBody;
 
 /// Where the document is served.
@@ -30,10 +30,21 @@ pub const DOCS_PATH: &str = "/docs/";
             change is an event in an append-only log; a 2xx means the event has committed. \
             Every error body is `{\"detail\": \"...\"}`."
     ),
-    paths(root::root, signup::signup, login::login, profile::profile),
+    paths(
+        root::root,
+        signup::signup,
+        login::login,
+        profile::profile,
+        health::live,
+        health::ready,
+        health::metrics
+    ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
-    tags((name = "auth", description = "Accounts and tokens"))
+    tags(
+        (name = "auth", description = "Accounts and tokens"),
+        (name = "operations", description = "Health probes and metrics")
+    )
 )]
 pub struct ApiDoc;
 

@@ -56,7 +56,7 @@ pub async fn profile(
             user_id: claims.sub,
         })
         .timeout(state.actor_timeout)
-        .await?
+        .await??
         .ok_or(ApiError::InvalidToken)?;
     Ok(HttpResponse::Ok().json(ProfileResponse {
         message: "Access granted",

@@ -1,0 +1,141 @@
+//! Prometheus metrics: the instruments authlog updates, in one registry, served as text at
+//! `GET /metrics`.
+//!
+//! One process-wide set (the `prometheus` crate's usual shape), so the hasher, the registry and
+//! the stores record without being handed a handle. Several apps in one process (tests) share it.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from 100 µs (a `/profile` hit) to 10 s (bcrypt queues, outages).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// `authlog_http_requests_total{route, method, status}`.
+    pub http_requests: IntCounterVec,
+    /// `authlog_http_request_duration_seconds{route, method}`.
+    pub http_duration: HistogramVec,
+    /// `authlog_bcrypt_duration_seconds{operation="hash"|"verify"}`: time on the blocking pool,
+    /// not the wait for a permit.
+    pub bcrypt_duration: HistogramVec,
+    /// `authlog_events_appended_total{event_type}`: counted after commit.
+    pub events_appended: IntCounterVec,
+    /// `authlog_append_duration_seconds`: one batch, from the registry's point of view.
+    pub append_duration: Histogram,
+    /// `authlog_append_batch_size`: commands per append (group commit at work).
+    pub append_batch_size: Histogram,
+    /// `authlog_projection_users`: users in the in-memory directory.
+    pub projection_users: IntGauge,
+    /// `authlog_registry_queue_depth`: commands waiting for the next batch.
+    pub registry_queue_depth: IntGauge,
+    /// `authlog_registry_ready`: 1 once the log has been replayed.
+    pub registry_ready: IntGauge,
+    /// `authlog_db_pool_connections{state="max"|"open"|"idle"|"waiting"}` (PostgreSQL only).
+    pub db_pool: IntGaugeVec,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new_custom(Some("authlog".to_owned()), None)
+            .unwrap_or_else(|_| Registry::new());
+        let latency = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+        };
+        let metrics = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP requests answered"),
+                &["route", "method", "status"],
+            )
+            .expect("valid metric"),
+            http_duration: HistogramVec::new(
+                latency(
+                    "http_request_duration_seconds",
+                    "Time to answer an HTTP request",
+                ),
+                &["route", "method"],
+            )
+            .expect("valid metric"),
+            bcrypt_duration: HistogramVec::new(
+                latency(
+                    "bcrypt_duration_seconds",
+                    "Time bcrypt ran, per hash or verify",
+                ),
+                &["operation"],
+            )
+            .expect("valid metric"),
+            events_appended: IntCounterVec::new(
+                Opts::new("events_appended_total", "Events committed to the log"),
+                &["event_type"],
+            )
+            .expect("valid metric"),
+            append_duration: Histogram::with_opts(latency(
+                "append_duration_seconds",
+                "Time to append one batch to the event log",
+            ))
+            .expect("valid metric"),
+            append_batch_size: Histogram::with_opts(
+                HistogramOpts::new("append_batch_size", "Commands per append").buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                ]),
+            )
+            .expect("valid metric"),
+            projection_users: IntGauge::new("projection_users", "Users in the directory")
+                .expect("valid metric"),
+            registry_queue_depth: IntGauge::new(
+                "registry_queue_depth",
+                "Commands waiting for the registry's next append",
+            )
+            .expect("valid metric"),
+            registry_ready: IntGauge::new(
+                "registry_ready",
+                "1 once the event log has been replayed, else 0",
+            )
+            .expect("valid metric"),
+            db_pool: IntGaugeVec::new(
+                Opts::new("db_pool_connections", "PostgreSQL connection pool"),
+                &["state"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(self.http_requests.clone()),
+            Box::new(self.http_duration.clone()),
+            Box::new(self.bcrypt_duration.clone()),
+            Box::new(self.events_appended.clone()),
+            Box::new(self.append_duration.clone()),
+            Box::new(self.append_batch_size.clone()),
+            Box::new(self.projection_users.clone()),
+            Box::new(self.registry_queue_depth.clone()),
+            Box::new(self.registry_ready.clone()),
+            Box::new(self.db_pool.clone()),
+        ];
+        for collector in collectors {
+            // Names are fixed and distinct, so registering cannot collide.
+            let _ = self.registry.register(collector);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec fails only on a metric with invalid names, which ours are not.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
