@@ -21,7 +21,11 @@ Secrets, read from the environment only:
                       [default: unset, the embedded SQLite log in --data-dir]
   AUTHLOG_JWT_SECRET  HMAC key for access tokens, at least 32 bytes, e.g. from
                       `openssl rand -hex 32`. Required with PostgreSQL; on the
-                      embedded log a key is generated once into --data-dir/jwt-secret";
+                      embedded log a key is generated once into --data-dir/jwt-secret
+
+Logging:
+  RUST_LOG            log filter, e.g. `info` or `authlog=debug,info` [default: info]
+  NO_COLOR            set to turn colours off in text logs";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,9 +37,20 @@ Secrets, read from the environment only:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<CliCommand>,
+    /// Log lines as readable text, or one JSON object per line (for log collectors).
+    /// Filter with RUST_LOG (default `info`).
+    #[arg(long, env = "AUTHLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text,
+          global = true)]
+    pub log_format: LogFormat,
     /// `authlog` with no subcommand serves, with these arguments.
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +83,19 @@ pub struct ServeArgs {
     /// HTTP worker threads [default: one per core].
     #[arg(long, env = "AUTHLOG_WORKERS", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: Option<u64>,
+    /// Seconds to let requests in flight finish after SIGTERM or SIGINT before exiting.
+    #[arg(long, env = "AUTHLOG_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout_seconds: u64,
+    /// PostgreSQL connections kept open (PostgreSQL only).
+    #[arg(long, env = "AUTHLOG_DB_POOL_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub db_pool_size: u64,
+    /// Seconds a store call may take (connect, wait for a connection, each statement, or the
+    /// SQLite write lock) before the request gets 503.
+    #[arg(long, env = "AUTHLOG_DB_TIMEOUT_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub db_timeout_seconds: u64,
     /// Directory of the embedded store (events.db) and its generated token key, used when
     /// DATABASE_URL is unset. Created with mode 0700 if missing.
     #[arg(long, env = "AUTHLOG_DATA_DIR", default_value = "authlog-data")]
@@ -117,6 +145,8 @@ pub struct Settings {
     /// Longest an HTTP handler waits on an actor before answering 503. It covers queueing for
     /// bcrypt, so it is generous.
     pub actor_timeout: Duration,
+    /// How long requests in flight may take to finish once shutdown starts.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +171,7 @@ impl Settings {
             bcrypt_cost: bcrypt::DEFAULT_COST,
             workers: available_cores(),
             actor_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 
@@ -159,14 +190,22 @@ impl Settings {
         database_url: Option<SecretString>,
         jwt_secret: Option<SecretString>,
     ) -> Result<Self, ConfigError> {
+        let store_timeout = Duration::from_secs(args.db_timeout_seconds);
         let (store, jwt_secret) = match (database_url, jwt_secret) {
             (Some(url), Some(secret)) => (
-                StoreSettings::Postgres(PostgresSettings::new(url)),
+                StoreSettings::Postgres(PostgresSettings {
+                    pool_size: usize::try_from(args.db_pool_size).unwrap_or(4),
+                    timeout: store_timeout,
+                    ..PostgresSettings::new(url)
+                }),
                 JwtSecretSource::Given(JwtSecret::parse(secret)?),
             ),
             (Some(_), None) => return Err(ConfigError::MissingJwtSecret),
             (None, secret) => (
-                StoreSettings::Sqlite(SqliteSettings::in_dir(&args.data_dir)),
+                StoreSettings::Sqlite(SqliteSettings {
+                    timeout: store_timeout,
+                    ..SqliteSettings::in_dir(&args.data_dir)
+                }),
                 match secret {
                     Some(secret) => JwtSecretSource::Given(JwtSecret::parse(secret)?),
                     None => JwtSecretSource::File(key_file(&args.data_dir)),
@@ -177,6 +216,7 @@ impl Settings {
         settings.bind = args.bind;
         settings.bcrypt_cost = args.bcrypt_cost;
         settings.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
+        settings.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_seconds);
         if let Some(workers) = args.workers {
             settings.workers = usize::try_from(workers).unwrap_or(1);
         }
@@ -292,10 +332,44 @@ mod tests {
     }
 
     #[test]
+    fn operations_settings_reach_the_store_and_the_server() {
+        let args = serve_args(&[
+            "--db-pool-size",
+            "8",
+            "--db-timeout-seconds",
+            "2",
+            "--shutdown-timeout-seconds",
+            "10",
+        ]);
+        let url = secret("postgres://postgres@127.0.0.1/authlog");
+        let key = secret("0123456789abcdef0123456789abcdef");
+        let settings = Settings::from_parts(args.clone(), url, key).expect("valid");
+        let StoreSettings::Postgres(postgres) = &settings.store else {
+            panic!("expected PostgreSQL");
+        };
+        assert_eq!(postgres.pool_size, 8);
+        assert_eq!(postgres.timeout, Duration::from_secs(2));
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(10));
+        let settings = Settings::from_parts(args, None, None).expect("valid");
+        let StoreSettings::Sqlite(sqlite) = &settings.store else {
+            panic!("expected the embedded store");
+        };
+        assert_eq!(sqlite.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
     fn out_of_range_values_name_the_setting() {
         let error = Cli::try_parse_from(["authlog", "serve", "--bcrypt-cost", "3"])
             .expect_err("too low")
             .to_string();
         assert!(error.contains("--bcrypt-cost"), "{error}");
+        let error = Cli::try_parse_from(["authlog", "--log-format", "xml"])
+            .expect_err("unknown format")
+            .to_string();
+        assert!(error.contains("--log-format"), "{error}");
+        let error = Cli::try_parse_from(["authlog", "--db-pool-size", "0"])
+            .expect_err("too small")
+            .to_string();
+        assert!(error.contains("--db-pool-size"), "{error}");
     }
 }

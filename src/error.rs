@@ -71,6 +71,26 @@ pub struct ErrorBody {
     pub detail: String,
 }
 
+impl ApiError {
+    /// A stable word for logs and metrics: what happened, without the detail text.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ApiError::MalformedBody(_)
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::UnsupportedMediaType { .. }
+            | ApiError::UnsupportedGrantType
+            | ApiError::Unprocessable(_) => "bad_request",
+            ApiError::UserExists => "email_taken",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::NotAuthenticated => "no_token",
+            ApiError::InvalidToken => "invalid_token",
+            ApiError::NotFound | ApiError::MethodNotAllowed { .. } => "no_route",
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => "unavailable",
+            ApiError::Internal(_) => "error",
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

@@ -11,7 +11,10 @@ use clap::Parser;
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    authlog::telemetry::init();
+    if let Err(message) = authlog::telemetry::init(cli.log_format) {
+        eprintln!("authlog: {message}");
+        return ExitCode::from(2);
+    }
     let outcome = match cli.into_command() {
         CliCommand::Serve(args) => serve(args).await,
     };
@@ -29,5 +32,6 @@ async fn serve(args: authlog::config::ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::from_env(args)?;
     let app = Application::build(settings).await?;
     app.run_until_stopped().await?;
+    tracing::info!("authlog stopped");
     Ok(())
 }

@@ -133,6 +133,9 @@ impl Application {
                 .configure(http::configure)
         })
         .workers(settings.workers)
+        // SIGTERM/SIGINT: stop accepting, let requests in flight finish (each waits for its
+        // append to commit or fail), then return from `run_until_stopped`.
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
         .listen(listener)?
         .run();
 

@@ -14,10 +14,11 @@ use utoipa::ToSchema;
 
 use super::json::{self, BodyKind, LimitedBody};
 use super::signup::Credentials;
-use super::{AppState, request_metadata};
-use crate::actors::{Authenticate, IssueToken};
+use super::{AppState, audit, request_metadata};
+use crate::actors::{AccessToken, Authenticate, IssueToken};
 use crate::domain::{Email, Password};
 use crate::error::{ApiError, ErrorBody};
+use crate::projection::UserSummary;
 
 const ACCEPTED: &str = "application/json or application/x-www-form-urlencoded";
 
@@ -110,36 +111,9 @@ pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let LoginBody(Credentials { email, password }) = body;
-    // An email that could never have been registered, or a password bcrypt cannot compare
-    // exactly, cannot match any account: same answer as a wrong password.
-    let (Ok(email), Some(password)) = (Email::parse(&email), Password::for_login(password)) else {
-        tracing::info!(outcome = "invalid_credentials", "login failed");
-        return Err(ApiError::InvalidCredentials);
-    };
-    let authenticate = Authenticate {
-        email,
-        password,
-        metadata: request_metadata(&req),
-    };
-    let user = match state
-        .registry
-        .send(authenticate)
-        .timeout(state.actor_timeout)
-        .await?
-    {
-        Ok(user) => user,
-        Err(error) => {
-            tracing::info!(outcome = %error, "login failed");
-            return Err(error.into());
-        }
-    };
-    let token = state
-        .tokens
-        .send(IssueToken { user: user.clone() })
-        .timeout(state.actor_timeout)
-        .await??;
-    tracing::info!(user_id = %user.user_id, "login succeeded");
+    let result = authenticate(body, &req, &state).await;
+    audit("login", &req, result.as_ref().map(|(user, _)| user.user_id));
+    let (_, token) = result?;
     // RFC 6749 §5.1: responses carrying tokens must not be cached.
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
@@ -148,4 +122,33 @@ pub async fn login(
             access_token: token.into_string(),
             token_type: "bearer",
         }))
+}
+
+async fn authenticate(
+    body: LoginBody,
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(UserSummary, AccessToken), ApiError> {
+    let LoginBody(Credentials { email, password }) = body;
+    // An email that could never have been registered, or a password bcrypt cannot compare
+    // exactly, cannot match any account: same answer as a wrong password.
+    let (Ok(email), Some(password)) = (Email::parse(&email), Password::for_login(password)) else {
+        return Err(ApiError::InvalidCredentials);
+    };
+    let authenticate = Authenticate {
+        email,
+        password,
+        metadata: request_metadata(req),
+    };
+    let user = state
+        .registry
+        .send(authenticate)
+        .timeout(state.actor_timeout)
+        .await??;
+    let token = state
+        .tokens
+        .send(IssueToken { user: user.clone() })
+        .timeout(state.actor_timeout)
+        .await??;
+    Ok((user, token))
 }

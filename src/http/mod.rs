@@ -20,6 +20,7 @@ use actix_web::http::header::USER_AGENT;
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
 
 use crate::actors::{TokenActor, UserRegistry};
+use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::events::{EventMetadata, EventStore};
 use crate::hashing::PasswordHasher;
@@ -65,6 +66,39 @@ pub(crate) fn endpoint(path: &str, allow: &'static str) -> Resource {
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+/// Logs one authentication attempt (sign-up, login, or a token presented to a protected route)
+/// in one shape: the action, its outcome, the user when known, and the client address
+/// (ASVS V16.3.1). The line's timestamp is UTC; the request id is in the enclosing span.
+/// Successful token checks are logged at debug, everything else at info.
+fn audit(action: &'static str, req: &HttpRequest, outcome: Result<UserId, &ApiError>) {
+    let client = req
+        .peer_addr()
+        .map(|addr| addr.ip().to_string())
+        .unwrap_or_default();
+    match outcome {
+        Ok(user_id) if action == "token" => tracing::debug!(
+            action,
+            outcome = "succeeded",
+            %user_id,
+            client = %client,
+            "authentication attempt"
+        ),
+        Ok(user_id) => tracing::info!(
+            action,
+            outcome = "succeeded",
+            %user_id,
+            client = %client,
+            "authentication attempt"
+        ),
+        Err(error) => tracing::info!(
+            action,
+            outcome = error.outcome(),
+            client = %client,
+            "authentication attempt"
+        ),
+    }
 }
 
 /// Where a request came from, for the event's metadata. The client address is the TCP peer;

@@ -1,13 +1,14 @@
 //! `GET /profile`: the protected route; needs a valid token for a user the log knows.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{AppState, BearerToken};
+use super::{AppState, BearerToken, audit};
 use crate::actors::{FindUser, VerifyToken};
 use crate::domain::{Email, UserId};
 use crate::error::{ApiError, ErrorBody};
+use crate::projection::UserSummary;
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ProfileResponse {
@@ -38,9 +39,25 @@ pub(crate) struct ProfileResponse {
     )
 )]
 pub async fn profile(
-    token: BearerToken,
+    token: Result<BearerToken, ApiError>,
+    req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let result = match token {
+        Ok(token) => authorize(token, &state).await,
+        Err(error) => Err(error),
+    };
+    audit("token", &req, result.as_ref().map(|user| user.user_id));
+    let user = result?;
+    Ok(HttpResponse::Ok().json(ProfileResponse {
+        message: "Access granted",
+        user_id: user.user_id,
+        email: user.email,
+    }))
+}
+
+/// The user a token belongs to, if it is valid and the log knows them.
+async fn authorize(token: BearerToken, state: &AppState) -> Result<UserSummary, ApiError> {
     let verify = VerifyToken {
         token: token.into_string(),
     };
@@ -50,17 +67,12 @@ pub async fn profile(
         .timeout(state.actor_timeout)
         .await??;
     // A correctly signed token is not enough: its user must exist in the log.
-    let user = state
+    state
         .registry
         .send(FindUser {
             user_id: claims.sub,
         })
         .timeout(state.actor_timeout)
         .await??
-        .ok_or(ApiError::InvalidToken)?;
-    Ok(HttpResponse::Ok().json(ProfileResponse {
-        message: "Access granted",
-        user_id: user.user_id,
-        email: user.email,
-    }))
+        .ok_or(ApiError::InvalidToken)
 }

@@ -4,10 +4,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{AppState, JsonBody, request_metadata};
+use super::{AppState, JsonBody, audit, request_metadata};
 use crate::actors::Register;
 use crate::domain::{Email, Password, UserId};
 use crate::error::{ApiError, ErrorBody};
+use crate::projection::UserSummary;
 
 /// The JSON body of `/signup` and `/login`.
 #[derive(Deserialize, ToSchema)]
@@ -58,7 +59,21 @@ pub async fn signup(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let Credentials { email, password } = body.into_inner();
+    let result = register(body.into_inner(), &req, &state).await;
+    audit("signup", &req, result.as_ref().map(|user| user.user_id));
+    let user = result?;
+    Ok(HttpResponse::Created().json(SignupResponse {
+        id: user.user_id,
+        email: user.email,
+    }))
+}
+
+async fn register(
+    credentials: Credentials,
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<UserSummary, ApiError> {
+    let Credentials { email, password } = credentials;
     let email = Email::parse(&email).map_err(|e| ApiError::Unprocessable(format!("email: {e}")))?;
     let password =
         Password::parse(password).map_err(|e| ApiError::Unprocessable(format!("password: {e}")))?;
@@ -66,16 +81,11 @@ pub async fn signup(
     let register = Register {
         email,
         password_hash,
-        metadata: request_metadata(&req),
+        metadata: request_metadata(req),
     };
-    let user = state
+    Ok(state
         .registry
         .send(register)
         .timeout(state.actor_timeout)
-        .await??;
-    tracing::info!(user_id = %user.user_id, "user registered");
-    Ok(HttpResponse::Created().json(SignupResponse {
-        id: user.user_id,
-        email: user.email,
-    }))
+        .await??)
 }

@@ -7,6 +7,9 @@
 // Each integration-test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod service;
+
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};

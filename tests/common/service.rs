@@ -1,0 +1,131 @@
+//! The real `authlog` binary as a child process: started with chosen environment variables,
+//! its address read from its start-up log line, its log kept for inspection, stopped with
+//! SIGKILL or SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+pub struct Service {
+    child: Child,
+    pub address: String,
+    pub startup_line: String,
+    /// Every line the process wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Environment for the embedded store in `data_dir`, with nothing inherited that could change
+/// the store or the key.
+pub fn embedded_env(data_dir: &Path) -> Vec<(String, String)> {
+    vec![(
+        "AUTHLOG_DATA_DIR".to_owned(),
+        data_dir.display().to_string(),
+    )]
+}
+
+impl Service {
+    /// Starts the binary on 127.0.0.1:0 with bcrypt cost 4 and `env`, and waits for its address.
+    pub fn start(env: &[(String, String)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_authlog"));
+        command
+            .env_remove("DATABASE_URL")
+            .env_remove("AUTHLOG_JWT_SECRET")
+            .env_remove("AUTHLOG_LOG_FORMAT")
+            .env("AUTHLOG_BIND", "127.0.0.1:0")
+            .env("AUTHLOG_BCRYPT_COST", "4")
+            .env("AUTHLOG_WORKERS", "2")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start the authlog binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (found, address) = mpsc::channel();
+        let kept = Arc::clone(&log);
+        // Keeps reading, so the process never blocks on a full pipe; echoes with TEST_LOG.
+        std::thread::spawn(move || {
+            let show = std::env::var_os("TEST_LOG").is_some();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if show {
+                    eprintln!("authlog: {line}");
+                }
+                if line.contains("listening on http://") {
+                    let _ = found.send(line.clone());
+                }
+                kept.lock().expect("not poisoned").push(line);
+            }
+        });
+        let startup_line = match address.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "authlog did not log its address within 60 s; its log:\n{}",
+                    log.lock().expect("not poisoned").join("\n")
+                );
+            }
+        };
+        let address = startup_line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
+            .expect("the start-up line names the URL")
+            .to_owned();
+        Self {
+            child,
+            address,
+            startup_line,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then waits for the process to exit (at most `within`). Returns its status and
+    /// its whole log.
+    pub fn terminate(mut self, within: Duration) -> (ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("authlog did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader thread take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().expect("not poisoned").clone();
+        (status, log)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
