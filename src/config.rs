@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use secrecy::SecretString;
 
 use crate::actors::{JwtSecret, JwtSecretError};
 use crate::events::{EventStore, PostgresSettings, SqliteSettings};
 use crate::keyfile;
+use crate::throttle::ThrottlePolicy;
 
 const SECRETS_HELP: &str = "\
 Secrets, read from the environment only:
@@ -80,6 +82,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHLOG_TOKEN_TTL_MINUTES", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
     pub token_ttl_minutes: u64,
+    /// The `iss` claim of issued tokens, required on tokens presented.
+    #[arg(long, env = "AUTHLOG_TOKEN_ISSUER", default_value = "authlog")]
+    pub token_issuer: String,
+    /// The `aud` claim of issued tokens, required on tokens presented.
+    #[arg(long, env = "AUTHLOG_TOKEN_AUDIENCE", default_value = "authlog")]
+    pub token_audience: String,
     /// HTTP worker threads [default: one per core].
     #[arg(long, env = "AUTHLOG_WORKERS", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: Option<u64>,
@@ -96,6 +104,34 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHLOG_DB_TIMEOUT_SECONDS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub db_timeout_seconds: u64,
+    /// Consecutive failed logins per account and client address before that address must wait
+    /// (0: no limit).
+    #[arg(long, env = "AUTHLOG_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+    /// The first wait, in seconds, once an address reached the limit; it doubles with each
+    /// further failure.
+    #[arg(long, env = "AUTHLOG_LOGIN_LOCKOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_lockout_seconds: u64,
+    /// The longest wait, in seconds.
+    #[arg(long, env = "AUTHLOG_LOGIN_LOCKOUT_MAX_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_lockout_max_seconds: u64,
+    /// Failed logins per account in any hour, from addresses that never logged in to it, before
+    /// such addresses get 429 (0: no limit).
+    #[arg(
+        long,
+        env = "AUTHLOG_ACCOUNT_MAX_FAILURES_PER_HOUR",
+        default_value_t = 100
+    )]
+    pub account_max_failures_per_hour: u32,
+    /// Sign-ups per client address in any minute (0: no limit).
+    #[arg(long, env = "AUTHLOG_SIGNUP_RATE_PER_MINUTE", default_value_t = 20)]
+    pub signup_rate_per_minute: u32,
+    /// Proxies whose X-Forwarded-For is believed, as IP addresses or CIDR ranges, comma-separated
+    /// [default: none: the TCP peer is the client].
+    #[arg(long, env = "AUTHLOG_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
     /// Directory of the embedded store (events.db) and its generated token key, used when
     /// DATABASE_URL is unset. Created with mode 0700 if missing.
     #[arg(long, env = "AUTHLOG_DATA_DIR", default_value = "authlog-data")]
@@ -147,6 +183,13 @@ pub struct Settings {
     pub actor_timeout: Duration,
     /// How long requests in flight may take to finish once shutdown starts.
     pub shutdown_timeout: Duration,
+    /// `iss` and `aud` of tokens.
+    pub token_issuer: String,
+    pub token_audience: String,
+    /// Brute-force limits.
+    pub throttle: ThrottlePolicy,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +215,10 @@ impl Settings {
             workers: available_cores(),
             actor_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            token_issuer: crate::actors::DEFAULT_ISSUER.to_owned(),
+            token_audience: crate::actors::DEFAULT_ISSUER.to_owned(),
+            throttle: ThrottlePolicy::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -217,6 +264,16 @@ impl Settings {
         settings.bcrypt_cost = args.bcrypt_cost;
         settings.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
         settings.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_seconds);
+        settings.throttle = ThrottlePolicy {
+            login_max_failures: args.login_max_failures,
+            lockout_base: Duration::from_secs(args.login_lockout_seconds),
+            lockout_max: Duration::from_secs(args.login_lockout_max_seconds),
+            account_failures_per_hour: args.account_max_failures_per_hour,
+            signups_per_minute: args.signup_rate_per_minute,
+        };
+        settings.trusted_proxies = args.trusted_proxies;
+        settings.token_issuer = args.token_issuer;
+        settings.token_audience = args.token_audience;
         if let Some(workers) = args.workers {
             settings.workers = usize::try_from(workers).unwrap_or(1);
         }

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::domain::{Email, PasswordHash, UserId};
-use crate::events::{Event, LoginSucceeded, UserRegistered};
+use crate::events::{Event, LoginFailed, LoginSucceeded, PasswordRehashed, UserRegistered};
 use crate::projection::{Directory, UserSummary};
 
 /// A change someone asked for.
@@ -18,9 +18,13 @@ pub enum Command {
         email: Email,
         password_hash: PasswordHash,
     },
+    /// A password check passed; `rehash` replaces a hash weaker than the configured cost.
     RecordLogin {
         user_id: UserId,
+        rehash: Option<PasswordHash>,
     },
+    /// A password check failed for a known user.
+    RecordLoginFailure { user_id: UserId },
 }
 
 /// What a command means, given the state it is decided against.
@@ -54,6 +58,25 @@ pub struct BatchPlanner<'a> {
 }
 
 impl<'a> BatchPlanner<'a> {
+    /// Events for an existing user's stream, taking the next versions.
+    fn append_to(&mut self, user_id: UserId, events: Vec<Event>) -> Decision {
+        let Some(user) = self.directory.get(user_id) else {
+            return Decision::Reject(Rejection::UnknownUser);
+        };
+        let version = self.versions.entry(user_id).or_insert(user.version);
+        let events = events
+            .into_iter()
+            .map(|event| {
+                *version += 1;
+                (*version, event)
+            })
+            .collect();
+        Decision::Append {
+            events,
+            user: UserSummary::from(user),
+        }
+    }
+
     pub fn new(directory: &'a Directory) -> Self {
         Self {
             directory,
@@ -89,18 +112,20 @@ impl<'a> BatchPlanner<'a> {
                     },
                 }
             }
-            Command::RecordLogin { user_id } => {
-                let Some(user) = self.directory.get(*user_id) else {
-                    return Decision::Reject(Rejection::UnknownUser);
-                };
-                let version = self.versions.entry(*user_id).or_insert(user.version);
-                *version += 1;
-                let event = Event::LoginSucceeded(LoginSucceeded { user_id: *user_id });
-                Decision::Append {
-                    events: vec![(*version, event)],
-                    user: UserSummary::from(user),
+            Command::RecordLogin { user_id, rehash } => {
+                let mut events = vec![Event::LoginSucceeded(LoginSucceeded { user_id: *user_id })];
+                if let Some(password_hash) = rehash {
+                    events.push(Event::PasswordRehashed(PasswordRehashed {
+                        user_id: *user_id,
+                        password_hash: password_hash.clone(),
+                    }));
                 }
+                self.append_to(*user_id, events)
             }
+            Command::RecordLoginFailure { user_id } => self.append_to(
+                *user_id,
+                vec![Event::LoginFailed(LoginFailed { user_id: *user_id })],
+            ),
         }
     }
 }
@@ -197,12 +222,15 @@ mod tests {
         let (directory, id) = directory_with("a@example.com", 3);
         let mut planner = BatchPlanner::new(&directory);
         let versions: Vec<i32> = (0..2)
-            .map(
-                |_| match planner.decide(&Command::RecordLogin { user_id: id }) {
+            .map(|_| {
+                match planner.decide(&Command::RecordLogin {
+                    user_id: id,
+                    rehash: None,
+                }) {
                     Decision::Append { events, .. } => events[0].0,
                     other => panic!("expected Append, got {other:?}"),
-                },
-            )
+                }
+            })
             .collect();
         assert_eq!(versions, [4, 5]);
     }
@@ -213,9 +241,47 @@ mod tests {
         let mut planner = BatchPlanner::new(&directory);
         assert_eq!(
             planner.decide(&Command::RecordLogin {
-                user_id: UserId::new()
+                user_id: UserId::new(),
+                rehash: None,
             }),
             Decision::Reject(Rejection::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn a_failure_and_a_rehash_take_the_next_versions() {
+        let mut directory = Directory::new();
+        let id = UserId::new();
+        directory.apply(&RecordedEvent {
+            position: 1,
+            stream_version: 1,
+            event: Event::UserRegistered(UserRegistered {
+                user_id: id,
+                email: email("a@example.com"),
+                password_hash: PasswordHash::new("$2b$04$x".into()),
+            }),
+            metadata: EventMetadata::default(),
+            recorded_at: Utc::now(),
+        });
+        let mut planner = BatchPlanner::new(&directory);
+        let Decision::Append { events, .. } =
+            planner.decide(&Command::RecordLoginFailure { user_id: id })
+        else {
+            panic!("appends");
+        };
+        assert_eq!(events[0].0, 2);
+        assert_eq!(events[0].1.event_type(), Event::LOGIN_FAILED);
+        let rehash = Some(PasswordHash::new("$2b$12$y".into()));
+        let Decision::Append { events, .. } = planner.decide(&Command::RecordLogin {
+            user_id: id,
+            rehash,
+        }) else {
+            panic!("appends");
+        };
+        let versions: Vec<_> = events.iter().map(|(v, e)| (*v, e.event_type())).collect();
+        assert_eq!(
+            versions,
+            [(3, Event::LOGIN_SUCCEEDED), (4, Event::PASSWORD_REHASHED)]
         );
     }
 }

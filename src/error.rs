@@ -28,6 +28,12 @@ pub enum ApiError {
     /// 415: the body's declared type is not one the endpoint reads.
     #[error("Content-Type must be {accepted}")]
     UnsupportedMediaType { accepted: &'static str },
+    /// 429: throttled; the client may retry after `retry_after` seconds.
+    #[error("Too many {what}; retry in {retry_after} seconds")]
+    TooManyRequests {
+        retry_after: u64,
+        what: &'static str,
+    },
     /// 503 from the readiness probe, naming what is missing.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -86,6 +92,7 @@ impl ApiError {
             ApiError::InvalidToken => "invalid_token",
             ApiError::NotFound | ApiError::MethodNotAllowed { .. } => "no_route",
             ApiError::Unavailable(_) | ApiError::NotReady(_) => "unavailable",
+            ApiError::TooManyRequests { .. } => "throttled",
             ApiError::Internal(_) => "error",
         }
     }
@@ -103,6 +110,7 @@ impl ResponseError for ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,6 +142,9 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_) | ApiError::NotReady(_) => {
                 response.insert_header((RETRY_AFTER, RETRY_AFTER_SECONDS));
             }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                response.insert_header((RETRY_AFTER, retry_after.to_string()));
+            }
             _ => {}
         }
         response.json(ErrorBody {
@@ -148,6 +159,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::EmailTaken => ApiError::UserExists,
             RegistryError::InvalidCredentials => ApiError::InvalidCredentials,
             RegistryError::Hashing(cause) => ApiError::Internal(cause.into()),
+            RegistryError::Throttled(throttled) => ApiError::TooManyRequests {
+                retry_after: throttled.retry_after_seconds(),
+                what: "failed login attempts",
+            },
             error @ (RegistryError::Unavailable(_)
             | RegistryError::Contention
             | RegistryError::Stopped
@@ -159,7 +174,7 @@ impl From<RegistryError> for ApiError {
 impl From<TokenError> for ApiError {
     fn from(error: TokenError) -> Self {
         match error {
-            TokenError::Invalid(_) => ApiError::InvalidToken,
+            TokenError::Invalid(_) | TokenError::UnexpectedHeader => ApiError::InvalidToken,
             error @ TokenError::Sign(_) => ApiError::Internal(error.into()),
         }
     }

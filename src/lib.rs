@@ -10,6 +10,7 @@
 //!   embedded SQLite, in-memory.
 //! - [`projection`]: the email→user [`projection::Directory`] and its one `apply` function.
 //! - [`decide`]: pure decisions: which events a command appends, against committed state.
+//! - [`throttle`]: pure brute-force limits derived from the same events.
 //! - [`actors`]: [`actors::UserRegistry`] (the only writer) and [`actors::TokenActor`] (JWTs).
 //! - [`hashing`]: bcrypt on a bounded blocking pool.
 //! - [`http`]: routes, extractors and handlers; [`error`]: the one HTTP error type.
@@ -31,3 +32,4 @@ pub mod metrics;
 pub mod projection;
 pub mod startup;
 pub mod telemetry;
+pub mod throttle;

@@ -17,6 +17,7 @@ pub struct UserEntry {
     /// Version of the last event in the user's stream: the next event takes `version + 1`.
     pub version: i32,
     pub logins: u64,
+    pub failed_logins: u64,
 }
 
 /// What callers outside the registry learn about a user.
@@ -75,6 +76,7 @@ impl Directory {
                         password_hash: registered.password_hash.clone(),
                         version: recorded.stream_version,
                         logins: 0,
+                        failed_logins: 0,
                     },
                 );
             }
@@ -82,6 +84,18 @@ impl Directory {
                 if let Some(user) = self.users.get_mut(&login.user_id) {
                     user.version = recorded.stream_version;
                     user.logins += 1;
+                }
+            }
+            Event::LoginFailed(failed) => {
+                if let Some(user) = self.users.get_mut(&failed.user_id) {
+                    user.version = recorded.stream_version;
+                    user.failed_logins += 1;
+                }
+            }
+            Event::PasswordRehashed(rehashed) => {
+                if let Some(user) = self.users.get_mut(&rehashed.user_id) {
+                    user.version = recorded.stream_version;
+                    user.password_hash = rehashed.password_hash.clone();
                 }
             }
         }

@@ -107,8 +107,13 @@ impl Application {
                 }
             };
         let readiness = registry.readiness();
-        let registry = registry.start();
-        let keys = Arc::new(JwtKeys::new(&jwt_secret, settings.token_ttl));
+        let registry = registry.with_throttle_policy(settings.throttle).start();
+        let keys = Arc::new(JwtKeys::with_issuer(
+            &jwt_secret,
+            settings.token_ttl,
+            &settings.token_issuer,
+            &settings.token_audience,
+        ));
         let tokens = TokenActor::start_pool(keys, cores);
 
         let state = web::Data::new(AppState {
@@ -117,6 +122,7 @@ impl Application {
             tokens: tokens.clone(),
             hasher,
             actor_timeout: settings.actor_timeout,
+            trusted_proxies: settings.trusted_proxies.clone(),
         });
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {} (AUTHLOG_BIND)", settings.bind))?;

@@ -6,10 +6,10 @@ pub mod registry;
 pub mod token;
 
 pub use registry::{
-    Authenticate, FindUser, GetDirectory, GetReadiness, LoadError, Readiness, Register,
-    RegistryError, UserRegistry,
+    AdmitSignup, Authenticate, FindUser, GetDirectory, GetReadiness, LoadError, Readiness,
+    Register, RegistryError, UserRegistry,
 };
 pub use token::{
-    AccessToken, Claims, IssueToken, JwtKeys, JwtSecret, JwtSecretError, TokenActor, TokenError,
-    VerifyToken,
+    AccessToken, Claims, DEFAULT_ISSUER, IssueToken, JwtKeys, JwtSecret, JwtSecretError,
+    TokenActor, TokenError, VerifyToken,
 };

@@ -9,12 +9,14 @@
 //! every command with [`RegistryError::Loading`] (503), never a 401 from an empty directory, and
 //! retries the replay in the background until it succeeds.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use chrono::Utc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::decide::{BatchPlanner, Command, Decision, Rejection};
 use crate::domain::{Email, Password, PasswordHash, UserId};
@@ -25,6 +27,7 @@ use crate::events::{
 use crate::hashing::{HashError, PasswordHasher};
 use crate::metrics::METRICS;
 use crate::projection::{Directory, UserSummary};
+use crate::throttle::{Subject, Throttle, ThrottlePolicy, Throttled};
 
 /// Most commands in one append, so one transaction stays small even under a burst.
 pub const MAX_BATCH: usize = 512;
@@ -33,6 +36,8 @@ const MAILBOX_CAPACITY: usize = 4096;
 /// Waits between replay attempts while the log is unreachable: short at first, then capped.
 const RELOAD_FIRST_DELAY: Duration = Duration::from_millis(250);
 const RELOAD_MAX_DELAY: Duration = Duration::from_secs(2);
+/// How often throttle state that can no longer matter is dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the registry refused or could not carry out a command.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +62,9 @@ pub enum RegistryError {
     /// is safe.
     #[error("the event log has not been replayed yet")]
     Loading,
+    /// Too many failed logins (or sign-ups) from this address; retry after the given time.
+    #[error("too many attempts; retry in {:?}", .0.retry_after)]
+    Throttled(Throttled),
 }
 
 /// Why the registry could not start.
@@ -66,6 +74,14 @@ pub enum LoadError {
     Replay(#[from] StoreError),
     #[error("cannot prepare the dummy password hash")]
     Hash(#[from] HashError),
+}
+
+/// Asks whether `client` may sign up now, and counts the attempt if so. The HTTP layer sends
+/// it before hashing the password, so a flood of sign-ups is refused before it costs bcrypt.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct AdmitSignup {
+    pub client: Option<IpAddr>,
 }
 
 /// Registers a user whose password is already hashed (see [`PasswordHasher::hash`]).
@@ -78,8 +94,11 @@ pub struct Register {
     pub metadata: EventMetadata,
 }
 
-/// Checks a password; on success appends `LoginSucceeded` and answers after it has committed.
-/// An unknown email is checked against a dummy hash, so it costs the same time as a wrong password.
+/// Checks a password; on success appends `LoginSucceeded` (and `PasswordRehashed` if the stored
+/// hash is weaker than the configured cost), on failure `LoginFailed`, and answers after they
+/// have committed. An unknown email is checked against a dummy hash, so it costs the same time
+/// as a wrong password. Throttled attempts are refused before any check
+/// ([`crate::throttle`]).
 #[derive(Message)]
 #[rtype(result = "Result<UserSummary, RegistryError>")]
 pub struct Authenticate {
@@ -154,6 +173,13 @@ pub struct UserRegistry {
     /// Why the last replay attempt failed, for readiness probes and logs.
     load_error: Option<String>,
     reload_delay: Duration,
+    /// Brute-force limits, derived from the same events as the directory.
+    throttle: Throttle,
+    /// At most `login_max_failures` password checks at a time per account (or unknown email)
+    /// and address; more wait their turn, then face the throttle again. So a burst of parallel
+    /// guesses cannot all pass before the first failures are recorded, and parallel logins
+    /// with the right password are only queued, never refused.
+    gates: HashMap<(Subject, Option<IpAddr>), Arc<Semaphore>>,
 }
 
 impl UserRegistry {
@@ -174,8 +200,16 @@ impl UserRegistry {
         dummy_hash: PasswordHash,
     ) -> Result<Self, LoadError> {
         store.prepare().await?;
-        let directory = Directory::rebuild(store.as_ref()).await?;
-        Ok(Self::new(store, directory, hasher, dummy_hash))
+        let (directory, throttle) = replay(store.as_ref()).await?;
+        let mut registry = Self::new(store, directory, hasher, dummy_hash);
+        registry.throttle = throttle;
+        Ok(registry)
+    }
+
+    /// Sets the brute-force limits (the default is [`ThrottlePolicy::default`]).
+    pub fn with_throttle_policy(mut self, policy: ThrottlePolicy) -> Self {
+        self.throttle.set_policy(policy);
+        self
     }
 
     /// A registry that has not replayed the log yet, because the store could not be reached.
@@ -209,7 +243,102 @@ impl UserRegistry {
             loaded: true,
             load_error: None,
             reload_delay: RELOAD_FIRST_DELAY,
+            throttle: Throttle::new(ThrottlePolicy::default()),
+            gates: HashMap::new(),
         }
+    }
+
+    /// Applies one of our own committed events to the directory and the throttle. Sign-ups were
+    /// counted when admitted, so only events read back from the log count them again.
+    fn apply(&mut self, event: &RecordedEvent, replayed: bool) {
+        if event.position <= self.directory.position() {
+            return;
+        }
+        if replayed {
+            self.throttle.replayed(event);
+        } else {
+            self.throttle.apply(event);
+        }
+        self.directory.apply(event);
+    }
+
+    /// The gate password checks for `subject` from `client` pass through, if limits are on.
+    fn gate(&mut self, subject: &Subject, client: Option<IpAddr>) -> Option<Arc<Semaphore>> {
+        let permits = self.throttle.policy().login_max_failures as usize;
+        (permits > 0).then(|| {
+            Arc::clone(
+                self.gates
+                    .entry((subject.clone(), client))
+                    .or_insert_with(|| Arc::new(Semaphore::new(permits))),
+            )
+        })
+    }
+
+    /// Forgets throttle state and gates that can no longer matter.
+    fn prune(&mut self) {
+        self.throttle.prune(Utc::now());
+        self.gates.retain(|_, gate| Arc::strong_count(gate) > 1);
+    }
+
+    /// Checks a password once this attempt's turn has come: the throttle is asked again (the
+    /// attempts ahead of it may have failed meanwhile), then bcrypt runs on the blocking pool,
+    /// then success or failure is appended. `permit` is held until the outcome is committed and
+    /// applied, so the next attempt in line sees it.
+    fn check_password(
+        &mut self,
+        attempt: Authenticate,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> ResponseActFuture<Self, Reply> {
+        let Authenticate {
+            email,
+            password,
+            metadata,
+        } = attempt;
+        let client = metadata.client_ip;
+        let user = self
+            .directory
+            .by_email(&email)
+            .map(|u| (u.id, u.password_hash.clone()));
+        let user_id = user.as_ref().map(|(id, _)| *id);
+        let subject = user_id.map_or_else(|| Subject::Unknown(email.clone()), Subject::User);
+        if let Err(throttled) = self.throttle.check_login(&subject, client, Utc::now()) {
+            return Box::pin(actix::fut::ready(Err(RegistryError::Throttled(throttled))));
+        }
+        // A hash weaker than the configured cost is replaced on the next successful login.
+        let rehash = user
+            .as_ref()
+            .is_some_and(|(_, hash)| hash.cost().is_some_and(|cost| cost < self.hasher.cost()));
+        let hash = user.map_or_else(|| self.dummy_hash.clone(), |(_, hash)| hash);
+        let hasher = self.hasher.clone();
+        let verify = async move { hasher.verify_and_rehash(password, hash, rehash).await };
+        Box::pin(verify.into_actor(self).then(move |verified, act, ctx| {
+            let outcome = match (verified, user_id) {
+                (Ok((true, rehash)), Some(user_id)) => {
+                    let command = Command::RecordLogin { user_id, rehash };
+                    Ok((act.enqueue(command, metadata, ctx), true))
+                }
+                // The failure is an event, committed before the caller hears "invalid".
+                (Ok(_), Some(user_id)) => {
+                    let command = Command::RecordLoginFailure { user_id };
+                    Ok((act.enqueue(command, metadata, ctx), false))
+                }
+                (Ok(_), None) => {
+                    act.throttle.unknown_failed(email, client, Utc::now());
+                    Err(RegistryError::InvalidCredentials)
+                }
+                (Err(error), _) => Err(RegistryError::Hashing(error)),
+            };
+            async move {
+                let (queued, succeeded) = outcome?;
+                let user = answer(queued).await;
+                drop(permit);
+                match (user?, succeeded) {
+                    (user, true) => Ok(user),
+                    (_, false) => Err(RegistryError::InvalidCredentials),
+                }
+            }
+            .into_actor(act)
+        }))
     }
 
     /// Whether the directory has been rebuilt from the log.
@@ -231,10 +360,11 @@ impl UserRegistry {
         let store = Arc::clone(&self.store);
         let replay = async move {
             store.prepare().await?;
-            Directory::rebuild(store.as_ref()).await
+            replay(store.as_ref()).await
         };
         ctx.spawn(replay.into_actor(self).map(|result, act, ctx| match result {
-            Ok(directory) => {
+            Ok((directory, throttle)) => {
+                act.throttle.replace_state(throttle);
                 tracing::info!(
                     users = directory.len(),
                     position = directory.position(),
@@ -369,7 +499,7 @@ impl UserRegistry {
         match result {
             Ok(recorded) => {
                 for event in &recorded {
-                    self.directory.apply(event);
+                    self.apply(event, false);
                     METRICS
                         .events_appended
                         .with_label_values(&[event.event.event_type()])
@@ -456,7 +586,7 @@ impl UserRegistry {
                         tracing::info!(events = events.len(), "caught up with the log");
                     }
                     for event in &events {
-                        act.directory.apply(event);
+                        act.apply(event, true);
                     }
                     METRICS.projection_users.set(gauge(act.directory.len()));
                     act.stale = false;
@@ -483,6 +613,7 @@ impl Actor for UserRegistry {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         METRICS.registry_ready.set(i64::from(self.loaded));
         METRICS.projection_users.set(gauge(self.directory.len()));
+        ctx.run_interval(PRUNE_EVERY, |act, _ctx| act.prune());
         if !self.loaded {
             self.reload(ctx);
         }
@@ -511,34 +642,47 @@ impl Handler<Register> for UserRegistry {
     }
 }
 
+impl Handler<AdmitSignup> for UserRegistry {
+    type Result = Result<(), RegistryError>;
+
+    fn handle(&mut self, msg: AdmitSignup, _ctx: &mut Self::Context) -> Self::Result {
+        if !self.loaded {
+            return Err(RegistryError::Loading);
+        }
+        self.throttle
+            .admit_signup(msg.client, Utc::now())
+            .map_err(RegistryError::Throttled)
+    }
+}
+
 impl Handler<Authenticate> for UserRegistry {
-    /// Not atomic: other messages are handled while bcrypt runs on the blocking pool.
+    /// Not atomic: other messages are handled while an attempt waits its turn or bcrypt runs.
     type Result = ResponseActFuture<Self, Reply>;
 
     fn handle(&mut self, msg: Authenticate, _ctx: &mut Self::Context) -> Self::Result {
-        let Authenticate {
-            email,
-            password,
-            metadata,
-        } = msg;
         if !self.loaded {
             return Box::pin(actix::fut::ready(Err(RegistryError::Loading)));
         }
-        let user = self.directory.by_email(&email);
-        let user_id = user.map(|u| u.id);
-        let hash = user.map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
-        let hasher = self.hasher.clone();
-        let verify = async move { hasher.verify(password, hash).await };
-        Box::pin(verify.into_actor(self).then(move |verified, act, ctx| {
-            let queued = match (verified, user_id) {
-                (Ok(true), Some(user_id)) => {
-                    Ok(act.enqueue(Command::RecordLogin { user_id }, metadata, ctx))
-                }
-                (Ok(_), _) => Err(RegistryError::InvalidCredentials),
-                (Err(error), _) => Err(RegistryError::Hashing(error)),
-            };
-            async move { answer(queued?).await }.into_actor(act)
-        }))
+        let client = msg.metadata.client_ip;
+        let subject = self.directory.by_email(&msg.email).map_or_else(
+            || Subject::Unknown(msg.email.clone()),
+            |u| Subject::User(u.id),
+        );
+        // Refused at once while locked out, without waiting in line.
+        if let Err(throttled) = self.throttle.check_login(&subject, client, Utc::now()) {
+            return Box::pin(actix::fut::ready(Err(RegistryError::Throttled(throttled))));
+        }
+        let gate = self.gate(&subject, client);
+        let turn = async move {
+            match gate {
+                Some(gate) => gate.acquire_owned().await.ok(),
+                None => None,
+            }
+        };
+        Box::pin(
+            turn.into_actor(self)
+                .then(move |permit, act, _ctx| act.check_password(msg, permit)),
+        )
     }
 }
 
@@ -567,4 +711,16 @@ impl Handler<GetDirectory> for UserRegistry {
     fn handle(&mut self, _msg: GetDirectory, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.directory.clone())
     }
+}
+
+/// Reads the whole log into a directory and the throttle state, in position order.
+async fn replay(store: &dyn EventStore) -> Result<(Directory, Throttle), StoreError> {
+    let mut directory = Directory::new();
+    let mut throttle = Throttle::new(ThrottlePolicy::default());
+    for_each_after(store, 0, |event| {
+        throttle.replayed(&event);
+        directory.apply(&event);
+    })
+    .await?;
+    Ok((directory, throttle))
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
@@ -19,6 +21,8 @@ use crate::projection::UserSummary;
 /// Clock skew tolerated on `exp` and `nbf`, in seconds. Small, because tokens are checked by the
 /// same service (or its replicas) that issued them.
 pub const LEEWAY_SECONDS: u64 = 30;
+/// `iss` and `aud` when none are configured.
+pub const DEFAULT_ISSUER: &str = "authlog";
 /// RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -49,12 +53,18 @@ impl fmt::Debug for JwtSecret {
 /// The claims authlog issues and requires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// The issuer, checked against the configured one.
+    pub iss: String,
+    /// The audience, checked against the configured one.
+    pub aud: String,
     /// The user id. A token whose `sub` is not a UUID fails to decode.
     pub sub: UserId,
     pub email: Email,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
+    /// Unique per token: two logins never get the same token.
+    pub jti: uuid::Uuid,
 }
 
 /// A signed token. Redacted from `Debug` so it cannot reach a log by accident.
@@ -83,6 +93,10 @@ pub enum TokenError {
     Sign(#[source] jsonwebtoken::errors::Error),
     #[error("invalid or expired token")]
     Invalid(#[source] jsonwebtoken::errors::Error),
+    /// The JOSE header has a field other than `alg` and `typ` (such as `kid`, `jku`, `jwk` or
+    /// `crit`), or is not a JSON object: authlog never issues one, so it is not one of ours.
+    #[error("unexpected token header")]
+    UnexpectedHeader,
 }
 
 /// Signing and verification keys with the one validation policy authlog accepts.
@@ -91,22 +105,34 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: chrono::Duration,
+    issuer: String,
+    audience: String,
 }
 
 impl JwtKeys {
+    /// Keys with issuer and audience [`DEFAULT_ISSUER`].
     pub fn new(secret: &JwtSecret, ttl: Duration) -> Self {
+        Self::with_issuer(secret, ttl, DEFAULT_ISSUER, DEFAULT_ISSUER)
+    }
+
+    /// Keys that issue and accept tokens for this issuer and audience only.
+    pub fn with_issuer(secret: &JwtSecret, ttl: Duration, issuer: &str, audience: &str) -> Self {
         let bytes = secret.0.expose_secret().as_bytes();
         // HS256 only: a token naming any other algorithm (`none`, RS256, HS512) is rejected.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss", "aud"]);
         Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
             validation,
             ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
         }
     }
 
@@ -114,22 +140,49 @@ impl JwtKeys {
     pub fn issue(&self, user: &UserSummary, now: DateTime<Utc>) -> Result<AccessToken, TokenError> {
         let iat = now.timestamp();
         let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
             sub: user.user_id,
             email: user.email.clone(),
             iat,
             nbf: iat,
             exp: (now + self.ttl).timestamp(),
+            jti: uuid::Uuid::new_v4(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map(AccessToken)
             .map_err(TokenError::Sign)
     }
 
-    /// Checks signature, algorithm, `exp` and `nbf` (with [`LEEWAY_SECONDS`]), and the claims' types.
+    /// Checks the header holds only `alg` and `typ`, then signature, algorithm, `iss`, `aud`,
+    /// `exp` and `nbf` (with [`LEEWAY_SECONDS`]), and the claims' types (RFC 8725 §3).
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        check_header(token)?;
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(TokenError::Invalid)
+    }
+}
+
+/// Accepts only the header authlog writes: a JSON object with `alg` and, optionally, `typ` of
+/// `JWT`. Key-selection headers (`kid`, `jku`, `jwk`, `x5u`, `x5c`) and `crit` are refused before
+/// the signature is looked at, so no header can steer which key is used.
+fn check_header(token: &str) -> Result<(), TokenError> {
+    let segment = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::UnexpectedHeader)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| TokenError::UnexpectedHeader)?;
+    let expected = header.iter().all(|(key, value)| match key.as_str() {
+        "alg" => value == "HS256",
+        "typ" => value == "JWT",
+        _ => false,
+    });
+    if expected {
+        Ok(())
+    } else {
+        Err(TokenError::UnexpectedHeader)
     }
 }
 
@@ -272,11 +325,14 @@ mod tests {
         let user = user();
         let now = Utc::now().timestamp();
         let claims = Claims {
+            iss: DEFAULT_ISSUER.to_owned(),
+            aud: DEFAULT_ISSUER.to_owned(),
             sub: user.user_id,
             email: user.email,
             iat: now,
             nbf: now,
             exp: now + 600,
+            jti: uuid::Uuid::new_v4(),
         };
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
@@ -337,5 +393,49 @@ mod tests {
         assert!(!format!("{secret:?}").contains("0123"));
         let token = keys().issue(&user(), Utc::now()).expect("sign");
         assert!(!format!("{token:?}").contains("eyJ"));
+    }
+
+    #[test]
+    fn tokens_carry_issuer_audience_and_a_unique_id() {
+        let keys = keys();
+        let user = user();
+        let first = keys.issue(&user, Utc::now()).expect("sign");
+        let second = keys.issue(&user, Utc::now()).expect("sign");
+        assert_ne!(first, second, "two logins, two tokens");
+        let claims = keys.verify(first.as_str()).expect("valid");
+        assert_eq!(
+            (claims.iss.as_str(), claims.aud.as_str()),
+            ("authlog", "authlog")
+        );
+        let elsewhere = JwtKeys::with_issuer(
+            &secret("0123456789abcdef0123456789abcdef"),
+            TTL,
+            "authlog",
+            "another-service",
+        );
+        assert_eq!(
+            kind(elsewhere.verify(first.as_str())),
+            ErrorKind::InvalidAudience
+        );
+    }
+
+    #[test]
+    fn unexpected_header_fields_are_rejected_before_the_signature() {
+        let keys = keys();
+        let token = keys.issue(&user(), Utc::now()).expect("sign");
+        let rest = token.as_str().split_once('.').expect("segments").1;
+        for header in [
+            r#"{"alg":"HS256","typ":"JWT","kid":"1"}"#,
+            r#"{"alg":"HS256","jku":"https://evil.example/keys"}"#,
+            r#"{"alg":"HS256","crit":["exp"]}"#,
+            r#"{"alg":"HS256","typ":"at+jwt"}"#,
+            r#"["alg","HS256"]"#,
+        ] {
+            let forged = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header));
+            assert!(
+                matches!(keys.verify(&forged), Err(TokenError::UnexpectedHeader)),
+                "{header}"
+            );
+        }
     }
 }

@@ -21,14 +21,19 @@ pub enum PasswordError {
     TooShort,
     #[error("must be at most {MAX_BYTES} bytes (bcrypt ignores the rest)")]
     TooLong,
+    #[error("is one of the most common passwords; choose another")]
+    Common,
 }
 
 impl Password {
-    /// Applies the sign-up policy: 8 to 72 bytes, any content.
+    /// Applies the sign-up policy: 8 to 72 bytes, any content (NUL and any Unicode included,
+    /// compared exactly), and not one of the ~100,000 most common passwords (ASVS V6.2.4; the
+    /// list ships with the `passwords` crate).
     pub fn parse(raw: String) -> Result<Self, PasswordError> {
         match raw.len() {
             n if n < MIN_BYTES => Err(PasswordError::TooShort),
             n if n > MAX_BYTES => Err(PasswordError::TooLong),
+            _ if passwords::analyzer::is_common_password(&raw) => Err(PasswordError::Common),
             _ => Ok(Self(raw.into())),
         }
     }
@@ -74,6 +79,15 @@ impl PasswordHash {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The bcrypt cost recorded in the hash (`$2b$12$…` → 12), if it has the usual form.
+    pub fn cost(&self) -> Option<u32> {
+        let mut parts = self.0.split('$');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(""), Some(_variant), Some(cost)) if cost.len() == 2 => cost.parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for PasswordHash {
@@ -87,12 +101,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn common_passwords_are_refused_and_the_tutorials_is_not() {
+        for common in [
+            "password",
+            "12345678",
+            "password123",
+            "qwertyuiop",
+            "aaaaaaaa",
+        ] {
+            assert_eq!(
+                Password::parse(common.to_owned()).err(),
+                Some(PasswordError::Common),
+                "{common}"
+            );
+        }
+        assert!(Password::parse("mypassword123".to_owned()).is_ok());
+        // Exact comparison: NUL and case make it another password.
+        assert!(Password::parse("pass\0word".to_owned()).is_ok());
+    }
+
+    #[test]
+    fn hash_cost_is_read_from_the_hash() {
+        assert_eq!(PasswordHash::new("$2b$12$abc".to_owned()).cost(), Some(12));
+        assert_eq!(PasswordHash::new("$2y$04$abc".to_owned()).cost(), Some(4));
+        assert_eq!(PasswordHash::new("plain".to_owned()).cost(), None);
+    }
+
+    #[test]
     fn bounds_are_in_bytes() {
         assert_eq!(
             Password::parse("a".repeat(7)).err(),
             Some(PasswordError::TooShort)
         );
-        assert!(Password::parse("a".repeat(8)).is_ok());
+        assert!(Password::parse("q7".repeat(4)).is_ok());
         assert!(Password::parse("a".repeat(72)).is_ok());
         assert_eq!(
             Password::parse("a".repeat(73)).err(),

@@ -26,6 +26,8 @@ pub use sqlite::{SqliteEventStore, SqliteSettings};
 pub enum Event {
     UserRegistered(UserRegistered),
     LoginSucceeded(LoginSucceeded),
+    LoginFailed(LoginFailed),
+    PasswordRehashed(PasswordRehashed),
 }
 
 /// A new account: the first event of every user stream (stream version 1).
@@ -40,6 +42,20 @@ pub struct UserRegistered {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginSucceeded {
     pub user_id: UserId,
+}
+
+/// A password check failed for this user. The client address is in the metadata; the
+/// throttling rules are derived from these events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginFailed {
+    pub user_id: UserId,
+}
+
+/// A successful login found the stored hash weaker than the configured cost, and replaced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordRehashed {
+    pub user_id: UserId,
+    pub password_hash: PasswordHash,
 }
 
 /// A stored payload that could not be turned back into an [`Event`].
@@ -71,19 +87,26 @@ pub enum DecodeError {
 impl Event {
     pub const USER_REGISTERED: &'static str = "UserRegistered";
     pub const LOGIN_SUCCEEDED: &'static str = "LoginSucceeded";
+    pub const LOGIN_FAILED: &'static str = "LoginFailed";
+    pub const PASSWORD_REHASHED: &'static str = "PasswordRehashed";
 
     /// The `event_type` column.
     pub fn event_type(&self) -> &'static str {
         match self {
             Event::UserRegistered(_) => Self::USER_REGISTERED,
             Event::LoginSucceeded(_) => Self::LOGIN_SUCCEEDED,
+            Event::LoginFailed(_) => Self::LOGIN_FAILED,
+            Event::PasswordRehashed(_) => Self::PASSWORD_REHASHED,
         }
     }
 
     /// The `event_version` column: bump it when a payload's shape changes, and add an upcaster.
     pub fn event_version(&self) -> i32 {
         match self {
-            Event::UserRegistered(_) | Event::LoginSucceeded(_) => 1,
+            Event::UserRegistered(_)
+            | Event::LoginSucceeded(_)
+            | Event::LoginFailed(_)
+            | Event::PasswordRehashed(_) => 1,
         }
     }
 
@@ -92,6 +115,8 @@ impl Event {
         match self {
             Event::UserRegistered(e) => e.user_id,
             Event::LoginSucceeded(e) => e.user_id,
+            Event::LoginFailed(e) => e.user_id,
+            Event::PasswordRehashed(e) => e.user_id,
         }
     }
 
@@ -100,6 +125,8 @@ impl Event {
         let encoded = match self {
             Event::UserRegistered(e) => serde_json::to_value(e),
             Event::LoginSucceeded(e) => serde_json::to_value(e),
+            Event::LoginFailed(e) => serde_json::to_value(e),
+            Event::PasswordRehashed(e) => serde_json::to_value(e),
         };
         // These structs hold only strings and UUIDs, whose serialisation cannot fail.
         encoded.unwrap_or(Value::Null)
@@ -123,6 +150,18 @@ impl Event {
                 .map(Event::LoginSucceeded)
                 .map_err(|source| DecodeError::Payload {
                     event_type: Self::LOGIN_SUCCEEDED,
+                    source,
+                }),
+            (Self::LOGIN_FAILED, 1) => serde_json::from_value(payload)
+                .map(Event::LoginFailed)
+                .map_err(|source| DecodeError::Payload {
+                    event_type: Self::LOGIN_FAILED,
+                    source,
+                }),
+            (Self::PASSWORD_REHASHED, 1) => serde_json::from_value(payload)
+                .map(Event::PasswordRehashed)
+                .map_err(|source| DecodeError::Payload {
+                    event_type: Self::PASSWORD_REHASHED,
                     source,
                 }),
             _ => Err(DecodeError::Unknown {
@@ -352,6 +391,13 @@ mod tests {
             registered(),
             Event::LoginSucceeded(LoginSucceeded {
                 user_id: UserId::new(),
+            }),
+            Event::LoginFailed(LoginFailed {
+                user_id: UserId::new(),
+            }),
+            Event::PasswordRehashed(PasswordRehashed {
+                user_id: UserId::new(),
+                password_hash: PasswordHash::new("$2b$12$hash".to_owned()),
             }),
         ] {
             let decoded = Event::decode(event.event_type(), event.event_version(), event.payload())

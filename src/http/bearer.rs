@@ -11,8 +11,9 @@ use actix_web::{FromRequest, HttpRequest};
 
 use crate::error::ApiError;
 
-/// Far beyond any token authlog issues; longer ones are rejected without being decoded.
-const MAX_TOKEN_BYTES: usize = 4 * 1024;
+/// Far beyond any token authlog issues: a longer `Authorization` header is rejected before any
+/// decoding.
+pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
 
 /// The raw token from `Authorization: Bearer <token>`, not yet verified.
 pub struct BearerToken(String);
@@ -31,6 +32,9 @@ impl BearerToken {
             (Some(_), Some(_)) => return Err(ApiError::InvalidToken),
             (Some(value), None) => value,
         };
+        if value.len() > MAX_AUTHORIZATION_BYTES {
+            return Err(ApiError::InvalidToken);
+        }
         let value = value.to_str().map_err(|_| ApiError::InvalidToken)?;
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -41,7 +45,7 @@ impl BearerToken {
         if token.is_empty() {
             return Err(ApiError::NotAuthenticated);
         }
-        if token.len() > MAX_TOKEN_BYTES || token.contains(|c: char| c.is_ascii_whitespace()) {
+        if token.contains(|c: char| c.is_ascii_whitespace()) {
             return Err(ApiError::InvalidToken);
         }
         Ok(Self(token.to_owned()))
@@ -103,7 +107,7 @@ mod tests {
 
     #[test]
     fn malformed_token_is_invalid() {
-        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        let long = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_BYTES));
         for values in [
             &["Bearer abc def"][..],
             &["Bearer a.b.c", "Bearer a.b.c"],

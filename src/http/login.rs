@@ -102,6 +102,10 @@ pub(crate) struct TokenResponse {
         (status = 413, description = "The body is over 4 KiB", body = ErrorBody),
         (status = 415, description = "The body is neither JSON nor a form", body = ErrorBody),
         (status = 422, description = "A field is missing or mistyped", body = ErrorBody),
+        (status = 429, description = "Too many failed logins for this account from this \
+            address (or from unknown addresses); applies even to the right password",
+            body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
         (status = 503, description = "The event log is unreachable; retry later", body = ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     )

@@ -3,6 +3,7 @@
 //! Handlers stay thin: parse, send one message per actor, shape the reply. One file per endpoint.
 
 mod bearer;
+pub mod client;
 mod health;
 mod json;
 mod login;
@@ -18,6 +19,8 @@ use std::time::Duration;
 use actix::Addr;
 use actix_web::http::header::USER_AGENT;
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
+
+use ipnet::IpNet;
 
 use crate::actors::{TokenActor, UserRegistry};
 use crate::domain::UserId;
@@ -39,6 +42,8 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     /// Longest a handler waits for an actor before answering 503.
     pub actor_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed ([`client`]).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// Mounts every route, the API document and Swagger UI, and the JSON 404/405 replies.
@@ -73,9 +78,8 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 /// (ASVS V16.3.1). The line's timestamp is UTC; the request id is in the enclosing span.
 /// Successful token checks are logged at debug, everything else at info.
 fn audit(action: &'static str, req: &HttpRequest, outcome: Result<UserId, &ApiError>) {
-    let client = req
-        .peer_addr()
-        .map(|addr| addr.ip().to_string())
+    let client = client::client_address(req)
+        .map(|ip| ip.to_string())
         .unwrap_or_default();
     match outcome {
         Ok(user_id) if action == "token" => tracing::debug!(
@@ -101,9 +105,9 @@ fn audit(action: &'static str, req: &HttpRequest, outcome: Result<UserId, &ApiEr
     }
 }
 
-/// Where a request came from, for the event's metadata. The client address is the TCP peer;
-/// proxy headers are ignored until trusted proxies can be configured.
+/// Where a request came from, for the event's metadata: the client address (see [`client`])
+/// and the user agent.
 fn request_metadata(req: &HttpRequest) -> EventMetadata {
     let user_agent = req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok());
-    EventMetadata::new(req.peer_addr().map(|addr| addr.ip()), user_agent)
+    EventMetadata::new(client::client_address(req), user_agent)
 }

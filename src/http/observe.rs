@@ -3,14 +3,15 @@
 
 use std::time::Instant;
 
-use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{Error, web};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use super::AppState;
 use crate::metrics::METRICS;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -22,9 +23,12 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let request_id = Uuid::new_v4();
     let method = req.method().clone();
-    let client = req
-        .peer_addr()
-        .map(|addr| addr.ip().to_string())
+    let trusted = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    let client = super::client::resolve_request(&req, trusted)
+        .map(|ip| ip.to_string())
         .unwrap_or_default();
     // The path only: a query string could carry something a client should not have sent.
     let span = tracing::info_span!(

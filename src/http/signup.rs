@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{AppState, JsonBody, audit, request_metadata};
-use crate::actors::Register;
+use crate::actors::{AdmitSignup, Register, RegistryError};
 use crate::domain::{Email, Password, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::projection::UserSummary;
@@ -49,7 +49,10 @@ pub(crate) struct SignupResponse {
         (status = 413, description = "The body is over 4 KiB", body = ErrorBody),
         (status = 415, description = "The body is not declared as JSON", body = ErrorBody),
         (status = 422, description = "A field is missing or mistyped, or the email or password \
-            is invalid; the detail names the field", body = ErrorBody),
+            is invalid (including one of the ~100,000 most common passwords); the detail names \
+            the field", body = ErrorBody),
+        (status = 429, description = "Too many sign-ups from this address", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
         (status = 503, description = "The event log is unreachable; retry later", body = ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait"))),
     )
@@ -77,6 +80,23 @@ async fn register(
     let email = Email::parse(&email).map_err(|e| ApiError::Unprocessable(format!("email: {e}")))?;
     let password =
         Password::parse(password).map_err(|e| ApiError::Unprocessable(format!("password: {e}")))?;
+    // Counted and refused before bcrypt, so a flood of sign-ups costs no hashing.
+    let client = super::client::client_address(req);
+    match state
+        .registry
+        .send(AdmitSignup { client })
+        .timeout(state.actor_timeout)
+        .await?
+    {
+        Ok(()) => {}
+        Err(RegistryError::Throttled(throttled)) => {
+            return Err(ApiError::TooManyRequests {
+                retry_after: throttled.retry_after_seconds(),
+                what: "sign-ups from this address",
+            });
+        }
+        Err(error) => return Err(error.into()),
+    }
     let password_hash = state.hasher.hash(password).await?;
     let register = Register {
         email,

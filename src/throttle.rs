@@ -1,0 +1,491 @@
+//! Brute-force throttling, as pure state derived from events: failed logins per account and
+//! address, failed logins per account, sign-ups per address.
+//!
+//! Known accounts are throttled from `LoginFailed`, `LoginSucceeded` and `UserRegistered` events
+//! (their `recorded_at` and client address), so the state survives restarts and is the same in
+//! every instance that reads the same log. Attempts on emails that have no account leave no
+//! event (the log holds no data about people who never signed up); they are counted here in
+//! memory under the same rules, so that the answers never reveal whether an account exists.
+//!
+//! The rules (numbers are the defaults; each is a setting, and 0 turns it off):
+//! - **Per account and address**: after 5 consecutive failures from one address, that address
+//!   must wait 30 s before its next attempt on that account, doubling with every further failure
+//!   (60 s, 120 s, …) up to 1 hour. A success from the address clears its streak. While waiting,
+//!   every attempt gets 429, even with the right password, so the throttle cannot be probed.
+//! - **Per account, all addresses**: at most 100 failures in any hour. Past that, attempts from
+//!   addresses that have never logged in to the account get 429 until the oldest failure leaves
+//!   the window. Addresses that have logged in before (or registered the account) are exempt, so
+//!   an attacker spraying from new addresses cannot lock the owner out; they still have their
+//!   own per-address limit.
+//! - **Per address**: at most 20 sign-ups per minute.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::domain::{Email, UserId};
+use crate::events::{Event, RecordedEvent};
+
+/// The limits; 0 turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Consecutive failures per account and address before the address must wait.
+    pub login_max_failures: u32,
+    /// The first wait; each further failure doubles it.
+    pub lockout_base: Duration,
+    /// The longest wait.
+    pub lockout_max: Duration,
+    /// Failures per account in any hour, from addresses that never logged in to it.
+    pub account_failures_per_hour: u32,
+    /// Sign-ups per address in any minute.
+    pub signups_per_minute: u32,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        Self {
+            login_max_failures: 5,
+            lockout_base: Duration::from_secs(30),
+            lockout_max: Duration::from_secs(60 * 60),
+            account_failures_per_hour: 100,
+            signups_per_minute: 20,
+        }
+    }
+}
+
+impl ThrottlePolicy {
+    /// No limits at all.
+    pub fn off() -> Self {
+        Self {
+            login_max_failures: 0,
+            account_failures_per_hour: 0,
+            signups_per_minute: 0,
+            ..Self::default()
+        }
+    }
+}
+
+/// Who a login names: an account, or an email no account has.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    User(UserId),
+    Unknown(Email),
+}
+
+/// Refused for now; retry after this long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    pub retry_after: Duration,
+}
+
+impl Throttled {
+    /// Whole seconds for a `Retry-After` header, never 0.
+    pub fn retry_after_seconds(&self) -> u64 {
+        self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0)
+    }
+}
+
+/// A streak of failures from one address on one account.
+#[derive(Debug, Clone, Copy)]
+struct Streak {
+    failures: u32,
+    last_failure: DateTime<Utc>,
+}
+
+const HOUR: TimeDelta = TimeDelta::hours(1);
+const MINUTE: TimeDelta = TimeDelta::minutes(1);
+/// A streak with no failure for this long is forgotten.
+const STREAK_MEMORY: TimeDelta = TimeDelta::hours(24);
+
+#[derive(Debug, Clone, Default)]
+pub struct Throttle {
+    policy: ThrottlePolicy,
+    streaks: HashMap<(Subject, Option<IpAddr>), Streak>,
+    /// Failure times per account within the last hour, oldest first.
+    account_failures: HashMap<Subject, VecDeque<DateTime<Utc>>>,
+    /// Addresses that logged in to (or registered) each account.
+    known_addresses: HashMap<UserId, HashSet<IpAddr>>,
+    /// Sign-up times per address within the last minute, oldest first.
+    signups: HashMap<Option<IpAddr>, VecDeque<DateTime<Utc>>>,
+}
+
+impl Throttle {
+    pub fn new(policy: ThrottlePolicy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
+
+    pub fn policy(&self) -> &ThrottlePolicy {
+        &self.policy
+    }
+
+    pub fn set_policy(&mut self, policy: ThrottlePolicy) {
+        self.policy = policy;
+    }
+
+    /// Takes the state of `other` (rebuilt from the log), keeping this policy.
+    pub fn replace_state(&mut self, other: Throttle) {
+        let policy = self.policy;
+        *self = other;
+        self.policy = policy;
+    }
+
+    /// Updates the state from an event read back from the log (start-up replay, catch-up,
+    /// auditors): like [`Throttle::apply`], and it also counts the sign-up of a
+    /// `UserRegistered`, which the live path counted when it admitted it.
+    pub fn replayed(&mut self, event: &RecordedEvent) {
+        if let Event::UserRegistered(_) = &event.event {
+            self.signups
+                .entry(event.metadata.client_ip)
+                .or_default()
+                .push_back(event.recorded_at);
+        }
+        self.apply(event);
+    }
+
+    /// Updates the state from a committed event. Events must come in log order.
+    pub fn apply(&mut self, event: &RecordedEvent) {
+        let client = event.metadata.client_ip;
+        let at = event.recorded_at;
+        match &event.event {
+            Event::UserRegistered(registered) => {
+                // The address that created the account is one its owner uses.
+                if let Some(ip) = client {
+                    self.known_addresses
+                        .entry(registered.user_id)
+                        .or_default()
+                        .insert(ip);
+                }
+            }
+            Event::LoginSucceeded(login) => self.succeeded(&Subject::User(login.user_id), client),
+            Event::LoginFailed(failed) => self.failed(Subject::User(failed.user_id), client, at),
+            Event::PasswordRehashed(_) => {}
+        }
+    }
+
+    /// Whether a login naming `subject` from `client` may be checked now.
+    pub fn check_login(
+        &self,
+        subject: &Subject,
+        client: Option<IpAddr>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Throttled> {
+        let policy = &self.policy;
+        if policy.login_max_failures > 0
+            && let Some(streak) = self.streaks.get(&(subject.clone(), client))
+            && streak.failures >= policy.login_max_failures
+        {
+            let doublings = (streak.failures - policy.login_max_failures).min(31);
+            let wait = policy
+                .lockout_base
+                .saturating_mul(1 << doublings)
+                .min(policy.lockout_max);
+            let until = streak.last_failure + delta(wait);
+            if now < until {
+                return Err(throttled(until - now));
+            }
+        }
+        if policy.account_failures_per_hour > 0 && !self.is_known(subject, client) {
+            let recent = self
+                .account_failures
+                .get(subject)
+                .map(|times| recent(times, now - HOUR))
+                .unwrap_or_default();
+            if recent.len() >= policy.account_failures_per_hour as usize
+                && let Some(oldest) = recent.first()
+            {
+                return Err(throttled(**oldest + HOUR - now));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `client` may sign up now; if so, the attempt counts against its rate, whatever
+    /// its outcome (a refused duplicate costs the same as a new account).
+    pub fn admit_signup(
+        &mut self,
+        client: Option<IpAddr>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Throttled> {
+        let limit = self.policy.signups_per_minute as usize;
+        if limit == 0 {
+            return Ok(());
+        }
+        let times = self.signups.entry(client).or_default();
+        drop_before(times, now - MINUTE);
+        match times.front() {
+            Some(oldest) if times.len() >= limit => Err(throttled(*oldest + MINUTE - now)),
+            _ => {
+                times.push_back(now);
+                Ok(())
+            }
+        }
+    }
+
+    /// A failed login on an email with no account: counted here, since it leaves no event.
+    pub fn unknown_failed(&mut self, email: Email, client: Option<IpAddr>, now: DateTime<Utc>) {
+        self.failed(Subject::Unknown(email), client, now);
+    }
+
+    /// Forgets what can no longer matter, so memory stays bounded by recent activity.
+    pub fn prune(&mut self, now: DateTime<Utc>) {
+        self.streaks
+            .retain(|_, streak| now - streak.last_failure < STREAK_MEMORY);
+        self.account_failures.retain(|_, times| {
+            drop_before(times, now - HOUR);
+            !times.is_empty()
+        });
+        self.signups.retain(|_, times| {
+            drop_before(times, now - MINUTE);
+            !times.is_empty()
+        });
+    }
+
+    fn failed(&mut self, subject: Subject, client: Option<IpAddr>, at: DateTime<Utc>) {
+        let streak = self
+            .streaks
+            .entry((subject.clone(), client))
+            .or_insert(Streak {
+                failures: 0,
+                last_failure: at,
+            });
+        streak.failures = streak.failures.saturating_add(1);
+        streak.last_failure = at;
+        let times = self.account_failures.entry(subject).or_default();
+        times.push_back(at);
+        drop_before(times, at - HOUR);
+    }
+
+    fn succeeded(&mut self, subject: &Subject, client: Option<IpAddr>) {
+        self.streaks.remove(&(subject.clone(), client));
+        if let (Subject::User(user), Some(ip)) = (subject, client) {
+            self.known_addresses.entry(*user).or_default().insert(ip);
+        }
+    }
+
+    fn is_known(&self, subject: &Subject, client: Option<IpAddr>) -> bool {
+        match (subject, client) {
+            (Subject::User(user), Some(ip)) => self
+                .known_addresses
+                .get(user)
+                .is_some_and(|addresses| addresses.contains(&ip)),
+            _ => false,
+        }
+    }
+}
+
+/// The times at or after `since`.
+fn recent(times: &VecDeque<DateTime<Utc>>, since: DateTime<Utc>) -> Vec<&DateTime<Utc>> {
+    times.iter().filter(|time| **time > since).collect()
+}
+
+fn drop_before(times: &mut VecDeque<DateTime<Utc>>, since: DateTime<Utc>) {
+    while times.front().is_some_and(|time| *time <= since) {
+        times.pop_front();
+    }
+}
+
+fn delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
+fn throttled(wait: TimeDelta) -> Throttled {
+    Throttled {
+        retry_after: wait.to_std().unwrap_or(Duration::from_secs(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PasswordHash;
+    use crate::events::{EventMetadata, LoginFailed, LoginSucceeded, UserRegistered};
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([198, 51, 100, last]))
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("valid time")
+    }
+
+    fn event(
+        position: i64,
+        event: Event,
+        client: Option<IpAddr>,
+        when: DateTime<Utc>,
+    ) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            stream_version: 1,
+            event,
+            metadata: EventMetadata {
+                client_ip: client,
+                user_agent: None,
+            },
+            recorded_at: when,
+        }
+    }
+
+    fn registered(user: UserId, client: Option<IpAddr>) -> RecordedEvent {
+        let event_ = Event::UserRegistered(UserRegistered {
+            user_id: user,
+            email: Email::parse("victim@example.com").expect("valid"),
+            password_hash: PasswordHash::new("$2b$04$x".to_owned()),
+        });
+        event(1, event_, client, at(0))
+    }
+
+    fn failed(user: UserId, client: Option<IpAddr>, when: DateTime<Utc>) -> RecordedEvent {
+        event(
+            2,
+            Event::LoginFailed(LoginFailed { user_id: user }),
+            client,
+            when,
+        )
+    }
+
+    fn retry(result: Result<(), Throttled>) -> Option<u64> {
+        result.err().map(|t| t.retry_after_seconds())
+    }
+
+    #[test]
+    fn five_failures_lock_the_address_and_the_wait_doubles() {
+        let user = UserId::new();
+        let subject = Subject::User(user);
+        let mut throttle = Throttle::new(ThrottlePolicy::default());
+        for i in 0..4 {
+            throttle.apply(&failed(user, ip(1), at(i)));
+        }
+        assert_eq!(retry(throttle.check_login(&subject, ip(1), at(4))), None);
+        throttle.apply(&failed(user, ip(1), at(4)));
+        // Locked for 30 s after the fifth failure, whatever password comes next.
+        assert_eq!(
+            retry(throttle.check_login(&subject, ip(1), at(5))),
+            Some(29)
+        );
+        assert_eq!(retry(throttle.check_login(&subject, ip(1), at(34))), None);
+        // Another address is not affected.
+        assert_eq!(retry(throttle.check_login(&subject, ip(2), at(5))), None);
+        // The sixth failure doubles the wait, the seventh doubles it again.
+        throttle.apply(&failed(user, ip(1), at(40)));
+        assert_eq!(
+            retry(throttle.check_login(&subject, ip(1), at(40))),
+            Some(60)
+        );
+        throttle.apply(&failed(user, ip(1), at(100)));
+        assert_eq!(
+            retry(throttle.check_login(&subject, ip(1), at(100))),
+            Some(120)
+        );
+    }
+
+    #[test]
+    fn the_wait_is_capped_and_a_success_clears_the_streak() {
+        let user = UserId::new();
+        let subject = Subject::User(user);
+        let mut throttle = Throttle::new(ThrottlePolicy::default());
+        for i in 0..40 {
+            throttle.apply(&failed(user, ip(1), at(i)));
+        }
+        assert_eq!(
+            retry(throttle.check_login(&subject, ip(1), at(39))),
+            Some(3600)
+        );
+        throttle.apply(&event(
+            3,
+            Event::LoginSucceeded(LoginSucceeded { user_id: user }),
+            ip(1),
+            at(4000),
+        ));
+        assert_eq!(retry(throttle.check_login(&subject, ip(1), at(4000))), None);
+    }
+
+    #[test]
+    fn spraying_from_new_addresses_cannot_lock_out_a_known_address() {
+        let user = UserId::new();
+        let subject = Subject::User(user);
+        let mut throttle = Throttle::new(ThrottlePolicy::default());
+        throttle.replayed(&registered(user, ip(1)));
+        // 100 failures from 100 addresses, 4 each at most: no per-address lock.
+        for i in 0..100u8 {
+            throttle.apply(&failed(
+                user,
+                Some(IpAddr::from([203, 0, 113, i])),
+                at(i64::from(i)),
+            ));
+        }
+        // A fresh address is refused until the oldest failure is an hour old.
+        assert_eq!(
+            retry(throttle.check_login(&subject, ip(200), at(100))),
+            Some(3500)
+        );
+        assert_eq!(
+            retry(throttle.check_login(&subject, ip(200), at(3601))),
+            None
+        );
+        // The owner's address, which registered the account, is never refused by this rule.
+        assert_eq!(retry(throttle.check_login(&subject, ip(1), at(100))), None);
+    }
+
+    #[test]
+    fn unknown_emails_follow_the_same_rules_in_memory() {
+        let email = Email::parse("nobody@example.com").expect("valid");
+        let subject = Subject::Unknown(email.clone());
+        let mut throttle = Throttle::new(ThrottlePolicy::default());
+        for i in 0..5 {
+            throttle.unknown_failed(email.clone(), ip(1), at(i));
+        }
+        assert_eq!(
+            retry(throttle.check_login(&subject, ip(1), at(5))),
+            Some(29)
+        );
+    }
+
+    #[test]
+    fn signups_per_address_per_minute() {
+        let mut throttle = Throttle::new(ThrottlePolicy::default());
+        for i in 0..20 {
+            assert!(throttle.admit_signup(ip(1), at(i)).is_ok());
+        }
+        assert_eq!(retry(throttle.admit_signup(ip(1), at(30))), Some(30));
+        assert!(throttle.admit_signup(ip(2), at(30)).is_ok());
+        assert!(throttle.admit_signup(ip(1), at(61)).is_ok());
+        // Replayed registrations count too, so a restart does not reset the rate.
+        let mut replayed = Throttle::new(ThrottlePolicy::default());
+        for _ in 0..20 {
+            replayed.replayed(&registered(UserId::new(), ip(3)));
+        }
+        assert!(replayed.admit_signup(ip(3), at(10)).is_err());
+    }
+
+    #[test]
+    fn zero_turns_each_limit_off() {
+        let user = UserId::new();
+        let subject = Subject::User(user);
+        let mut throttle = Throttle::new(ThrottlePolicy::off());
+        for i in 0..500 {
+            throttle.apply(&failed(user, ip(1), at(i)));
+            assert!(throttle.admit_signup(ip(1), at(i)).is_ok());
+        }
+        assert!(throttle.check_login(&subject, ip(1), at(500)).is_ok());
+    }
+
+    #[test]
+    fn pruning_forgets_only_what_no_longer_matters() {
+        let user = UserId::new();
+        let subject = Subject::User(user);
+        let mut throttle = Throttle::new(ThrottlePolicy::default());
+        for i in 0..5 {
+            throttle.apply(&failed(user, ip(1), at(i)));
+        }
+        throttle.prune(at(10));
+        assert!(throttle.check_login(&subject, ip(1), at(10)).is_err());
+        throttle.prune(at(2 * 24 * 3600));
+        assert!(throttle.streaks.is_empty() && throttle.account_failures.is_empty());
+    }
+}
