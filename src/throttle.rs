@@ -204,6 +204,13 @@ impl Throttle {
         Ok(())
     }
 
+    /// Consecutive failures of `subject` from `client` so far.
+    pub fn streak(&self, subject: &Subject, client: Option<IpAddr>) -> u32 {
+        self.streaks
+            .get(&(subject.clone(), client))
+            .map_or(0, |streak| streak.failures)
+    }
+
     /// Whether `client` may sign up now; if so, the attempt counts against its rate, whatever
     /// its outcome (a refused duplicate costs the same as a new account).
     pub fn admit_signup(

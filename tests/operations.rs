@@ -293,7 +293,7 @@ async fn sigterm_under_load(env: Vec<(String, String)>) {
             })
         })
         .collect();
-    actix_rt::time::sleep(Duration::from_millis(800)).await;
+    actix_rt::time::sleep(Duration::from_millis(1500)).await;
     let (status, log) =
         actix_rt::task::spawn_blocking(move || service.terminate(Duration::from_secs(40)))
             .await

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use crate::decide::{BatchPlanner, Command, Decision, Rejection};
 use crate::domain::{Email, Password, PasswordHash, UserId};
@@ -36,6 +36,8 @@ const MAILBOX_CAPACITY: usize = 4096;
 /// Waits between replay attempts while the log is unreachable: short at first, then capped.
 const RELOAD_FIRST_DELAY: Duration = Duration::from_millis(250);
 const RELOAD_MAX_DELAY: Duration = Duration::from_secs(2);
+/// How often an attempt waiting for its turn asks again.
+const TURN_POLL: Duration = Duration::from_millis(10);
 /// How often throttle state that can no longer matter is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -175,11 +177,12 @@ pub struct UserRegistry {
     reload_delay: Duration,
     /// Brute-force limits, derived from the same events as the directory.
     throttle: Throttle,
-    /// At most `login_max_failures` password checks at a time per account (or unknown email)
-    /// and address; more wait their turn, then face the throttle again. So a burst of parallel
-    /// guesses cannot all pass before the first failures are recorded, and parallel logins
-    /// with the right password are only queued, never refused.
-    gates: HashMap<(Subject, Option<IpAddr>), Arc<Semaphore>>,
+    /// Password checks running per account (or unknown email) and address. A check starts only
+    /// while failures so far plus checks running stay under `login_max_failures`; others wait
+    /// their turn, then face the throttle again. So a burst of parallel guesses gets exactly as
+    /// many checks as the limit allows, and parallel logins with the right password are only
+    /// queued, never refused.
+    checks_running: HashMap<(Subject, Option<IpAddr>), u32>,
 }
 
 impl UserRegistry {
@@ -244,7 +247,7 @@ impl UserRegistry {
             load_error: None,
             reload_delay: RELOAD_FIRST_DELAY,
             throttle: Throttle::new(ThrottlePolicy::default()),
-            gates: HashMap::new(),
+            checks_running: HashMap::new(),
         }
     }
 
@@ -262,32 +265,47 @@ impl UserRegistry {
         self.directory.apply(event);
     }
 
-    /// The gate password checks for `subject` from `client` pass through, if limits are on.
-    fn gate(&mut self, subject: &Subject, client: Option<IpAddr>) -> Option<Arc<Semaphore>> {
-        let permits = self.throttle.policy().login_max_failures as usize;
-        (permits > 0).then(|| {
-            Arc::clone(
-                self.gates
-                    .entry((subject.clone(), client))
-                    .or_insert_with(|| Arc::new(Semaphore::new(permits))),
-            )
-        })
-    }
-
-    /// Forgets throttle state and gates that can no longer matter.
+    /// Forgets throttle state that can no longer matter.
     fn prune(&mut self) {
         self.throttle.prune(Utc::now());
-        self.gates.retain(|_, gate| Arc::strong_count(gate) > 1);
     }
 
-    /// Checks a password once this attempt's turn has come: the throttle is asked again (the
-    /// attempts ahead of it may have failed meanwhile), then bcrypt runs on the blocking pool,
-    /// then success or failure is appended. `permit` is held until the outcome is committed and
-    /// applied, so the next attempt in line sees it.
+    /// Starts the password check of `attempt` if its turn has come, or waits and asks again.
+    fn take_turn(&mut self, attempt: Authenticate) -> ResponseActFuture<Self, Reply> {
+        let client = attempt.metadata.client_ip;
+        let subject = self.directory.by_email(&attempt.email).map_or_else(
+            || Subject::Unknown(attempt.email.clone()),
+            |u| Subject::User(u.id),
+        );
+        // Refused at once while locked out, without waiting in line.
+        if let Err(throttled) = self.throttle.check_login(&subject, client, Utc::now()) {
+            return Box::pin(actix::fut::ready(Err(RegistryError::Throttled(throttled))));
+        }
+        let limit = self.throttle.policy().login_max_failures;
+        if limit == 0 {
+            return self.check_password(attempt, None);
+        }
+        let failures = self.throttle.streak(&subject, client);
+        let key = (subject, client);
+        let running = self.checks_running.entry(key.clone()).or_default();
+        if failures.saturating_add(*running) < limit {
+            *running += 1;
+            return self.check_password(attempt, Some(key));
+        }
+        Box::pin(
+            actix::clock::sleep(TURN_POLL)
+                .into_actor(self)
+                .then(move |(), act, _ctx| act.take_turn(attempt)),
+        )
+    }
+
+    /// Checks a password once this attempt's turn has come: bcrypt runs on the blocking pool,
+    /// then success or failure is appended. The turn (`running`) ends only once the outcome is
+    /// committed and applied, so the next attempt in line sees it.
     fn check_password(
         &mut self,
         attempt: Authenticate,
-        permit: Option<OwnedSemaphorePermit>,
+        running: Option<(Subject, Option<IpAddr>)>,
     ) -> ResponseActFuture<Self, Reply> {
         let Authenticate {
             email,
@@ -300,10 +318,6 @@ impl UserRegistry {
             .by_email(&email)
             .map(|u| (u.id, u.password_hash.clone()));
         let user_id = user.as_ref().map(|(id, _)| *id);
-        let subject = user_id.map_or_else(|| Subject::Unknown(email.clone()), Subject::User);
-        if let Err(throttled) = self.throttle.check_login(&subject, client, Utc::now()) {
-            return Box::pin(actix::fut::ready(Err(RegistryError::Throttled(throttled))));
-        }
         // A hash weaker than the configured cost is replaced on the next successful login.
         let rehash = user
             .as_ref()
@@ -330,14 +344,23 @@ impl UserRegistry {
             };
             async move {
                 let (queued, succeeded) = outcome?;
-                let user = answer(queued).await;
-                drop(permit);
-                match (user?, succeeded) {
+                match (answer(queued).await?, succeeded) {
                     (user, true) => Ok(user),
                     (_, false) => Err(RegistryError::InvalidCredentials),
                 }
             }
             .into_actor(act)
+            .map(move |reply, act, _ctx| {
+                if let Some(key) = running
+                    && let Some(count) = act.checks_running.get_mut(&key)
+                {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        act.checks_running.remove(&key);
+                    }
+                }
+                reply
+            })
         }))
     }
 
@@ -663,26 +686,7 @@ impl Handler<Authenticate> for UserRegistry {
         if !self.loaded {
             return Box::pin(actix::fut::ready(Err(RegistryError::Loading)));
         }
-        let client = msg.metadata.client_ip;
-        let subject = self.directory.by_email(&msg.email).map_or_else(
-            || Subject::Unknown(msg.email.clone()),
-            |u| Subject::User(u.id),
-        );
-        // Refused at once while locked out, without waiting in line.
-        if let Err(throttled) = self.throttle.check_login(&subject, client, Utc::now()) {
-            return Box::pin(actix::fut::ready(Err(RegistryError::Throttled(throttled))));
-        }
-        let gate = self.gate(&subject, client);
-        let turn = async move {
-            match gate {
-                Some(gate) => gate.acquire_owned().await.ok(),
-                None => None,
-            }
-        };
-        Box::pin(
-            turn.into_actor(self)
-                .then(move |permit, act, _ctx| act.check_password(msg, permit)),
-        )
+        self.take_turn(msg)
     }
 }
 
