@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use secrecy::SecretString;
@@ -59,6 +60,121 @@ pub enum LogFormat {
 pub enum CliCommand {
     /// Run the HTTP service (the default).
     Serve(ServeArgs),
+    /// List the event log, streaming; password hashes are shown as fingerprints.
+    Events(EventsArgs),
+    /// Rebuild the state as of a moment: users, logins, and one user's history and whether
+    /// they could log in then.
+    Replay(ReplayArgs),
+    /// Recompute the hash chain: exit 0 if intact, 1 with the first bad position otherwise.
+    Verify(VerifyArgs),
+}
+
+/// Which log an audit command reads: PostgreSQL when DATABASE_URL is set, else the embedded one.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded store (when DATABASE_URL is unset).
+    #[arg(long, env = "AUTHLOG_DATA_DIR", default_value = "authlog-data")]
+    pub data_dir: PathBuf,
+}
+
+impl StoreArgs {
+    pub fn store_settings(&self) -> StoreSettings {
+        match env_secret("DATABASE_URL") {
+            Some(url) => StoreSettings::Postgres(PostgresSettings::new(url)),
+            None => StoreSettings::Sqlite(SqliteSettings::in_dir(&self.data_dir)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = SECRETS_HELP)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// First position to list.
+    #[arg(long)]
+    pub from: Option<i64>,
+    /// Last position to list.
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// Only events recorded at or after this time (RFC 3339, e.g. 2026-11-27T09:00:00Z).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only events recorded at or before this time.
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only this user's events: an email or a user id.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only events of this type, e.g. LoginFailed.
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// A readable table, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = SECRETS_HELP)]
+#[command(group(clap::ArgGroup::new("point").required(true).args(["at", "to"])))]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Replay the events recorded up to this time (RFC 3339).
+    #[arg(long)]
+    pub at: Option<DateTime<Utc>>,
+    /// Replay the events up to this position.
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// Show this user's history and whether they could log in then: an email or a user id.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The throttling rules to judge by (the service's defaults unless given).
+    #[arg(long, env = "AUTHLOG_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+    #[arg(long, env = "AUTHLOG_LOGIN_LOCKOUT_SECONDS", default_value_t = 30)]
+    pub login_lockout_seconds: u64,
+    #[arg(
+        long,
+        env = "AUTHLOG_LOGIN_LOCKOUT_MAX_SECONDS",
+        default_value_t = 3600
+    )]
+    pub login_lockout_max_seconds: u64,
+    #[arg(
+        long,
+        env = "AUTHLOG_ACCOUNT_MAX_FAILURES_PER_HOUR",
+        default_value_t = 100
+    )]
+    pub account_max_failures_per_hour: u32,
+}
+
+impl ReplayArgs {
+    pub fn policy(&self) -> ThrottlePolicy {
+        ThrottlePolicy {
+            login_max_failures: self.login_max_failures,
+            lockout_base: Duration::from_secs(self.login_lockout_seconds),
+            lockout_max: Duration::from_secs(self.login_lockout_max_seconds),
+            account_failures_per_hour: self.account_max_failures_per_hour,
+            signups_per_minute: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = SECRETS_HELP)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A head recorded earlier, as HASH@POSITION: fails if the log no longer contains it
+    /// (rewritten from scratch, or its tail removed).
+    #[arg(long)]
+    pub expect: Option<String>,
 }
 
 impl Cli {
@@ -307,7 +423,9 @@ mod tests {
     #[test]
     fn no_subcommand_means_serve_with_defaults() {
         let cli = Cli::try_parse_from(["authlog"]).expect("parses");
-        let CliCommand::Serve(args) = cli.into_command();
+        let CliCommand::Serve(args) = cli.into_command() else {
+            panic!("serve");
+        };
         assert_eq!(args.bcrypt_cost, 12);
         assert_eq!(args.token_ttl_minutes, 30);
     }
@@ -315,7 +433,9 @@ mod tests {
     fn serve_args(flags: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from(std::iter::once("authlog").chain(flags.iter().copied()))
             .expect("parses");
-        let CliCommand::Serve(args) = cli.into_command();
+        let CliCommand::Serve(args) = cli.into_command() else {
+            panic!("serve");
+        };
         args
     }
 

@@ -14,12 +14,14 @@
 //! - [`actors`]: [`actors::UserRegistry`] (the only writer) and [`actors::TokenActor`] (JWTs).
 //! - [`hashing`]: bcrypt on a bounded blocking pool.
 //! - [`http`]: routes, extractors and handlers; [`error`]: the one HTTP error type.
+//! - [`audit`]: the auditors' commands `events`, `replay`, `verify` ([`events::chain`]).
 //! - [`config`], [`startup`], [`telemetry`]: settings, wiring, logs; [`keyfile`]: the embedded
 //!   store's generated token key; [`metrics`]: Prometheus instruments.
 
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod audit;
 pub mod config;
 pub mod decide;
 pub mod domain;

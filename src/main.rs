@@ -4,8 +4,13 @@
 
 use std::process::ExitCode;
 
-use authlog::config::{Cli, CliCommand, Settings};
-use authlog::startup::Application;
+use std::io::Write as _;
+
+use authlog::audit::{self, EventFilter, ReplayPoint, VerifyOutcome};
+use authlog::config::{
+    Cli, CliCommand, EventsArgs, OutputFormat, ReplayArgs, Settings, VerifyArgs,
+};
+use authlog::startup::{Application, open_store};
 use clap::Parser;
 
 #[actix_web::main]
@@ -16,10 +21,13 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let outcome = match cli.into_command() {
-        CliCommand::Serve(args) => serve(args).await,
+        CliCommand::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+        CliCommand::Events(args) => events(args).await,
+        CliCommand::Replay(args) => replay(args).await,
+        CliCommand::Verify(args) => verify(args).await,
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // One line with the whole cause chain; no backtrace, which helps nobody running it.
             tracing::error!("authlog stopped: {error:#}");
@@ -34,4 +42,63 @@ async fn serve(args: authlog::config::ServeArgs) -> anyhow::Result<()> {
     app.run_until_stopped().await?;
     tracing::info!("authlog stopped");
     Ok(())
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let (store, _) = open_store(&args.store.store_settings()).await?;
+    let mut out = std::io::stdout().lock();
+    let outcome = audit::verify(store.as_ref(), args.expect.as_deref(), &mut out).await?;
+    out.flush()?;
+    Ok(match outcome {
+        VerifyOutcome::Intact => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
+
+async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let (store, _) = open_store(&args.store.store_settings()).await?;
+    let filter = EventFilter {
+        from: args.from,
+        to: args.to,
+        since: args.since,
+        until: args.until,
+        user: args.user,
+        event_type: args.event_type,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let listed = audit::events(
+        store.as_ref(),
+        &filter,
+        args.format == OutputFormat::Jsonl,
+        &mut out,
+    )
+    .await;
+    match listed {
+        Ok(_) => out.flush()?,
+        // `authlog events | head` closes the pipe early: not an error.
+        Err(audit::AuditError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+        }
+        Err(error) => return Err(error.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let (store, _) = open_store(&args.store.store_settings()).await?;
+    let point = match (args.at, args.to) {
+        (Some(at), _) => ReplayPoint::At(at),
+        (None, Some(to)) => ReplayPoint::Position(to),
+        (None, None) => anyhow::bail!("give --at or --to"),
+    };
+    let mut out = std::io::stdout().lock();
+    audit::replay(
+        store.as_ref(),
+        point,
+        args.user.as_deref(),
+        args.policy(),
+        &mut out,
+    )
+    .await?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,27 @@ use crate::http::{self, AppState};
 use crate::keyfile::{self, KeyOrigin};
 use crate::metrics::METRICS;
 
+/// Opens the event store the settings name, and a description of it for logs (no password).
+/// PostgreSQL is only connected lazily here; the registry's replay migrates it.
+pub async fn open_store(store: &StoreSettings) -> anyhow::Result<(Arc<dyn EventStore>, String)> {
+    Ok(match store {
+        StoreSettings::Postgres(postgres) => {
+            let store = PostgresEventStore::connect(postgres)?;
+            let name = format!("PostgreSQL {}", store.description());
+            (Arc::new(store), name)
+        }
+        StoreSettings::Sqlite(sqlite) => {
+            let store = SqliteEventStore::open(sqlite).await?;
+            let name = format!("embedded SQLite {}", store.path().display());
+            (Arc::new(store), name)
+        }
+        StoreSettings::Provided(store) => (
+            Arc::clone(store),
+            "a store provided by the caller".to_owned(),
+        ),
+    })
+}
+
 /// The signing key, reading or generating the key file if that is where it comes from.
 fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
     let path = match &settings.jwt_secret {
@@ -59,24 +80,7 @@ impl Application {
     ///
     /// Bind to port 0 to get a free port; [`Application::port`] tells which.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let (store, store_name): (Arc<dyn EventStore>, String) = match &settings.store {
-            StoreSettings::Postgres(postgres) => {
-                // Migrated by the registry's first replay, so a database that is down at boot
-                // delays readiness instead of failing start-up.
-                let store = PostgresEventStore::connect(postgres)?;
-                let name = format!("PostgreSQL {}", store.description());
-                (Arc::new(store), name)
-            }
-            StoreSettings::Sqlite(sqlite) => {
-                let store = SqliteEventStore::open(sqlite).await?;
-                let name = format!("embedded SQLite {}", store.path().display());
-                (Arc::new(store), name)
-            }
-            StoreSettings::Provided(store) => (
-                Arc::clone(store),
-                "a store provided by the caller".to_owned(),
-            ),
-        };
+        let (store, store_name) = open_store(&settings.store).await?;
         let jwt_secret = jwt_secret(&settings)?;
         // Build the metrics now, not on the first request that records one.
         std::sync::LazyLock::force(&METRICS);

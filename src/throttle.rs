@@ -204,6 +204,23 @@ impl Throttle {
         Ok(())
     }
 
+    /// The addresses refused for `subject` at `now`, and for how long, for auditors.
+    pub fn locked_addresses(
+        &self,
+        subject: &Subject,
+        now: DateTime<Utc>,
+    ) -> Vec<(Option<IpAddr>, Throttled)> {
+        self.streaks
+            .keys()
+            .filter(|(who, _)| who == subject)
+            .filter_map(|(who, client)| {
+                self.check_login(who, *client, now)
+                    .err()
+                    .map(|wait| (*client, wait))
+            })
+            .collect()
+    }
+
     /// Consecutive failures of `subject` from `client` so far.
     pub fn streak(&self, subject: &Subject, client: Option<IpAddr>) -> u32 {
         self.streaks

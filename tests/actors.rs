@@ -11,6 +11,7 @@ use authlog::actors::{
     RegistryError, UserRegistry,
 };
 use authlog::domain::{Email, Password};
+use authlog::events::chain::ChainedRow;
 use authlog::events::{
     Event, EventMetadata, EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StoreError,
     StoreFuture,
@@ -346,6 +347,10 @@ impl EventStore for LostReplyStore {
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
         self.inner.read_after(after, limit)
+    }
+
+    fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
+        self.inner.read_rows_after(after, limit)
     }
 }
 

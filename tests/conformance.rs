@@ -87,8 +87,10 @@ impl Backend for Postgres {
             "UPDATE events SET payload = '{}'::jsonb",
             "DELETE FROM events WHERE position = (SELECT min(position) FROM events)",
             "TRUNCATE events",
-            "INSERT INTO events (stream_id, stream_version, event_type, event_version, payload) \
-             SELECT stream_id, stream_version, event_type, event_version, payload FROM events \
+            "INSERT INTO events (position, stream_id, stream_version, event_type, event_version, \
+                                 payload, recorded_at) \
+             SELECT position, stream_id, stream_version, event_type, event_version, payload, \
+                    recorded_at FROM events \
              ON CONFLICT (stream_id, stream_version) DO UPDATE SET payload = '{}'::jsonb",
         ] {
             let error = client.batch_execute(statement).await.err();
@@ -150,7 +152,7 @@ impl Backend for Sqlite {
             // Conflict resolution by deleting the old row, which fires no DELETE trigger.
             "INSERT OR REPLACE INTO events \
              SELECT position, stream_id, stream_version, event_type, event_version, payload, \
-                    '{\"client_ip\":\"10.6.6.6\"}', recorded_at FROM events",
+                    '{\"client_ip\":\"10.6.6.6\"}', recorded_at, prev_hash, hash FROM events",
             "INSERT OR REPLACE INTO events \
              (stream_id, stream_version, event_type, event_version, payload, recorded_at) \
              SELECT stream_id, stream_version, event_type, event_version, payload, recorded_at \
@@ -513,6 +515,49 @@ async fn a_large_batch_is_one_atomic_append<B: Backend>() {
     assert_eq!(written, expected, "every event of the batch, once");
 }
 
+async fn the_chain_links_every_event_even_with_concurrent_writers<B: Backend>() {
+    const APPENDS: usize = 40;
+    let backend = B::create().await;
+    let handles = [backend.store(), backend.second_handle().await];
+    let outcomes = join_all((0..APPENDS).map(|i| {
+        let store = Arc::clone(&handles[i % 2]);
+        let user = UserId::new();
+        // Batches of one and of two events, interleaved across both handles.
+        let mut batch = vec![register(user, &email(&format!("chain{i}")))];
+        if i % 3 == 0 {
+            batch.push(login(user, 2));
+        }
+        async move { store.append(batch).await }
+    }))
+    .await;
+    assert!(outcomes.iter().all(Result::is_ok), "every append commits");
+    let written: usize = outcomes.iter().flatten().map(Vec::len).sum();
+
+    let verifier = authlog::events::chain::verify(&*handles[0])
+        .await
+        .expect("reads");
+    assert_eq!(verifier.broken, None, "the chain is intact");
+    assert_eq!(verifier.count, written as u64);
+    let rows = handles[1]
+        .read_rows_after(0, usize::MAX)
+        .await
+        .expect("reads");
+    let positions: Vec<i64> = rows.iter().map(|row| row.columns.position).collect();
+    assert_eq!(
+        positions,
+        (1..=written as i64).collect::<Vec<_>>(),
+        "positions in chain order"
+    );
+    assert_eq!(
+        Some(&verifier.head_hash),
+        rows.last().and_then(|row| row.hash.as_ref())
+    );
+    assert_eq!(
+        rows[0].prev_hash.as_deref(),
+        Some(authlog::events::chain::GENESIS)
+    );
+}
+
 /// Instantiates every case for one backend. Adding a case means adding it here, once.
 macro_rules! every_case {
     ($backend:ty) => {
@@ -525,6 +570,7 @@ macro_rules! every_case {
             history_cannot_be_rewritten,
             data_survives_reopening,
             a_large_batch_is_one_atomic_append,
+            the_chain_links_every_event_even_with_concurrent_writers,
         );
     };
     ($backend:ty; $($case:ident),* $(,)?) => {

@@ -7,9 +7,13 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 
-use super::{Conflict, Event, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture};
+use super::chain::{self, ChainedRow};
+use super::{
+    Conflict, Event, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, columns_of,
+    link_batch,
+};
 use crate::domain::{Email, UserId};
 
 #[derive(Default)]
@@ -26,6 +30,8 @@ struct Log {
     versions: HashSet<(UserId, i32)>,
     /// Mirrors the unique index on registered emails.
     emails: HashSet<Email>,
+    /// The rows as stored, with their chain links, parallel to `events`.
+    rows: Vec<ChainedRow>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +84,21 @@ impl InMemoryEventStore {
                 return Err(StoreError::Conflict(Conflict::EmailTaken));
             }
         }
-        let recorded_at = Utc::now();
+        let recorded_at = Utc::now().trunc_subsecs(6);
         let first = log.events.last().map_or(0, |e| e.position) + 1;
+        let head = log
+            .rows
+            .last()
+            .and_then(|row| row.hash.clone())
+            .unwrap_or_else(|| chain::GENESIS.to_owned());
+        let links = link_batch(&head, first, &events, recorded_at);
         let mut recorded = Vec::with_capacity(events.len());
-        for (position, new) in (first..).zip(events) {
+        for ((position, new), (prev_hash, hash)) in (first..).zip(events).zip(links) {
+            log.rows.push(ChainedRow {
+                columns: columns_of(position, &new, recorded_at),
+                prev_hash: Some(prev_hash),
+                hash: Some(hash),
+            });
             log.versions.insert((new.stream_id(), new.stream_version));
             if let Event::UserRegistered(registered) = &new.event {
                 log.emails.insert(registered.email.clone());
@@ -106,6 +123,13 @@ impl InMemoryEventStore {
         let start = usize::try_from(after.max(0)).unwrap_or(usize::MAX);
         Ok(log.events.iter().skip(start).take(limit).cloned().collect())
     }
+
+    fn read_rows_now(&self, after: i64, limit: usize) -> Result<Vec<ChainedRow>, StoreError> {
+        self.check_online()?;
+        let log = self.lock();
+        let start = usize::try_from(after.max(0)).unwrap_or(usize::MAX);
+        Ok(log.rows.iter().skip(start).take(limit).cloned().collect())
+    }
 }
 
 impl EventStore for InMemoryEventStore {
@@ -116,6 +140,11 @@ impl EventStore for InMemoryEventStore {
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
         let result = self.read_now(after, limit);
+        Box::pin(async move { result })
+    }
+
+    fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
+        let result = self.read_rows_now(after, limit);
         Box::pin(async move { result })
     }
 }

@@ -3,6 +3,7 @@
 //! Events are facts in the past tense. Each carries a type name and a schema version, stored in
 //! their own columns, so that old payloads can be upcast before they are deserialised.
 
+pub mod chain;
 mod memory;
 mod postgres;
 mod sqlite;
@@ -268,6 +269,7 @@ impl RecordedEvent {
 }
 
 /// One row of the `events` table as a backend reads it, before decoding.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredColumns {
     pub position: i64,
     pub stream_id: uuid::Uuid,
@@ -329,6 +331,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `limit` events with a position greater than `after`, in position order.
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>>;
 
+    /// Up to `limit` rows after `after`, in position order, exactly as stored and with their
+    /// chain links, undecoded: what `authlog verify` hashes.
+    fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<chain::ChainedRow>>;
+
     /// Makes the store ready for use, such as applying schema migrations. Called before the
     /// first replay, and again on each retry while the store is unreachable. The default does
     /// nothing.
@@ -346,6 +352,45 @@ pub trait EventStore: Send + Sync + 'static {
             Ok(())
         })
     }
+}
+
+/// The columns of an event about to be stored, as they will be read back (for hashing).
+pub(crate) fn columns_of(
+    position: i64,
+    new: &NewEvent,
+    recorded_at: DateTime<Utc>,
+) -> StoredColumns {
+    StoredColumns {
+        position,
+        stream_id: new.stream_id().as_uuid(),
+        stream_version: new.stream_version,
+        event_type: new.event.event_type().to_owned(),
+        event_version: new.event.event_version(),
+        payload: new.event.payload(),
+        metadata: new.metadata.to_json(),
+        recorded_at,
+    }
+}
+
+/// Links `events` (to be stored at `first_position`, `first_position + 1`, …) after `head`,
+/// returning each one's `(prev_hash, hash)`.
+pub(crate) fn link_batch(
+    head: &str,
+    first_position: i64,
+    events: &[NewEvent],
+    recorded_at: DateTime<Utc>,
+) -> Vec<(String, String)> {
+    let mut prev = head.to_owned();
+    events
+        .iter()
+        .zip(first_position..)
+        .map(|(new, position)| {
+            let hash = chain::hash_row(&prev, &columns_of(position, new, recorded_at));
+            let link = (prev.clone(), hash.clone());
+            prev = hash;
+            link
+        })
+        .collect()
 }
 
 /// Events are read back in pages of this many, so a long log never needs to fit in one reply.

@@ -3,21 +3,21 @@
 //! Schema and rules live in `sql/postgres/`, applied at start-up by refinery under an advisory
 //! lock, so several instances starting together migrate once.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
+use chrono::{SubsecRound, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
-use uuid::Uuid;
 
+use super::chain::{self, ChainedRow};
 use super::{
     Conflict, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
+    link_batch,
 };
 
 refinery::embed_migrations!("sql/postgres");
@@ -30,14 +30,23 @@ const MIGRATION_LOCK: i64 = 0x0061_7574_686c_6f67;
 const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_key";
 const REGISTERED_EMAIL_INDEX: &str = "events_registered_email_key";
 
+/// Key of the transaction-level advisory lock every append takes ("chain" in ASCII): appends
+/// from all processes are serialised, so positions commit in chain order.
+const APPEND_LOCK: i64 = 0x0063_6861_696e;
+
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
+
+const HEAD_SQL: &str = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1";
+
 const APPEND_SQL: &str = "\
-    INSERT INTO events (stream_id, stream_version, event_type, event_version, payload, metadata)
-    SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::int4[], $5::jsonb[], $6::jsonb[])
-    RETURNING position, stream_id, stream_version, recorded_at";
+    INSERT INTO events (position, stream_id, stream_version, event_type, event_version, payload,
+                        metadata, recorded_at, prev_hash, hash)
+    SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int4[],
+                         $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], $10::text[])";
 
 const READ_AFTER_SQL: &str = "\
     SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
-           recorded_at
+           recorded_at, prev_hash, hash
     FROM events WHERE position > $1 ORDER BY position LIMIT $2";
 
 /// How to reach PostgreSQL.
@@ -140,69 +149,88 @@ impl PostgresEventStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut stream_ids = Vec::with_capacity(events.len());
-        let mut versions = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut event_versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        let mut metadata = Vec::with_capacity(events.len());
-        for new in &events {
+        // Microseconds, as timestamptz stores them, so what is hashed is what is read back.
+        let recorded_at = Utc::now().trunc_subsecs(6);
+        let mut client = self.pool.get().await.map_err(StoreError::unavailable)?;
+        let transaction = client.transaction().await.map_err(map_error)?;
+        transaction
+            .execute(LOCK_SQL, &[&APPEND_LOCK])
+            .await
+            .map_err(map_error)?;
+        let (last, head): (i64, Option<String>) = match transaction
+            .query_opt(HEAD_SQL, &[])
+            .await
+            .map_err(map_error)?
+        {
+            Some(row) => (
+                row.try_get(0).map_err(map_error)?,
+                row.try_get(1).map_err(map_error)?,
+            ),
+            None => (0, None),
+        };
+        let head = head.unwrap_or_else(|| chain::GENESIS.to_owned());
+        let links = link_batch(&head, last + 1, &events, recorded_at);
+
+        let count = events.len();
+        let mut positions = Vec::with_capacity(count);
+        let mut stream_ids = Vec::with_capacity(count);
+        let mut versions = Vec::with_capacity(count);
+        let mut types = Vec::with_capacity(count);
+        let mut event_versions = Vec::with_capacity(count);
+        let mut payloads = Vec::with_capacity(count);
+        let mut metadata = Vec::with_capacity(count);
+        let mut prev_hashes = Vec::with_capacity(count);
+        let mut hashes = Vec::with_capacity(count);
+        for ((new, position), (prev_hash, hash)) in events.iter().zip(last + 1..).zip(links) {
+            positions.push(position);
             stream_ids.push(new.stream_id().as_uuid());
             versions.push(new.stream_version);
             types.push(new.event.event_type());
             event_versions.push(new.event.event_version());
             payloads.push(new.event.payload());
             metadata.push(new.metadata.to_json());
+            prev_hashes.push(prev_hash);
+            hashes.push(hash);
         }
-        let client = self.pool.get().await.map_err(StoreError::unavailable)?;
-        let statement = client.prepare_cached(APPEND_SQL).await.map_err(map_error)?;
-        // One statement is one implicit transaction: the batch commits whole or not at all.
-        let rows = client
-            .query(
+        let times = vec![recorded_at; count];
+        let statement = transaction
+            .prepare_cached(APPEND_SQL)
+            .await
+            .map_err(map_error)?;
+        transaction
+            .execute(
                 &statement,
                 &[
+                    &positions,
                     &stream_ids,
                     &versions,
                     &types,
                     &event_versions,
                     &payloads,
                     &metadata,
+                    &times,
+                    &prev_hashes,
+                    &hashes,
                 ],
             )
             .await
             .map_err(map_error)?;
-
-        let mut assigned: HashMap<(Uuid, i32), (i64, DateTime<Utc>)> = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    (row.try_get("stream_id")?, row.try_get("stream_version")?),
-                    (row.try_get("position")?, row.try_get("recorded_at")?),
-                ))
-            })
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(map_error)?;
-        let mut recorded = events
+        // The batch commits whole or not at all; the advisory lock is released with it.
+        transaction.commit().await.map_err(map_error)?;
+        Ok(events
             .into_iter()
-            .map(|new| {
-                let key = (new.stream_id().as_uuid(), new.stream_version);
-                let (position, recorded_at) = assigned.remove(&key).ok_or_else(|| {
-                    StoreError::unavailable("INSERT ... RETURNING did not return every event")
-                })?;
-                Ok(RecordedEvent {
-                    position,
-                    stream_version: new.stream_version,
-                    event: new.event,
-                    metadata: new.metadata,
-                    recorded_at,
-                })
+            .zip(positions)
+            .map(|(new, position)| RecordedEvent {
+                position,
+                stream_version: new.stream_version,
+                event: new.event,
+                metadata: new.metadata,
+                recorded_at,
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        recorded.sort_by_key(|event| event.position);
-        Ok(recorded)
+            .collect())
     }
 
-    async fn read_page(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_rows(&self, after: i64, limit: usize) -> Result<Vec<ChainedRow>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.pool.get().await.map_err(StoreError::unavailable)?;
         let statement = client
@@ -213,7 +241,49 @@ impl PostgresEventStore {
             .query(&statement, &[&after, &limit])
             .await
             .map_err(map_error)?;
-        rows.iter().map(decode_row).collect()
+        rows.iter().map(chained_row).collect()
+    }
+
+    /// Links the rows written before the chain existed (V2), once, in position order. The
+    /// append-only trigger is disabled around it, inside one transaction.
+    async fn link_unchained(&self) -> anyhow::Result<()> {
+        let mut client = self.pool.get().await?;
+        let unchained: i64 = client
+            .query_one("SELECT count(*) FROM events WHERE hash IS NULL", &[])
+            .await?
+            .try_get(0)?;
+        if unchained == 0 {
+            return Ok(());
+        }
+        let transaction = client.transaction().await?;
+        transaction.execute(LOCK_SQL, &[&APPEND_LOCK]).await?;
+        transaction
+            .batch_execute("ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete")
+            .await?;
+        let rows = transaction
+            .query(&READ_AFTER_SQL.replace("LIMIT $2", ""), &[&0_i64])
+            .await?;
+        let mut prev = chain::GENESIS.to_owned();
+        for row in &rows {
+            let row = chained_row(row)?;
+            let hash = chain::hash_row(&prev, &row.columns);
+            transaction
+                .execute(
+                    "UPDATE events SET prev_hash = $1, hash = $2 WHERE position = $3",
+                    &[&prev, &hash, &row.columns.position],
+                )
+                .await?;
+            prev = hash;
+        }
+        transaction
+            .batch_execute("ALTER TABLE events ENABLE TRIGGER events_no_update_or_delete")
+            .await?;
+        transaction.commit().await?;
+        tracing::info!(
+            events = rows.len(),
+            "linked the events written before the hash chain"
+        );
+        Ok(())
     }
 
     async fn bounded<T>(
@@ -232,7 +302,17 @@ impl EventStore for PostgresEventStore {
     }
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
-        Box::pin(self.bounded(self.read_page(after, limit)))
+        Box::pin(self.bounded(async move {
+            self.read_rows(after, limit)
+                .await?
+                .into_iter()
+                .map(|row| RecordedEvent::from_columns(row.columns))
+                .collect()
+        }))
+    }
+
+    fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
+        Box::pin(self.bounded(self.read_rows(after, limit)))
     }
 
     fn observe(&self) {
@@ -253,9 +333,11 @@ impl EventStore for PostgresEventStore {
     /// the registry keeps retrying and readiness says why.
     fn prepare(&self) -> StoreFuture<'_, ()> {
         Box::pin(async {
-            self.migrate()
-                .await
-                .map_err(|error| StoreError::unavailable(error.into_boxed_dyn_error()))
+            let prepared = match self.migrate().await {
+                Ok(()) => self.link_unchained().await,
+                Err(error) => Err(error),
+            };
+            prepared.map_err(|error| StoreError::unavailable(error.into_boxed_dyn_error()))
         })
     }
 }
@@ -276,16 +358,20 @@ fn map_error(error: tokio_postgres::Error) -> StoreError {
     StoreError::unavailable(error)
 }
 
-fn decode_row(row: &Row) -> Result<RecordedEvent, StoreError> {
-    RecordedEvent::from_columns(StoredColumns {
-        position: row.try_get("position").map_err(map_error)?,
-        stream_id: row.try_get("stream_id").map_err(map_error)?,
-        stream_version: row.try_get("stream_version").map_err(map_error)?,
-        event_type: row.try_get("event_type").map_err(map_error)?,
-        event_version: row.try_get("event_version").map_err(map_error)?,
-        payload: row.try_get("payload").map_err(map_error)?,
-        metadata: row.try_get("metadata").map_err(map_error)?,
-        recorded_at: row.try_get("recorded_at").map_err(map_error)?,
+fn chained_row(row: &Row) -> Result<ChainedRow, StoreError> {
+    Ok(ChainedRow {
+        columns: StoredColumns {
+            position: row.try_get("position").map_err(map_error)?,
+            stream_id: row.try_get("stream_id").map_err(map_error)?,
+            stream_version: row.try_get("stream_version").map_err(map_error)?,
+            event_type: row.try_get("event_type").map_err(map_error)?,
+            event_version: row.try_get("event_version").map_err(map_error)?,
+            payload: row.try_get("payload").map_err(map_error)?,
+            metadata: row.try_get("metadata").map_err(map_error)?,
+            recorded_at: row.try_get("recorded_at").map_err(map_error)?,
+        },
+        prev_hash: row.try_get("prev_hash").map_err(map_error)?,
+        hash: row.try_get("hash").map_err(map_error)?,
     })
 }
 

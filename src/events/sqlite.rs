@@ -16,19 +16,31 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::chain::{self, ChainedRow};
 use super::{
     Conflict, DecodeError, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture,
-    StoredColumns,
+    StoredColumns, link_batch,
 };
 
 /// The schema, one numbered step per file in `sql/sqlite/`. The number applied so far is kept in
 /// SQLite's `user_version` header field.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../sql/sqlite/V1__event_log.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../sql/sqlite/V1__event_log.sql")),
+    (2, include_str!("../../sql/sqlite/V2__hash_chain.sql")),
+];
+
+/// V1's UPDATE trigger, dropped and recreated around linking the rows written before V2.
+const NO_UPDATE_TRIGGER: &str = "\
+    CREATE TRIGGER events_no_update
+        BEFORE UPDATE ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'events is append-only: UPDATE is not allowed');
+    END;";
 
 /// Names given in `sql/sqlite`. SQLite reports a unique violation as text, from the constraint
 /// itself or from the triggers that stop `INSERT OR REPLACE` first; both are mapped here only.
@@ -36,13 +48,15 @@ const STREAM_VERSION_VIOLATION: &str = "events.stream_id, events.stream_version"
 const REGISTERED_EMAIL_INDEX: &str = "events_registered_email_key";
 
 const APPEND_SQL: &str = "\
-    INSERT INTO events (stream_id, stream_version, event_type, event_version, payload, metadata,
-                        recorded_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    INSERT INTO events (position, stream_id, stream_version, event_type, event_version, payload,
+                        metadata, recorded_at, prev_hash, hash)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+const HEAD_SQL: &str = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1";
 
 const READ_AFTER_SQL: &str = "\
     SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
-           recorded_at
+           recorded_at, prev_hash, hash
     FROM events WHERE position > ?1 ORDER BY position LIMIT ?2";
 
 /// Where the embedded log lives.
@@ -169,7 +183,16 @@ impl EventStore for SqliteEventStore {
     }
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
-        Box::pin(self.call(move |connection| read_page(connection, after, limit)))
+        Box::pin(self.call(move |connection| {
+            read_rows(connection, after, limit)?
+                .into_iter()
+                .map(|row| RecordedEvent::from_columns(row.columns))
+                .collect()
+        }))
+    }
+
+    fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
+        Box::pin(self.call(move |connection| read_rows(connection, after, limit)))
     }
 }
 
@@ -223,10 +246,38 @@ fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
         transaction
             .execute_batch(sql)
             .with_context(|| format!("migration V{version} failed"))?;
+        if *version == 2 {
+            link_unchained(&transaction)?;
+        }
         transaction.pragma_update(None, "user_version", version)?;
         tracing::info!(migration = version, "applied migration");
     }
     transaction.commit()?;
+    Ok(())
+}
+
+/// Links the rows written before the chain existed, in position order. The UPDATE trigger is
+/// dropped and recreated around it, inside the migration's transaction.
+fn link_unchained(transaction: &rusqlite::Transaction<'_>) -> anyhow::Result<()> {
+    let rows = read_rows(transaction, 0, usize::MAX).map_err(anyhow::Error::new)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    transaction.execute_batch("DROP TRIGGER events_no_update")?;
+    let mut prev = chain::GENESIS.to_owned();
+    for row in &rows {
+        let hash = chain::hash_row(&prev, &row.columns);
+        transaction.execute(
+            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE position = ?3",
+            params![prev, hash, row.columns.position],
+        )?;
+        prev = hash;
+    }
+    transaction.execute_batch(NO_UPDATE_TRIGGER)?;
+    tracing::info!(
+        events = rows.len(),
+        "linked the events written before the hash chain"
+    );
     Ok(())
 }
 
@@ -241,15 +292,24 @@ fn append_batch(
     // Stored with microseconds, as PostgreSQL does, so what is returned equals what is read back.
     let recorded_at = Utc::now().trunc_subsecs(6);
     let stamp = recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    // IMMEDIATE takes the write lock first: the head read here is still the head at commit.
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_error)?;
+    let (last, head): (i64, Option<String>) = transaction
+        .query_row(HEAD_SQL, [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+        .map_err(map_error)?
+        .unwrap_or((0, None));
+    let head = head.unwrap_or_else(|| chain::GENESIS.to_owned());
+    let links = link_batch(&head, last + 1, &events, recorded_at);
     let mut recorded = Vec::with_capacity(events.len());
     {
         let mut insert = transaction.prepare_cached(APPEND_SQL).map_err(map_error)?;
-        for new in events {
-            let position = insert
-                .insert(params![
+        for ((new, position), (prev_hash, hash)) in events.into_iter().zip(last + 1..).zip(links) {
+            insert
+                .execute(params![
+                    position,
                     new.stream_id().as_uuid().hyphenated().to_string(),
                     new.stream_version,
                     new.event.event_type(),
@@ -257,6 +317,8 @@ fn append_batch(
                     new.event.payload().to_string(),
                     new.metadata.to_json().to_string(),
                     stamp,
+                    prev_hash,
+                    hash,
                 ])
                 .map_err(map_error)?;
             recorded.push(RecordedEvent {
@@ -273,24 +335,29 @@ fn append_batch(
     Ok(recorded)
 }
 
-fn read_page(
-    connection: &mut Connection,
+fn read_rows(
+    connection: &Connection,
     after: i64,
     limit: usize,
-) -> Result<Vec<RecordedEvent>, StoreError> {
+) -> Result<Vec<ChainedRow>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut select = connection
         .prepare_cached(READ_AFTER_SQL)
         .map_err(map_error)?;
     let mut rows = select.query(params![after, limit]).map_err(map_error)?;
-    let mut events = Vec::new();
+    let mut read = Vec::new();
     while let Some(row) = rows.next().map_err(map_error)? {
-        events.push(decode_row(row)?);
+        read.push(ChainedRow {
+            columns: columns(row)?,
+            prev_hash: row.get("prev_hash").map_err(map_error)?,
+            hash: row.get("hash").map_err(map_error)?,
+        });
     }
-    Ok(events)
+    Ok(read)
 }
 
-fn decode_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
+/// A row's columns as stored, parsed from SQLite's types; unparsable text is `Corrupt`.
+fn columns(row: &rusqlite::Row<'_>) -> Result<StoredColumns, StoreError> {
     let position: i64 = row.get("position").map_err(map_error)?;
     let column = |column: &'static str, source: Box<dyn std::error::Error + Send + Sync>| {
         StoreError::Corrupt {
@@ -302,7 +369,7 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
     let json = |name: &'static str| {
         serde_json::from_str::<Value>(&text(name)?).map_err(|e| column(name, e.into()))
     };
-    RecordedEvent::from_columns(StoredColumns {
+    Ok(StoredColumns {
         position,
         stream_id: Uuid::parse_str(&text("stream_id")?)
             .map_err(|e| column("stream_id", e.into()))?,

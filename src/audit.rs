@@ -1,0 +1,369 @@
+//! The auditors' commands: list the log (`events`), rebuild the state as of a moment (`replay`),
+//! and prove the log was not changed (`verify`). They read the log the service writes, with the
+//! same `apply` code, and write plain text (or JSON lines) to any writer.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{Email, UserId};
+use crate::events::chain::{self, Verifier};
+use crate::events::{Event, EventStore, READ_PAGE, RecordedEvent, StoreError};
+use crate::projection::Directory;
+use crate::throttle::{Subject, Throttle, ThrottlePolicy};
+
+/// Why an audit command failed (as opposed to finding a broken chain, which is a result).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the output")]
+    Output(#[from] std::io::Error),
+    #[error("--expect must be HASH@POSITION, e.g. 3f2a…9c@1200")]
+    BadExpect,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Intact,
+    /// The first position where the chain breaks, and why.
+    Broken(i64, String),
+    /// The chain is intact but does not contain the expected head: the log was rewritten or
+    /// its tail removed since that head was recorded.
+    ExpectedHeadMissing(String),
+}
+
+/// `authlog verify [--expect HASH@POSITION]`: recomputes the chain and reports. The caller exits
+/// 0 for `Intact`, 1 otherwise.
+pub async fn verify(
+    store: &dyn EventStore,
+    expect: Option<&str>,
+    out: &mut impl Write,
+) -> Result<VerifyOutcome, AuditError> {
+    let expected = expect.map(parse_expect).transpose()?;
+    // Verify up to the end, remembering the hash at the expected position on the way.
+    let verifier = chain::verify(store).await?;
+    let Verifier {
+        count,
+        head_position,
+        head_hash,
+        broken,
+    } = &verifier;
+    writeln!(out, "events: {count}")?;
+    writeln!(out, "head position: {head_position}")?;
+    writeln!(out, "head hash: {head_hash}")?;
+    if let Some((position, why)) = broken {
+        writeln!(out, "BROKEN at position {position}: {why}")?;
+        return Ok(VerifyOutcome::Broken(*position, why.to_string()));
+    }
+    if let Some((hash, position)) = expected {
+        let found = hash_at(store, position).await?;
+        if found.as_deref() != Some(hash.as_str()) {
+            let message = match found {
+                None => format!("the log has no event at position {position} any more"),
+                Some(other) => format!("position {position} has hash {other}, not {hash}"),
+            };
+            writeln!(out, "EXPECTED HEAD MISSING: {message}")?;
+            return Ok(VerifyOutcome::ExpectedHeadMissing(message));
+        }
+        writeln!(out, "expected head {hash}@{position}: present")?;
+    }
+    writeln!(out, "chain intact")?;
+    Ok(VerifyOutcome::Intact)
+}
+
+fn parse_expect(raw: &str) -> Result<(String, i64), AuditError> {
+    let (hash, position) = raw.rsplit_once('@').ok_or(AuditError::BadExpect)?;
+    let position = position.parse().map_err(|_| AuditError::BadExpect)?;
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AuditError::BadExpect);
+    }
+    Ok((hash.to_ascii_lowercase(), position))
+}
+
+async fn hash_at(store: &dyn EventStore, position: i64) -> Result<Option<String>, StoreError> {
+    let rows = store.read_rows_after(position - 1, 1).await?;
+    Ok(rows
+        .into_iter()
+        .find(|row| row.columns.position == position)
+        .and_then(|row| row.hash))
+}
+
+/// Which events `events` lists.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// An email or a user id.
+    pub user: Option<String>,
+    pub event_type: Option<String>,
+}
+
+/// Who `--user` names: an id at once, or an email resolved when its registration goes by.
+enum UserSelector {
+    Id(UserId),
+    Email(Email, Option<UserId>),
+    /// Not an id and not a valid email: matches nothing.
+    Nobody,
+}
+
+impl UserSelector {
+    fn parse(raw: &str) -> Self {
+        match raw.parse::<uuid::Uuid>() {
+            Ok(id) => Self::Id(UserId::from(id)),
+            Err(_) => match Email::parse(raw) {
+                Ok(email) => Self::Email(email, None),
+                Err(_) => Self::Nobody,
+            },
+        }
+    }
+
+    fn matches(&mut self, event: &RecordedEvent) -> bool {
+        match self {
+            Self::Id(id) => event.stream_id() == *id,
+            Self::Email(email, id) => {
+                if let (None, Event::UserRegistered(registered)) = (&id, &event.event)
+                    && registered.email == *email
+                {
+                    *id = Some(registered.user_id);
+                }
+                *id == Some(event.stream_id())
+            }
+            Self::Nobody => false,
+        }
+    }
+}
+
+/// `authlog events`: streams the log, page by page, as a table or JSON lines. Password hashes
+/// are shown as a fingerprint (`sha256:` and 12 hex digits of the hash's SHA-256), never whole.
+pub async fn events(
+    store: &dyn EventStore,
+    filter: &EventFilter,
+    jsonl: bool,
+    out: &mut impl Write,
+) -> Result<u64, AuditError> {
+    let mut user = filter.user.as_deref().map(UserSelector::parse);
+    let mut after = filter.from.map_or(0, |from| from - 1);
+    let mut listed = 0;
+    if !jsonl {
+        writeln!(
+            out,
+            "{:>8}  {:<27}  {:<16}  {:>3}  {:<36}  details",
+            "position", "recorded_at", "type", "ver", "user"
+        )?;
+    }
+    loop {
+        let page = store.read_after(after, READ_PAGE).await?;
+        let full = page.len() == READ_PAGE;
+        for event in &page {
+            after = event.position;
+            if filter.to.is_some_and(|to| event.position > to) {
+                return Ok(listed);
+            }
+            let selected = user.as_mut().is_none_or(|user| user.matches(event))
+                && filter.since.is_none_or(|since| event.recorded_at >= since)
+                && filter.until.is_none_or(|until| event.recorded_at <= until)
+                && filter
+                    .event_type
+                    .as_deref()
+                    .is_none_or(|t| t == event.event.event_type());
+            if !selected {
+                continue;
+            }
+            listed += 1;
+            if jsonl {
+                writeln!(out, "{}", event_json(event))?;
+            } else {
+                writeln!(
+                    out,
+                    "{:>8}  {:<27}  {:<16}  {:>3}  {:<36}  {}",
+                    event.position,
+                    time(event.recorded_at),
+                    event.event.event_type(),
+                    event.stream_version,
+                    event.stream_id(),
+                    details(event)
+                )?;
+            }
+        }
+        if !full {
+            return Ok(listed);
+        }
+    }
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// `sha256:` and the first 12 hex digits of the SHA-256 of a password hash.
+pub fn fingerprint(password_hash: &str) -> String {
+    let digest = Sha256::digest(password_hash.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn client(event: &RecordedEvent) -> String {
+    event
+        .metadata
+        .client_ip
+        .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+}
+
+fn details(event: &RecordedEvent) -> String {
+    match &event.event {
+        Event::UserRegistered(registered) => format!(
+            "email={} password={} from={}",
+            registered.email,
+            fingerprint(registered.password_hash.as_str()),
+            client(event)
+        ),
+        Event::PasswordRehashed(rehashed) => format!(
+            "password={} from={}",
+            fingerprint(rehashed.password_hash.as_str()),
+            client(event)
+        ),
+        Event::LoginSucceeded(_) | Event::LoginFailed(_) => format!("from={}", client(event)),
+    }
+}
+
+fn event_json(event: &RecordedEvent) -> Value {
+    let mut payload = event.event.payload();
+    if let Some(hash) = payload.get("password_hash").and_then(Value::as_str) {
+        payload["password_hash"] = json!(fingerprint(hash));
+    }
+    json!({
+        "position": event.position,
+        "recorded_at": time(event.recorded_at),
+        "event_type": event.event.event_type(),
+        "event_version": event.event.event_version(),
+        "stream_id": event.stream_id(),
+        "stream_version": event.stream_version,
+        "payload": payload,
+        "metadata": event.metadata.to_json(),
+    })
+}
+
+/// Up to when `replay` applies the log.
+#[derive(Debug, Clone, Copy)]
+pub enum ReplayPoint {
+    At(DateTime<Utc>),
+    Position(i64),
+}
+
+/// `authlog replay`: the state as of a moment, from the same `apply` code the service uses,
+/// and, for `--user`, that user's history and whether they could log in then.
+pub async fn replay(
+    store: &dyn EventStore,
+    point: ReplayPoint,
+    user: Option<&str>,
+    policy: ThrottlePolicy,
+    out: &mut impl Write,
+) -> Result<(), AuditError> {
+    let mut directory = Directory::new();
+    let mut throttle = Throttle::new(policy);
+    let mut selector = user.map(UserSelector::parse);
+    let mut history = Vec::new();
+    let mut after = 0;
+    let mut last_time = None;
+    'read: loop {
+        let page = store.read_after(after, READ_PAGE).await?;
+        let full = page.len() == READ_PAGE;
+        for event in &page {
+            let beyond = match point {
+                ReplayPoint::At(at) => event.recorded_at > at,
+                ReplayPoint::Position(to) => event.position > to,
+            };
+            if beyond {
+                break 'read;
+            }
+            after = event.position;
+            last_time = Some(event.recorded_at);
+            throttle.replayed(event);
+            directory.apply(event);
+            if selector.as_mut().is_some_and(|s| s.matches(event)) {
+                history.push(event.clone());
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    let now = match point {
+        ReplayPoint::At(at) => at,
+        ReplayPoint::Position(_) => last_time.unwrap_or_else(Utc::now),
+    };
+    let logins: u64 = directory.users().map(|u| u.logins).sum();
+    let failed: u64 = directory.users().map(|u| u.failed_logins).sum();
+    writeln!(
+        out,
+        "as of {} (position {})",
+        time(now),
+        directory.position()
+    )?;
+    writeln!(out, "users: {}", directory.len())?;
+    writeln!(out, "logins: {logins} succeeded, {failed} failed")?;
+    let Some(raw) = user else {
+        return Ok(());
+    };
+    writeln!(out, "user {raw}:")?;
+    for event in &history {
+        writeln!(
+            out,
+            "  {}  #{}  {}  {}",
+            time(event.recorded_at),
+            event.position,
+            event.event.event_type(),
+            details(event)
+        )?;
+    }
+    let Some(entry) = history.first().and_then(|e| directory.get(e.stream_id())) else {
+        writeln!(out, "could log in at {}: no (not registered)", time(now))?;
+        return Ok(());
+    };
+    let subject = Subject::User(entry.id);
+    let locked = throttle.locked_addresses(&subject, now);
+    let new_address = throttle.check_login(&subject, None, now);
+    if locked.is_empty() && new_address.is_ok() {
+        writeln!(
+            out,
+            "could log in at {}: yes, with the right password, from any address",
+            time(now)
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "could log in at {}: yes, with the right password, except:",
+        time(now)
+    )?;
+    let mut lines: BTreeMap<String, String> = BTreeMap::new();
+    for (address, wait) in locked {
+        let address =
+            address.map_or_else(|| "(no address)".to_owned(), |ip: IpAddr| ip.to_string());
+        lines.insert(
+            address,
+            format!("locked for {} s more", wait.retry_after_seconds()),
+        );
+    }
+    if let Err(wait) = new_address {
+        lines.insert(
+            "addresses that never logged in to it".to_owned(),
+            format!(
+                "refused for {} s more (account-wide limit)",
+                wait.retry_after_seconds()
+            ),
+        );
+    }
+    for (address, why) in lines {
+        writeln!(out, "  from {address}: {why}")?;
+    }
+    Ok(())
+}
