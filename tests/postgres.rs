@@ -48,7 +48,7 @@ async fn migrations_are_tracked_and_idempotent() {
         .await
         .expect("history table")
         .get(0);
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2, "V1 and V2, each once");
 }
 
 #[actix_web::test]
@@ -88,8 +88,9 @@ async fn the_database_itself_refuses_a_second_registration_or_stream_version() {
     );
     let client = db.client().await;
 
-    let duplicate_email = "INSERT INTO events (stream_id, stream_version, event_type, event_version, payload)
-        VALUES (gen_random_uuid(), 1, 'UserRegistered', 1,
+    let duplicate_email = "INSERT INTO events (position, stream_id, stream_version, event_type,
+                                               event_version, payload)
+        VALUES (1000, gen_random_uuid(), 1, 'UserRegistered', 1,
                 jsonb_build_object('email', 'user@example.com', 'user_id', 'x', 'password_hash', 'x'))";
     let error = client
         .batch_execute(duplicate_email)
@@ -99,8 +100,9 @@ async fn the_database_itself_refuses_a_second_registration_or_stream_version() {
     assert_eq!(db_error.constraint(), Some("events_registered_email_key"));
 
     let duplicate_version =
-        "INSERT INTO events (stream_id, stream_version, event_type, event_version, payload)
-        SELECT stream_id, 1, 'LoginSucceeded', 1, '{}'::jsonb FROM events LIMIT 1";
+        "INSERT INTO events (position, stream_id, stream_version, event_type, event_version,
+                             payload)
+        SELECT 1001, stream_id, 1, 'LoginSucceeded', 1, '{}'::jsonb FROM events LIMIT 1";
     let error = client
         .batch_execute(duplicate_version)
         .await
@@ -239,8 +241,9 @@ async fn a_corrupt_log_stops_start_up_instead_of_serving_a_wrong_directory() {
     let client = db.client().await;
     client
         .batch_execute(
-            "INSERT INTO events (stream_id, stream_version, event_type, event_version, payload)
-             VALUES (gen_random_uuid(), 1, 'UserTeleported', 1, '{}'::jsonb)",
+            "INSERT INTO events (position, stream_id, stream_version, event_type, event_version,
+                                 payload)
+             VALUES (1, gen_random_uuid(), 1, 'UserTeleported', 1, '{}'::jsonb)",
         )
         .await
         .expect("insert");
