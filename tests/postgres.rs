@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
-use authlog::actors::{Authenticate, GetDirectory, UserRegistry};
+use authlog::actors::{Authenticate, GetDirectory, Register, UserRegistry};
 use authlog::config::StoreSettings;
 use authlog::domain::{Email, Password};
 use authlog::events::{EventMetadata, EventStore, PostgresEventStore, PostgresSettings};
@@ -137,6 +137,44 @@ async fn two_registries_on_one_database_never_register_an_email_twice() {
     }
     let versions: Vec<i32> = db.event_types().await.into_iter().map(|(_, v)| v).collect();
     assert_eq!(versions, [1, 2, 3, 4]);
+}
+
+#[actix_web::test]
+async fn two_registries_appending_at_once_keep_one_valid_chain() {
+    let db = TestDatabase::create().await;
+    let registries = [
+        registry_on(store_for(&db).await).await,
+        registry_on(store_for(&db).await).await,
+    ];
+    let hash = common::password_hash("password1").await;
+    let signups = (0..60).map(|i| {
+        let registry = registries[i % 2].clone();
+        let password_hash = hash.clone();
+        async move {
+            registry
+                .send(Register {
+                    email: Email::parse(&format!("chain{i}@example.com")).expect("valid"),
+                    password_hash,
+                    metadata: EventMetadata::default(),
+                })
+                .await
+                .expect("answers")
+        }
+    });
+    let outcomes = join_all(signups).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let verifier = authlog::events::chain::verify(store_for(&db).await.as_ref())
+        .await
+        .expect("reads");
+    assert_eq!(
+        verifier.broken, None,
+        "one chain, whatever the interleaving"
+    );
+    assert_eq!(verifier.count, 60);
+    assert_eq!(
+        verifier.head_position, 60,
+        "positions committed in chain order, no gaps"
+    );
 }
 
 #[actix_web::test]
