@@ -34,13 +34,7 @@ pub enum KeyOrigin {
 /// may have leaked. Two processes starting at once agree on one key: the file is written under a
 /// temporary name and linked into place only if no key is there yet.
 pub fn load_or_generate(path: &Path) -> anyhow::Result<(JwtSecret, KeyOrigin)> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    }
+    create_parent_dir(path)?;
     match load(path) {
         Err(error) if is_not_found(&error) => {}
         loaded => return loaded.map(|secret| (secret, KeyOrigin::Loaded)),
@@ -51,6 +45,19 @@ pub fn load_or_generate(path: &Path) -> anyhow::Result<(JwtSecret, KeyOrigin)> {
         // Another process generated it first; use theirs.
         Ok((load(path)?, KeyOrigin::Loaded))
     }
+}
+
+/// Creates the directory `path` lives in, if missing, readable by this user only (mode 0700):
+/// it holds the event log (password hashes) and the token key.
+pub(crate) fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn is_not_found(error: &anyhow::Error) -> bool {

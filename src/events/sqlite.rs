@@ -6,9 +6,9 @@
 //! time anyway, so a single thread costs no write throughput, and the registry's group commit
 //! turns many sign-ups into one transaction and one fsync.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::OpenOptions;
 use std::future::Future;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -199,13 +199,7 @@ impl EventStore for SqliteEventStore {
 /// Creates the directory and file if needed (readable by this user only: the log holds password
 /// hashes), opens it in WAL mode with `synchronous=FULL`, and migrates it.
 fn open_connection(path: &Path, timeout: Duration) -> anyhow::Result<Connection> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    }
+    crate::keyfile::create_parent_dir(path)?;
     // SQLite gives its -wal and -shm files the database file's permissions.
     OpenOptions::new()
         .create(true)
