@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The benchmark, one command: builds in release, measures the machine's bounds (bcrypt on every
+# core, a plain actix-web handler) and authlog on the embedded store and on PostgreSQL, and writes
+# bench/report.md and bench/report.json with the ratios.
+#
+#   bench/run.sh                 the full run (about 20 minutes on 2 cores)
+#   BENCH_SMOKE=1 bench/run.sh   seconds, debug build, tiny sizes: checks the benchmark still
+#                                runs (CI); its figures mean nothing
+#
+# Traffic goes to 127.0.0.1 only, from wrk (Debian's, installed if missing), in runs of a fixed
+# duration. Every sign-up comes from 127.0.0.1, so the per-address sign-up limit is turned off
+# (AUTHLOG_SIGNUP_RATE_PER_MINUTE=0); login throttling stays on. PostgreSQL must be reachable as
+# DATABASE_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres); the benchmark creates
+# and drops its own databases.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMOKE=${BENCH_SMOKE:-0}
+if [ "$SMOKE" = 1 ]; then
+    PROFILE=debug; BUILD=(); SECONDS_PER_RUN=2; COST=4; BCRYPT_SECONDS=1
+    STORE_N=300; USERS=1000; LOGINS=5000; OUT=$(mktemp -d)
+else
+    PROFILE=release; BUILD=(--release); SECONDS_PER_RUN=${BENCH_SECONDS:-15}; COST=12
+    BCRYPT_SECONDS=5; STORE_N=${BENCH_STORE_N:-20000}
+    USERS=${BENCH_USERS:-1000000}; LOGINS=${BENCH_LOGINS:-5000000}; OUT=bench
+fi
+ADMIN_URL=${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_BASE=${ADMIN_URL%/*}
+PORT=18000
+CEILING_PORT=18099
+PASSWORD="bench-password-7f3k"
+RESULTS=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$RESULTS"' EXIT
+
+log() { echo "bench: $*" >&2; }
+
+if ! command -v wrk >/dev/null; then
+    log "installing Debian's wrk"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+psql "$ADMIN_URL" -Atqc 'SELECT 1' >/dev/null || { log "PostgreSQL is not reachable at $ADMIN_URL"; exit 1; }
+
+log "building ($PROFILE)"
+cargo build --locked "${BUILD[@]}" --bin authlog --example bench_tool --example plain_http
+BIN=target/$PROFILE
+
+fresh_db() { # a new empty database for one measurement; echoes its URL
+    psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS authlog_bench WITH (FORCE)" >/dev/null
+    psql "$ADMIN_URL" -qc "CREATE DATABASE authlog_bench" >/dev/null
+    echo "$PG_BASE/authlog_bench"
+}
+
+python3 - "$RESULTS/machine.json" <<'PY'
+import json, os, sys, platform
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+mem = next((int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+json.dump({"cores": os.cpu_count(), "cpu": cpu, "memory_bytes": mem,
+           "load_average": os.getloadavg()}, open(sys.argv[1], "w"))
+PY
+
+wrk_run() { # name connections script url [env...]
+    local name=$1 connections=$2 script=$3 url=$4; shift 4
+    env "$@" WRK_OUT="$RESULTS/$name.json" wrk -t2 -c"$connections" -d"${SECONDS_PER_RUN}s" \
+        --timeout 10s -s "bench/wrk/$script" "$url" >"$RESULTS/$name.txt"
+    log "$name: $(cat "$RESULTS/$name.json")"
+}
+
+log "bcrypt bound: cost $COST on every core"
+"$BIN/examples/bench_tool" bcrypt "$COST" "$BCRYPT_SECONDS" >"$RESULTS/bcrypt.json"
+if [ "$SMOKE" != 1 ]; then
+    "$BIN/examples/bench_tool" bcrypt 10 "$BCRYPT_SECONDS" >"$RESULTS/bcrypt10.json"
+fi
+
+log "plain HTTP ceiling"
+"$BIN/examples/plain_http" "127.0.0.1:$CEILING_PORT" 2 &
+CEILING_PID=$!
+sleep 1
+wrk_run ceiling-64 64 get.lua "http://127.0.0.1:$CEILING_PORT/"
+kill "$CEILING_PID"; wait "$CEILING_PID" 2>/dev/null || true
+
+for store in embedded postgres; do
+    log "authlog on the $store store"
+    data=$(mktemp -d)
+    env=(AUTHLOG_BIND=127.0.0.1:$PORT AUTHLOG_BCRYPT_COST=$COST AUTHLOG_WORKERS=2
+         AUTHLOG_SIGNUP_RATE_PER_MINUTE=0 RUST_LOG=warn AUTHLOG_DATA_DIR="$data")
+    if [ "$store" = postgres ]; then
+        env+=(DATABASE_URL="$(fresh_db)" AUTHLOG_JWT_SECRET="bench-secret-0123456789abcdef0123456789")
+    fi
+    env -u DATABASE_URL -u AUTHLOG_JWT_SECRET "${env[@]}" "$BIN/authlog" 2>"$RESULTS/$store.log" &
+    pid=$!
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null && break
+        sleep 0.2
+    done
+    for i in $(seq 0 7); do
+        curl -sf -o /dev/null -X POST "http://127.0.0.1:$PORT/signup" -H 'Content-Type: application/json' \
+            -d "{\"email\":\"bench$i@bench.example.com\",\"password\":\"$PASSWORD\"}"
+    done
+    token=$(curl -sf -X POST "http://127.0.0.1:$PORT/login" -H 'Content-Type: application/json' \
+        -d "{\"email\":\"bench0@bench.example.com\",\"password\":\"$PASSWORD\"}" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    wrk_run "$store-profile-64" 64 get.lua "http://127.0.0.1:$PORT/profile" TOKEN="$token"
+    wrk_run "$store-profile-1024" 1024 get.lua "http://127.0.0.1:$PORT/profile" TOKEN="$token"
+    wrk_run "$store-login-16" 16 login.lua "http://127.0.0.1:$PORT" USERS=8 PASSWORD="$PASSWORD"
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    rm -rf "$data"
+done
+
+log "store: group commit against one transaction per event ($STORE_N registrations)"
+"$BIN/examples/bench_tool" store sqlite "$STORE_N" >"$RESULTS/store-embedded.json"
+DATABASE_URL=$(fresh_db) "$BIN/examples/bench_tool" store postgres "$STORE_N" >"$RESULTS/store-postgres.json"
+
+log "cold start: $USERS users, $LOGINS logins"
+"$BIN/examples/bench_tool" coldstart sqlite "$USERS" "$LOGINS" >"$RESULTS/coldstart-embedded.json"
+DATABASE_URL=$(fresh_db) "$BIN/examples/bench_tool" coldstart postgres "$USERS" "$LOGINS" \
+    >"$RESULTS/coldstart-postgres.json"
+psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS authlog_bench WITH (FORCE)" >/dev/null
+
+python3 bench/report.py "$RESULTS" "$OUT" "$SMOKE"
+log "wrote $OUT/report.md and $OUT/report.json"

@@ -1,0 +1,252 @@
+//! The benchmark's measurements that need no HTTP (`bench/run.sh` runs them):
+//!
+//! - `bcrypt COST SECONDS`: hashes per second with one thread per core: the login bound;
+//! - `store KIND N`: registrations per second through the `UserRegistry` (group commit) and
+//!   through one transaction per event, with pre-hashed passwords, checking every acknowledged
+//!   event is in the log;
+//! - `coldstart KIND USERS LOGINS`: generates a log, then times the replay that start-up does,
+//!   its memory, and `verify`.
+//!
+//! KIND is `sqlite` (a fresh temporary directory) or `postgres` (DATABASE_URL, an empty
+//! database). Each prints one JSON object on stdout.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use anyhow::Context as _;
+use authlog::actors::{Register, UserRegistry};
+use authlog::domain::{Email, PasswordHash, UserId};
+use authlog::events::{
+    Event, EventMetadata, EventStore, LoginSucceeded, NewEvent, PostgresEventStore,
+    PostgresSettings, SqliteEventStore, SqliteSettings, UserRegistered, chain,
+};
+use authlog::hashing::PasswordHasher;
+use secrecy::SecretString;
+use serde_json::json;
+
+#[actix_rt::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let number = |i: usize, default: u64| arg(i).parse().unwrap_or(default);
+    let result = match arg(0).as_str() {
+        "bcrypt" => bcrypt_bound(number(1, 12) as u32, number(2, 5)),
+        "store" => store_bench(&arg(1), number(2, 20_000) as usize).await?,
+        "coldstart" => cold_start(&arg(1), number(2, 1_000_000), number(3, 5_000_000)).await?,
+        other => anyhow::bail!("unknown measurement {other:?}: bcrypt, store or coldstart"),
+    };
+    println!("{result}");
+    Ok(())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn bcrypt_bound(cost: u32, seconds: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..cores())
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut hashes = 0u64;
+                while Instant::now() < deadline {
+                    let _ = bcrypt::hash("k3#zq9!w-benchmark", cost);
+                    hashes += 1;
+                }
+                hashes
+            })
+        })
+        .collect();
+    let hashes: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    let elapsed = started.elapsed().as_secs_f64();
+    json!({"measure": "bcrypt", "cost": cost, "threads": cores(),
+           "hashes_per_second": hashes as f64 / elapsed, "ms_per_hash": 1000.0 * elapsed * cores() as f64 / hashes.max(1) as f64})
+}
+
+/// A fresh store of the given kind (the temporary directory lives as long as the store).
+async fn open(kind: &str) -> anyhow::Result<(Arc<dyn EventStore>, Option<tempfile::TempDir>)> {
+    match kind {
+        "sqlite" => {
+            let dir = tempfile::tempdir()?;
+            let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path())).await?;
+            Ok((Arc::new(store), Some(dir)))
+        }
+        "postgres" => {
+            let url = std::env::var("DATABASE_URL").context("DATABASE_URL for postgres")?;
+            let mut settings = PostgresSettings::new(SecretString::from(url));
+            settings.timeout = Duration::from_secs(120);
+            let store = PostgresEventStore::connect(&settings)?;
+            store.migrate().await?;
+            Ok((Arc::new(store), None))
+        }
+        other => anyhow::bail!("unknown store {other:?}: sqlite or postgres"),
+    }
+}
+
+fn hash() -> PasswordHash {
+    serde_json::from_value(json!(
+        "$2b$12$abcdefghijklmnopqrstuuJ3YdsgWvRzXKJe1NVvOQ8Cs3vZ5u3Dq"
+    ))
+    .unwrap_or_else(|_| unreachable!("a string deserialises"))
+}
+
+fn registration(tag: &str, n: u64) -> anyhow::Result<NewEvent> {
+    Ok(NewEvent {
+        stream_version: 1,
+        event: Event::UserRegistered(UserRegistered {
+            user_id: UserId::new(),
+            email: Email::parse(&format!("{tag}{n}@example.com"))?,
+            password_hash: hash(),
+        }),
+        metadata: EventMetadata::new(Some([127, 0, 0, 1].into()), Some("bench")),
+    })
+}
+
+/// Registrations in the log whose email starts with `tag` (both measurements may share one
+/// PostgreSQL database).
+async fn count_registrations(store: &dyn EventStore, tag: &str) -> anyhow::Result<u64> {
+    let mut count = 0;
+    authlog::events::for_each_after(store, 0, |event| {
+        if let Event::UserRegistered(registered) = &event.event
+            && registered.email.as_str().starts_with(tag)
+        {
+            count += 1;
+        }
+    })
+    .await?;
+    Ok(count)
+}
+
+async fn store_bench(kind: &str, n: usize) -> anyhow::Result<serde_json::Value> {
+    // Group commit: N registrations sent to the registry at once.
+    let (store, _dir) = open(kind).await?;
+    let registry = UserRegistry::load(Arc::clone(&store), PasswordHasher::new(4, cores()))
+        .await?
+        .start();
+    let started = Instant::now();
+    let mut acked = 0u64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(4000) {
+        let sends = chunk.iter().map(|i| {
+            registry.send(Register {
+                email: Email::parse(&format!("group{i}@example.com"))
+                    .unwrap_or_else(|_| unreachable!()),
+                password_hash: hash(),
+                metadata: EventMetadata::default(),
+            })
+        });
+        for reply in futures_util::future::join_all(sends).await {
+            if matches!(reply, Ok(Ok(_))) {
+                acked += 1;
+            }
+        }
+    }
+    let grouped = started.elapsed().as_secs_f64();
+    let committed = count_registrations(store.as_ref(), "group").await?;
+    anyhow::ensure!(
+        committed == acked,
+        "acknowledged {acked}, committed {committed}"
+    );
+
+    // One transaction per event: the same registrations, each its own append, 64 at a time.
+    let (single_store, _single_dir) = open(kind).await?;
+    let single_n = (n / 4).max(1) as u64;
+    let started = Instant::now();
+    let mut single_acked = 0u64;
+    for chunk in (0..single_n).collect::<Vec<_>>().chunks(64) {
+        let appends = chunk
+            .iter()
+            .map(|i| registration("single", *i).map(|event| single_store.append(vec![event])))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for result in futures_util::future::join_all(appends).await {
+            if result.is_ok() {
+                single_acked += 1;
+            }
+        }
+    }
+    let single = started.elapsed().as_secs_f64();
+    let single_committed = count_registrations(single_store.as_ref(), "single").await?;
+    anyhow::ensure!(
+        single_committed == single_acked,
+        "one-per-transaction lost events"
+    );
+    Ok(json!({
+        "measure": "store", "store": kind,
+        "group_commit": {"registrations": acked, "seconds": grouped, "per_second": acked as f64 / grouped},
+        "one_per_transaction": {"registrations": single_acked, "seconds": single, "per_second": single_acked as f64 / single},
+        "every_acknowledged_event_committed": true,
+    }))
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde_json::Value> {
+    let (store, _dir) = open(kind).await?;
+    // Generate: registrations first, then logins spread over the users, in batches.
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(users as usize);
+    let mut batch = Vec::with_capacity(20_000);
+    for n in 0..users {
+        let event = registration("cold", n)?;
+        ids.push(event.stream_id());
+        batch.push(event);
+        if batch.len() == 20_000 {
+            store.append(std::mem::take(&mut batch)).await?;
+        }
+    }
+    let mut versions = vec![1i32; users as usize];
+    for n in 0..logins {
+        let index = (n % users.max(1)) as usize;
+        versions[index] += 1;
+        batch.push(NewEvent {
+            stream_version: versions[index],
+            event: Event::LoginSucceeded(LoginSucceeded {
+                user_id: ids[index],
+            }),
+            metadata: EventMetadata::new(Some([127, 0, 0, 1].into()), None),
+        });
+        if batch.len() == 20_000 {
+            store.append(std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        store.append(batch).await?;
+    }
+    let generated = started.elapsed().as_secs_f64();
+    drop(ids);
+    drop(versions);
+
+    let before = rss_bytes();
+    let started = Instant::now();
+    let registry = UserRegistry::load(Arc::clone(&store), PasswordHasher::new(4, 1)).await?;
+    let replay = started.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    let loaded_users = registry.directory().len() as u64;
+    drop(registry);
+
+    let started = Instant::now();
+    let verifier = chain::verify(store.as_ref()).await?;
+    let verify = started.elapsed().as_secs_f64();
+    anyhow::ensure!(verifier.broken.is_none(), "the generated chain is broken");
+    Ok(json!({
+        "measure": "coldstart", "store": kind, "users": users, "logins": logins,
+        "generate_seconds": generated,
+        "replay_seconds": replay, "users_loaded": loaded_users,
+        "memory_bytes": after.saturating_sub(before),
+        "bytes_per_user": after.saturating_sub(before) as f64 / loaded_users.max(1) as f64,
+        "verify_seconds": verify, "verified_events": verifier.count,
+    }))
+}
