@@ -135,34 +135,15 @@ pub struct ReplayArgs {
     /// Show this user's history and whether they could log in then: an email or a user id.
     #[arg(long)]
     pub user: Option<String>,
-    /// The throttling rules to judge by (the service's defaults unless given).
-    #[arg(long, env = "AUTHLOG_LOGIN_MAX_FAILURES", default_value_t = 5)]
-    pub login_max_failures: u32,
-    #[arg(long, env = "AUTHLOG_LOGIN_LOCKOUT_SECONDS", default_value_t = 30)]
-    pub login_lockout_seconds: u64,
-    #[arg(
-        long,
-        env = "AUTHLOG_LOGIN_LOCKOUT_MAX_SECONDS",
-        default_value_t = 3600
-    )]
-    pub login_lockout_max_seconds: u64,
-    #[arg(
-        long,
-        env = "AUTHLOG_ACCOUNT_MAX_FAILURES_PER_HOUR",
-        default_value_t = 100
-    )]
-    pub account_max_failures_per_hour: u32,
+    /// The login throttling rules to judge by: the service's, from the same settings.
+    #[command(flatten)]
+    pub throttle: LoginThrottleArgs,
 }
 
 impl ReplayArgs {
+    /// The service's login rules; sign-ups do not matter to a replay.
     pub fn policy(&self) -> ThrottlePolicy {
-        ThrottlePolicy {
-            login_max_failures: self.login_max_failures,
-            lockout_base: Duration::from_secs(self.login_lockout_seconds),
-            lockout_max: Duration::from_secs(self.login_lockout_max_seconds),
-            account_failures_per_hour: self.account_max_failures_per_hour,
-            signups_per_minute: 0,
-        }
+        self.throttle.policy(0)
     }
 }
 
@@ -220,6 +201,24 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHLOG_DB_TIMEOUT_SECONDS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub db_timeout_seconds: u64,
+    #[command(flatten)]
+    pub throttle: LoginThrottleArgs,
+    /// Sign-ups per client address in any minute (0: no limit).
+    #[arg(long, env = "AUTHLOG_SIGNUP_RATE_PER_MINUTE", default_value_t = 20)]
+    pub signup_rate_per_minute: u32,
+    /// Proxies whose X-Forwarded-For is believed, as IP addresses or CIDR ranges, comma-separated
+    /// [default: none: the TCP peer is the client].
+    #[arg(long, env = "AUTHLOG_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Directory of the embedded store (events.db) and its generated token key, used when
+    /// DATABASE_URL is unset. Created with mode 0700 if missing.
+    #[arg(long, env = "AUTHLOG_DATA_DIR", default_value = "authlog-data")]
+    pub data_dir: PathBuf,
+}
+
+/// The login throttling settings, shared by `serve` and `replay` so both judge by one rule.
+#[derive(Debug, Clone, Args)]
+pub struct LoginThrottleArgs {
     /// Consecutive failed logins per account and client address before that address must wait
     /// (0: no limit).
     #[arg(long, env = "AUTHLOG_LOGIN_MAX_FAILURES", default_value_t = 5)]
@@ -241,17 +240,19 @@ pub struct ServeArgs {
         default_value_t = 100
     )]
     pub account_max_failures_per_hour: u32,
-    /// Sign-ups per client address in any minute (0: no limit).
-    #[arg(long, env = "AUTHLOG_SIGNUP_RATE_PER_MINUTE", default_value_t = 20)]
-    pub signup_rate_per_minute: u32,
-    /// Proxies whose X-Forwarded-For is believed, as IP addresses or CIDR ranges, comma-separated
-    /// [default: none: the TCP peer is the client].
-    #[arg(long, env = "AUTHLOG_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpNet>,
-    /// Directory of the embedded store (events.db) and its generated token key, used when
-    /// DATABASE_URL is unset. Created with mode 0700 if missing.
-    #[arg(long, env = "AUTHLOG_DATA_DIR", default_value = "authlog-data")]
-    pub data_dir: PathBuf,
+}
+
+impl LoginThrottleArgs {
+    /// The policy these settings describe, with this sign-up rate.
+    pub fn policy(&self, signups_per_minute: u32) -> ThrottlePolicy {
+        ThrottlePolicy {
+            login_max_failures: self.login_max_failures,
+            lockout_base: Duration::from_secs(self.login_lockout_seconds),
+            lockout_max: Duration::from_secs(self.login_lockout_max_seconds),
+            account_failures_per_hour: self.account_max_failures_per_hour,
+            signups_per_minute,
+        }
+    }
 }
 
 /// Where the event log lives.
@@ -380,13 +381,7 @@ impl Settings {
         settings.bcrypt_cost = args.bcrypt_cost;
         settings.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
         settings.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_seconds);
-        settings.throttle = ThrottlePolicy {
-            login_max_failures: args.login_max_failures,
-            lockout_base: Duration::from_secs(args.login_lockout_seconds),
-            lockout_max: Duration::from_secs(args.login_lockout_max_seconds),
-            account_failures_per_hour: args.account_max_failures_per_hour,
-            signups_per_minute: args.signup_rate_per_minute,
-        };
+        settings.throttle = args.throttle.policy(args.signup_rate_per_minute);
         settings.trusted_proxies = args.trusted_proxies;
         settings.token_issuer = args.token_issuer;
         settings.token_audience = args.token_audience;
