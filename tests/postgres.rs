@@ -298,3 +298,48 @@ async fn a_corrupt_log_stops_start_up_instead_of_serving_a_wrong_directory() {
         "{chain}"
     );
 }
+
+#[actix_web::test]
+async fn rows_from_before_the_chain_are_linked_at_start_up() {
+    let db = TestDatabase::create().await;
+    let registry = registry_on(store_for(&db).await).await;
+    let hash = common::password_hash("password1").await;
+    for i in 0..3 {
+        registry
+            .send(Register {
+                email: Email::parse(&format!("old{i}@example.com")).expect("valid"),
+                password_hash: hash.clone(),
+                metadata: EventMetadata::default(),
+            })
+            .await
+            .expect("answers")
+            .expect("registers");
+    }
+    // As a log written before V2 looks: no links.
+    db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE events DISABLE TRIGGER USER;
+             UPDATE events SET prev_hash = NULL, hash = NULL;
+             ALTER TABLE events ENABLE TRIGGER USER",
+        )
+        .await
+        .expect("unlinked");
+    let store = store_for(&db).await;
+    let verifier = authlog::events::chain::verify(store.as_ref())
+        .await
+        .expect("reads");
+    assert!(
+        verifier.broken.is_some(),
+        "unlinked rows are not a valid chain"
+    );
+    store.prepare().await.expect("links the old rows");
+    let verifier = authlog::events::chain::verify(store.as_ref())
+        .await
+        .expect("reads");
+    assert_eq!(verifier.broken, None);
+    assert_eq!(verifier.count, 3);
+    // The append-only trigger is back.
+    let error = db.client().await.batch_execute("DELETE FROM events").await;
+    assert!(error.is_err(), "still append-only");
+}

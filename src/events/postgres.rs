@@ -261,7 +261,7 @@ impl PostgresEventStore {
             .batch_execute("ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete")
             .await?;
         let rows = transaction
-            .query(&READ_AFTER_SQL.replace("LIMIT $2", ""), &[&0_i64])
+            .query(READ_AFTER_SQL, &[&0_i64, &i64::MAX])
             .await?;
         let mut prev = chain::GENESIS.to_owned();
         for row in &rows {
