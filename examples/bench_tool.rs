@@ -7,8 +7,15 @@
 //! - `coldstart KIND USERS LOGINS`: generates a log, then times the replay that start-up does,
 //!   its memory, and `verify`.
 //!
+//! - `tokens SECRET_FILE USER_ID EMAIL N`: prints N distinct access tokens for that user, signed
+//!   with the key in SECRET_FILE as the service signs them (for `/profile` with tokens it has
+//!   never verified);
+//! - `abandon HOST:PORT VICTIM BYSTANDER PASSWORD CONNECTIONS`: the abandoned-logins attack:
+//!   CONNECTIONS connections each send a login for VICTIM and all close at once, then times a
+//!   login of BYSTANDER.
+//!
 //! KIND is `sqlite` (a fresh temporary directory) or `postgres` (DATABASE_URL, an empty
-//! database). Each prints one JSON object on stdout.
+//! database). Each prints one JSON object on stdout (`tokens` prints the tokens).
 
 #![forbid(unsafe_code)]
 
@@ -36,7 +43,11 @@ async fn main() -> anyhow::Result<()> {
         "bcrypt" => bcrypt_bound(number(1, 12) as u32, number(2, 5)),
         "store" => store_bench(&arg(1), number(2, 20_000) as usize).await?,
         "coldstart" => cold_start(&arg(1), number(2, 1_000_000), number(3, 5_000_000)).await?,
-        other => anyhow::bail!("unknown measurement {other:?}: bcrypt, store or coldstart"),
+        "tokens" => return tokens(&arg(1), &arg(2), &arg(3), number(4, 20_000)),
+        "abandon" => abandon(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 1000) as usize).await?,
+        other => anyhow::bail!(
+            "unknown measurement {other:?}: bcrypt, store, coldstart, tokens or abandon"
+        ),
     };
     println!("{result}");
     Ok(())
@@ -110,14 +121,16 @@ fn registration(tag: &str, n: u64) -> anyhow::Result<NewEvent> {
 /// PostgreSQL database).
 async fn count_registrations(store: &dyn EventStore, tag: &str) -> anyhow::Result<u64> {
     let mut count = 0;
-    authlog::events::for_each_after(store, 0, |event| {
-        if let Event::UserRegistered(registered) = &event.event
-            && registered.email.as_str().starts_with(tag)
-        {
-            count += 1;
-        }
-    })
-    .await?;
+    authlog::events::events_after(store, 0)
+        .for_each(|event| {
+            if let Event::UserRegistered(registered) = &event.event
+                && registered.email.as_str().starts_with(tag)
+            {
+                count += 1;
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .await?;
     Ok(count)
 }
 
@@ -248,5 +261,95 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
         "memory_bytes": after.saturating_sub(before),
         "bytes_per_user": after.saturating_sub(before) as f64 / loaded_users.max(1) as f64,
         "verify_seconds": verify, "verified_events": verifier.count,
+    }))
+}
+
+fn tokens(secret_file: &str, user_id: &str, email: &str, n: u64) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let secret = std::fs::read_to_string(secret_file)
+        .with_context(|| format!("read the token key {secret_file}"))?;
+    let secret = authlog::jwt::JwtSecret::parse(SecretString::from(secret.trim().to_owned()))?;
+    let keys = authlog::jwt::JwtKeys::new(&secret, Duration::from_secs(30 * 60));
+    let user = authlog::projection::UserSummary {
+        user_id: UserId::from(uuid::Uuid::parse_str(user_id)?),
+        email: Email::parse(email)?,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for _ in 0..n {
+        writeln!(out, "{}", keys.issue(&user, chrono::Utc::now())?.as_str())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// One login request, as raw HTTP/1.1 bytes.
+fn login_request(address: &str, email: &str, password: &str) -> String {
+    let body = json!({ "email": email, "password": password }).to_string();
+    format!(
+        "POST /login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// One sample of a series on `/metrics`.
+async fn sample(http: &reqwest::Client, address: &str, series: &str) -> anyhow::Result<f64> {
+    let text = http
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+async fn abandon(
+    address: &str,
+    victim: &str,
+    bystander: &str,
+    password: &str,
+    connections: usize,
+) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::AsyncWriteExt as _;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let verify = r#"authlog_bcrypt_duration_seconds_count{operation="verify"}"#;
+    let checks_before = sample(&http, address, verify).await?;
+    let request = login_request(address, victim, password);
+    let mut open = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream.write_all(request.as_bytes()).await?;
+        open.push(stream);
+    }
+    let waiting = sample(&http, address, "authlog_login_waiting").await?;
+    drop(open);
+    let started = Instant::now();
+    let response = http
+        .post(format!("http://{address}/login"))
+        .json(&json!({ "email": bystander, "password": password }))
+        .send()
+        .await?;
+    let bystander_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let status = response.status().as_u16();
+    // Let the checks already started finish, then count what the attack cost.
+    let mut checks = sample(&http, address, verify).await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = sample(&http, address, verify).await?;
+        if now == checks {
+            break;
+        }
+        checks = now;
+    }
+    Ok(json!({
+        "measure": "abandon", "connections": connections,
+        "bystander_ms": bystander_ms, "bystander_status": status,
+        "waiting_at_peak": waiting, "password_checks": checks - checks_before,
     }))
 }

@@ -1,10 +1,12 @@
 //! The auditors' commands: list the log (`events`), rebuild the state as of a moment (`replay`),
-//! and prove the log was not changed (`verify`). They read the log the service writes, with the
-//! same `apply` code, and write plain text (or JSON lines) to any writer.
+//! and prove the log was not changed (`verify`). They read the log the service writes through the
+//! same pager, fold it with the same [`State::apply`], and write plain text (or JSON lines) to
+//! any writer.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -12,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{Email, UserId};
 use crate::events::chain::{self, Verifier};
-use crate::events::{Event, EventStore, READ_PAGE, RecordedEvent, StoreError};
-use crate::projection::Directory;
-use crate::throttle::{Subject, Throttle, ThrottlePolicy};
+use crate::events::{Event, EventStore, RecordedEvent, StoreError, events_after};
+use crate::state::State;
+use crate::throttle::{Subject, ThrottlePolicy};
 
 /// Why an audit command failed (as opposed to finding a broken chain, which is a result).
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +152,7 @@ pub async fn events(
     out: &mut impl Write,
 ) -> Result<u64, AuditError> {
     let mut user = filter.user.as_deref().map(UserSelector::parse);
-    let mut after = filter.from.map_or(0, |from| from - 1);
+    let after = filter.from.map_or(0, |from| from - 1);
     let mut listed = 0;
     if !jsonl {
         writeln!(
@@ -159,15 +161,13 @@ pub async fn events(
             "position", "recorded_at", "type", "ver", "user"
         )?;
     }
-    loop {
-        let page = store.read_after(after, READ_PAGE).await?;
-        let full = page.len() == READ_PAGE;
-        for event in &page {
-            after = event.position;
+    let mut failed = None;
+    events_after(store, after)
+        .for_each(|event| {
             if filter.to.is_some_and(|to| event.position > to) {
-                return Ok(listed);
+                return ControlFlow::Break(());
             }
-            let selected = user.as_mut().is_none_or(|user| user.matches(event))
+            let selected = user.as_mut().is_none_or(|user| user.matches(&event))
                 && filter.since.is_none_or(|since| event.recorded_at >= since)
                 && filter.until.is_none_or(|until| event.recorded_at <= until)
                 && filter
@@ -175,11 +175,11 @@ pub async fn events(
                     .as_deref()
                     .is_none_or(|t| t == event.event.event_type());
             if !selected {
-                continue;
+                return ControlFlow::Continue(());
             }
             listed += 1;
-            if jsonl {
-                writeln!(out, "{}", event_json(event))?;
+            let written = if jsonl {
+                writeln!(out, "{}", event_json(&event))
             } else {
                 writeln!(
                     out,
@@ -189,13 +189,21 @@ pub async fn events(
                     event.event.event_type(),
                     event.stream_version,
                     event.stream_id(),
-                    details(event)
-                )?;
+                    details(&event)
+                )
+            };
+            match written {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(error) => {
+                    failed = Some(error);
+                    ControlFlow::Break(())
+                }
             }
-        }
-        if !full {
-            return Ok(listed);
-        }
+        })
+        .await?;
+    match failed {
+        Some(error) => Err(error.into()),
+        None => Ok(listed),
     }
 }
 
@@ -267,47 +275,36 @@ pub async fn replay(
     policy: ThrottlePolicy,
     out: &mut impl Write,
 ) -> Result<(), AuditError> {
-    let mut directory = Directory::new();
-    let mut throttle = Throttle::new(policy);
+    let mut state = State::new(policy);
     let mut selector = user.map(UserSelector::parse);
     let mut history = Vec::new();
-    let mut after = 0;
     let mut last_time = None;
-    'read: loop {
-        let page = store.read_after(after, READ_PAGE).await?;
-        let full = page.len() == READ_PAGE;
-        for event in &page {
+    events_after(store, 0)
+        .for_each(|event| {
             let beyond = match point {
                 ReplayPoint::At(at) => event.recorded_at > at,
                 ReplayPoint::Position(to) => event.position > to,
             };
             if beyond {
-                break 'read;
+                return ControlFlow::Break(());
             }
-            after = event.position;
             last_time = Some(event.recorded_at);
-            throttle.replayed(event);
-            directory.apply(event);
-            if selector.as_mut().is_some_and(|s| s.matches(event)) {
-                history.push(event.clone());
+            state.apply(&event);
+            if selector.as_mut().is_some_and(|s| s.matches(&event)) {
+                history.push(event);
             }
-        }
-        if !full {
-            break;
-        }
-    }
+            ControlFlow::Continue(())
+        })
+        .await?;
     let now = match point {
         ReplayPoint::At(at) => at,
         ReplayPoint::Position(_) => last_time.unwrap_or_else(Utc::now),
     };
-    let logins: u64 = directory.users().map(|u| u.logins).sum();
-    let failed: u64 = directory.users().map(|u| u.failed_logins).sum();
-    writeln!(
-        out,
-        "as of {} (position {})",
-        time(now),
-        directory.position()
-    )?;
+    let directory = state.directory();
+    let users = directory.users();
+    let logins: u64 = users.iter().map(|u| u.logins).sum();
+    let failed: u64 = users.iter().map(|u| u.failed_logins).sum();
+    writeln!(out, "as of {} (position {})", time(now), state.position())?;
     writeln!(out, "users: {}", directory.len())?;
     writeln!(out, "logins: {logins} succeeded, {failed} failed")?;
     let Some(raw) = user else {
@@ -329,6 +326,7 @@ pub async fn replay(
         return Ok(());
     };
     let subject = Subject::User(entry.id);
+    let throttle = state.throttle();
     let locked = throttle.locked_addresses(&subject, now);
     let new_address = throttle.check_login(&subject, None, now);
     if locked.is_empty() && new_address.is_ok() {

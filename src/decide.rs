@@ -73,7 +73,7 @@ impl<'a> BatchPlanner<'a> {
             .collect();
         Decision::Append {
             events,
-            user: UserSummary::from(user),
+            user: UserSummary::from(&user),
         }
     }
 
@@ -132,10 +132,8 @@ impl<'a> BatchPlanner<'a> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-
     use super::*;
-    use crate::events::{EventMetadata, RecordedEvent};
+    use crate::events::testing::{recorded, registered};
 
     fn email(raw: &str) -> Email {
         Email::parse(raw).expect("valid")
@@ -155,21 +153,11 @@ mod tests {
         let mut directory = Directory::new();
         for v in 1..=version {
             let event = if v == 1 {
-                Event::UserRegistered(UserRegistered {
-                    user_id: id,
-                    email: email(raw),
-                    password_hash: PasswordHash::new("$2b$04$x".into()),
-                })
+                registered(id, raw)
             } else {
                 Event::LoginSucceeded(LoginSucceeded { user_id: id })
             };
-            directory.apply(&RecordedEvent {
-                position: i64::from(v),
-                stream_version: v,
-                event,
-                metadata: EventMetadata::default(),
-                recorded_at: Utc::now(),
-            });
+            directory.apply(&recorded(i64::from(v), v, event));
         }
         (directory, id)
     }
@@ -252,17 +240,7 @@ mod tests {
     fn a_failure_and_a_rehash_take_the_next_versions() {
         let mut directory = Directory::new();
         let id = UserId::new();
-        directory.apply(&RecordedEvent {
-            position: 1,
-            stream_version: 1,
-            event: Event::UserRegistered(UserRegistered {
-                user_id: id,
-                email: email("a@example.com"),
-                password_hash: PasswordHash::new("$2b$04$x".into()),
-            }),
-            metadata: EventMetadata::default(),
-            recorded_at: Utc::now(),
-        });
+        directory.apply(&recorded(1, 1, registered(id, "a@example.com")));
         let mut planner = BatchPlanner::new(&directory);
         let Decision::Append { events, .. } =
             planner.decide(&Command::RecordLoginFailure { user_id: id })

@@ -11,8 +11,10 @@ use actix_web::http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::actors::{RegistryError, TokenError};
+use crate::actors::RegistryError;
+use crate::diagnostics::error_chain;
 use crate::hashing::HashError;
+use crate::jwt::TokenError;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -163,6 +165,10 @@ impl From<RegistryError> for ApiError {
                 retry_after: throttled.retry_after_seconds(),
                 what: "failed login attempts",
             },
+            RegistryError::Busy(throttled) => ApiError::TooManyRequests {
+                retry_after: throttled.retry_after_seconds(),
+                what: "login attempts in parallel for this account",
+            },
             error @ (RegistryError::Unavailable(_)
             | RegistryError::Contention
             | RegistryError::Stopped
@@ -191,16 +197,4 @@ impl From<HashError> for ApiError {
     fn from(error: HashError) -> Self {
         ApiError::Internal(error.into())
     }
-}
-
-/// `error: cause: cause's cause`, for one-line logs.
-pub fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

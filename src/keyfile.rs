@@ -6,15 +6,16 @@
 //! signs the same tokens.
 
 use std::fmt::Write as _;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write as _};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::Context as _;
 use secrecy::SecretString;
 
-use crate::actors::JwtSecret;
+use crate::data_dir::create_parent_dir;
+use crate::jwt::JwtSecret;
 
 /// The key file's name inside the data directory.
 pub const FILE_NAME: &str = "jwt-secret";
@@ -45,19 +46,6 @@ pub fn load_or_generate(path: &Path) -> anyhow::Result<(JwtSecret, KeyOrigin)> {
         // Another process generated it first; use theirs.
         Ok((load(path)?, KeyOrigin::Loaded))
     }
-}
-
-/// Creates the directory `path` lives in, if missing, readable by this user only (mode 0700):
-/// it holds the event log (password hashes) and the token key.
-pub(crate) fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    }
-    Ok(())
 }
 
 fn is_not_found(error: &anyhow::Error) -> bool {

@@ -6,32 +6,42 @@
 //!
 //! # Layout
 //! - [`domain`]: pure types that parse input once (`Email`, `Password`, `UserId`).
-//! - [`events`]: the event enum, the [`events::EventStore`] trait, and its stores: PostgreSQL,
-//!   embedded SQLite, in-memory.
-//! - [`projection`]: the email→user [`projection::Directory`] and its one `apply` function.
+//! - [`events`]: the event enum, the [`events::EventStore`] trait and its stores (PostgreSQL,
+//!   embedded SQLite, in-memory), the hash chain, and the one pager over the log.
+//! - [`state`]: the registry's state and its one fold, [`state::State::apply`], over
+//!   [`projection`] (the email→user directory and its read view) and [`throttle`] (brute-force
+//!   limits, and login turn-taking in [`throttle::turns`]).
 //! - [`decide`]: pure decisions: which events a command appends, against committed state.
-//! - [`throttle`]: pure brute-force limits derived from the same events.
-//! - [`actors`]: [`actors::UserRegistry`] (the only writer) and [`actors::TokenActor`] (JWTs).
+//! - [`commit`]: group commit as a plain queue.
+//! - [`actors`]: [`actors::UserRegistry`] (the only writer) and [`actors::TokenActor`] (tokens,
+//!   over the pure keys in [`jwt`]).
 //! - [`hashing`]: bcrypt on a bounded blocking pool.
 //! - [`http`]: routes, extractors and handlers; [`error`]: the one HTTP error type.
-//! - [`audit`]: the auditors' commands `events`, `replay`, `verify` ([`events::chain`]).
-//! - [`config`], [`startup`], [`telemetry`]: settings, wiring, logs; [`keyfile`]: the embedded
-//!   store's generated token key; [`metrics`]: Prometheus instruments.
+//! - [`audit`]: the auditors' commands `events`, `replay`, `verify`.
+//! - [`cli`] (flags) and [`config`] (validated settings, and every default), [`startup`] (wiring),
+//!   [`telemetry`] (logs), [`metrics`] (Prometheus), [`keyfile`] (the embedded store's generated
+//!   token key), [`data_dir`] and [`diagnostics`] (small helpers every layer may use).
 
 #![forbid(unsafe_code)]
 
 pub mod actors;
 pub mod audit;
+pub mod cli;
+pub mod commit;
 pub mod config;
+pub mod data_dir;
 pub mod decide;
+pub mod diagnostics;
 pub mod domain;
 pub mod error;
 pub mod events;
 pub mod hashing;
 pub mod http;
+pub mod jwt;
 pub mod keyfile;
 pub mod metrics;
 pub mod projection;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod throttle;

@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use std::io::Write as _;
 
 use authlog::audit::{self, EventFilter, ReplayPoint, VerifyOutcome};
-use authlog::config::{
-    Cli, CliCommand, EventsArgs, OutputFormat, ReplayArgs, Settings, VerifyArgs,
-};
+use authlog::cli::{Cli, CliCommand, EventsArgs, OutputFormat, ReplayArgs, ServeArgs, VerifyArgs};
 use authlog::startup::{Application, open_store};
 use clap::Parser;
 
@@ -36,8 +34,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: authlog::config::ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::from_env(args)?;
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings_from_env()?;
     let app = Application::build(settings).await?;
     app.run_until_stopped().await?;
     tracing::info!("authlog stopped");

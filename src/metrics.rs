@@ -4,11 +4,13 @@
 //! One process-wide set (the `prometheus` crate's usual shape), so the hasher, the registry and
 //! the stores record without being handed a handle. Several apps in one process (tests) share it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100 µs (a `/profile` hit) to 10 s (bcrypt queues, outages).
@@ -36,6 +38,9 @@ pub struct Metrics {
     pub projection_users: IntGauge,
     /// `authlog_registry_queue_depth`: commands waiting for the next batch.
     pub registry_queue_depth: IntGauge,
+    /// `authlog_login_waiting`: login attempts parked until their turn (bounded per account and
+    /// address by `throttle::turns::MAX_WAITING`).
+    pub login_waiting: IntGauge,
     /// `authlog_registry_ready`: 1 once the log has been replayed.
     pub registry_ready: IntGauge,
     /// `authlog_db_pool_connections{state="max"|"open"|"idle"|"waiting"}` (PostgreSQL only).
@@ -43,6 +48,15 @@ pub struct Metrics {
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// One route's series, by method and status.
+type RouteSeries = HashMap<(&'static str, u16), RequestSeries>;
+
+/// One request series' handles: its counter (route, method, status) and latency (route, method).
+struct RequestSeries {
+    count: IntCounter,
+    latency: Histogram,
+}
 
 impl Metrics {
     fn new() -> Self {
@@ -96,6 +110,8 @@ impl Metrics {
                 "Commands waiting for the registry's next append",
             )
             .expect("valid metric"),
+            login_waiting: IntGauge::new("login_waiting", "Login attempts waiting for their turn")
+                .expect("valid metric"),
             registry_ready: IntGauge::new(
                 "registry_ready",
                 "1 once the event log has been replayed, else 0",
@@ -113,7 +129,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.bcrypt_duration.clone()),
@@ -122,6 +138,7 @@ impl Metrics {
             Box::new(self.append_batch_size.clone()),
             Box::new(self.projection_users.clone()),
             Box::new(self.registry_queue_depth.clone()),
+            Box::new(self.login_waiting.clone()),
             Box::new(self.registry_ready.clone()),
             Box::new(self.db_pool.clone()),
         ];
@@ -129,6 +146,34 @@ impl Metrics {
             // Names are fixed and distinct, so registering cannot collide.
             let _ = self.registry.register(collector);
         }
+    }
+
+    /// Counts one answered HTTP request and its latency. Labels must come from small fixed sets
+    /// (route names, standard methods, the statuses the API answers), never from what a client
+    /// sends.
+    pub fn record_request(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        // Each thread keeps its own handles on the series it has seen, so a request costs two
+        // small map lookups instead of hashing its labels into each vector under its lock.
+        thread_local! {
+            static SERIES: RefCell<HashMap<Box<str>, RouteSeries>> = RefCell::new(HashMap::new());
+        }
+        SERIES.with_borrow_mut(|series| {
+            let by_route = match series.get_mut(route) {
+                Some(by_route) => by_route,
+                None => series.entry(route.into()).or_default(),
+            };
+            let handles = by_route.entry((method, status)).or_insert_with(|| {
+                let code = status.to_string();
+                RequestSeries {
+                    count: self
+                        .http_requests
+                        .with_label_values(&[route, method, &code]),
+                    latency: self.http_duration.with_label_values(&[route, method]),
+                }
+            });
+            handles.count.inc();
+            handles.latency.observe(seconds);
+        });
     }
 
     /// The Prometheus text exposition of every metric.

@@ -1,12 +1,19 @@
 //! The email→user directory: the in-memory view of the log that every decision reads.
 //!
-//! [`Directory::apply`] is the only code that turns events into state. Start-up replay, the live
-//! path after each commit, and catch-up after an outage all call it, so they cannot disagree.
+//! [`Directory::apply`] turns events into directory state; [`crate::state::State::apply`] calls
+//! it for start-up replay, the live path after each commit, catch-up and the auditors alike.
+//!
+//! The users map is a concurrent map shared with every [`DirectoryView`]. The registry is its
+//! only writer and writes each committed event in place, so publishing a commit to readers costs
+//! nothing per user: an HTTP worker looks a user up without a message and without a copy.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use crate::domain::{Email, PasswordHash, UserId};
-use crate::events::{Event, EventStore, RecordedEvent, StoreError, for_each_after};
+use crate::events::{Event, RecordedEvent};
 
 /// A registered user as the log describes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,12 +43,37 @@ impl From<&UserEntry> for UserSummary {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+type Users = DashMap<UserId, UserEntry>;
+
+#[derive(Debug, Default)]
 pub struct Directory {
-    users: HashMap<UserId, UserEntry>,
+    /// Written only by the directory's owner (the registry), read by its views on any thread.
+    users: Arc<Users>,
+    /// Read only by the owner's decisions (sign-up and login look users up by email).
     by_email: HashMap<Email, UserId>,
-    /// Position of the last event applied; replay and catch-up continue after it.
-    position: i64,
+}
+
+/// A read-only handle on a [`Directory`]'s users, for other threads. Cloning it is cheap.
+#[derive(Debug, Clone)]
+pub struct DirectoryView {
+    users: Arc<Users>,
+}
+
+impl DirectoryView {
+    /// The user with this id, as far as the log has been applied.
+    pub fn find(&self, id: UserId) -> Option<UserSummary> {
+        self.users
+            .get(&id)
+            .map(|user| UserSummary::from(user.value()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
 }
 
 impl Directory {
@@ -49,21 +81,16 @@ impl Directory {
         Self::default()
     }
 
-    /// Reads the whole log and applies it in position order.
-    pub async fn rebuild(store: &dyn EventStore) -> Result<Self, StoreError> {
-        let mut directory = Self::new();
-        for_each_after(store, 0, |event| directory.apply(&event)).await?;
-        Ok(directory)
+    /// A handle that sees every event this directory applies from now on.
+    pub fn view(&self) -> DirectoryView {
+        DirectoryView {
+            users: Arc::clone(&self.users),
+        }
     }
 
     /// Folds one committed event into the directory. Holds no decisions: every check happened
-    /// before the event was appended. Events at or before [`Directory::position`] were already
-    /// applied and are skipped, so re-reading an overlapping tail is harmless.
+    /// before the event was appended.
     pub fn apply(&mut self, recorded: &RecordedEvent) {
-        if recorded.position <= self.position {
-            return;
-        }
-        self.position = recorded.position;
         match &recorded.event {
             Event::UserRegistered(registered) => {
                 self.by_email
@@ -80,37 +107,43 @@ impl Directory {
                     },
                 );
             }
-            Event::LoginSucceeded(login) => {
-                if let Some(user) = self.users.get_mut(&login.user_id) {
-                    user.version = recorded.stream_version;
-                    user.logins += 1;
-                }
-            }
-            Event::LoginFailed(failed) => {
-                if let Some(user) = self.users.get_mut(&failed.user_id) {
-                    user.version = recorded.stream_version;
-                    user.failed_logins += 1;
-                }
-            }
-            Event::PasswordRehashed(rehashed) => {
-                if let Some(user) = self.users.get_mut(&rehashed.user_id) {
-                    user.version = recorded.stream_version;
-                    user.password_hash = rehashed.password_hash.clone();
-                }
-            }
+            Event::LoginSucceeded(login) => self.update(login.user_id, recorded, |user| {
+                user.logins += 1;
+            }),
+            Event::LoginFailed(failed) => self.update(failed.user_id, recorded, |user| {
+                user.failed_logins += 1;
+            }),
+            Event::PasswordRehashed(rehashed) => self.update(rehashed.user_id, recorded, |user| {
+                user.password_hash = rehashed.password_hash.clone();
+            }),
         }
     }
 
-    pub fn by_email(&self, email: &Email) -> Option<&UserEntry> {
-        self.by_email.get(email).and_then(|id| self.users.get(id))
+    /// Applies `change` to an existing user and moves their stream to the event's version.
+    fn update(&self, id: UserId, recorded: &RecordedEvent, change: impl FnOnce(&mut UserEntry)) {
+        if let Some(mut user) = self.users.get_mut(&id) {
+            user.version = recorded.stream_version;
+            change(&mut user);
+        }
     }
 
-    pub fn get(&self, id: UserId) -> Option<&UserEntry> {
-        self.users.get(&id)
+    /// Takes over `other`'s users, keeping this directory's views (which then see them).
+    /// O(users), once per load: never on the path of a commit.
+    pub fn adopt(&mut self, other: Directory) {
+        self.users.clear();
+        let users = Arc::try_unwrap(other.users).unwrap_or_else(|shared| (*shared).clone());
+        for (id, user) in users {
+            self.users.insert(id, user);
+        }
+        self.by_email = other.by_email;
     }
 
-    pub fn position(&self) -> i64 {
-        self.position
+    pub fn by_email(&self, email: &Email) -> Option<UserEntry> {
+        self.by_email.get(email).and_then(|id| self.get(*id))
+    }
+
+    pub fn get(&self, id: UserId) -> Option<UserEntry> {
+        self.users.get(&id).map(|user| user.value().clone())
     }
 
     pub fn len(&self) -> usize {
@@ -121,35 +154,41 @@ impl Directory {
         self.users.is_empty()
     }
 
-    pub fn users(&self) -> impl Iterator<Item = &UserEntry> {
-        self.users.values()
+    /// Every user, in no particular order (a copy: for auditors and tests).
+    pub fn users(&self) -> Vec<UserEntry> {
+        self.users.iter().map(|user| user.value().clone()).collect()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use chrono::Utc;
-
-    use super::*;
-    use crate::events::{EventMetadata, LoginSucceeded, UserRegistered};
-
-    fn recorded(position: i64, stream_version: i32, event: Event) -> RecordedEvent {
-        RecordedEvent {
-            position,
-            stream_version,
-            event,
-            metadata: EventMetadata::default(),
-            recorded_at: Utc::now(),
+/// A deep copy, detached from this directory's views (O(users): for tests and diagnostics).
+impl Clone for Directory {
+    fn clone(&self) -> Self {
+        Self {
+            users: Arc::new(self.users.as_ref().clone()),
+            by_email: self.by_email.clone(),
         }
     }
+}
 
-    fn registered(id: UserId, email: &str) -> Event {
-        Event::UserRegistered(UserRegistered {
-            user_id: id,
-            email: Email::parse(email).expect("valid"),
-            password_hash: PasswordHash::new("$2b$04$x".into()),
-        })
+/// Two directories are equal when they hold the same users.
+impl PartialEq for Directory {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_email == other.by_email
+            && self.users.len() == other.users.len()
+            && self
+                .users
+                .iter()
+                .all(|user| other.users.get(user.key()).is_some_and(|o| *o == *user))
     }
+}
+
+impl Eq for Directory {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::LoginSucceeded;
+    use crate::events::testing::{recorded, registered};
 
     #[test]
     fn given_registration_and_logins_then_directory_tracks_version_and_count() {
@@ -164,20 +203,23 @@ mod tests {
             .by_email(&Email::parse("A@example.com").expect("valid"))
             .expect("registered");
         assert_eq!((user.id, user.version, user.logins), (id, 3, 2));
-        assert_eq!(directory.position(), 3);
     }
 
     #[test]
-    fn applying_an_already_applied_position_changes_nothing() {
-        let id = UserId::new();
-        let first = recorded(1, 1, registered(id, "a@example.com"));
-        let login = recorded(2, 2, Event::LoginSucceeded(LoginSucceeded { user_id: id }));
+    fn a_view_sees_each_applied_event_without_a_copy() {
         let mut directory = Directory::new();
-        directory.apply(&first);
-        directory.apply(&login);
-        let before = directory.clone();
-        directory.apply(&login);
-        directory.apply(&first);
-        assert_eq!(directory, before);
+        let view = directory.view();
+        let id = UserId::new();
+        assert_eq!(view.find(id), None);
+        directory.apply(&recorded(1, 1, registered(id, "a@example.com")));
+        let found = view.find(id).expect("published");
+        assert_eq!(found.email.as_str(), "a@example.com");
+        // A copy is detached: what the original applies later does not reach it.
+        let copy = directory.clone();
+        let other = UserId::new();
+        directory.apply(&recorded(2, 1, registered(other, "b@example.com")));
+        assert!(view.find(other).is_some());
+        assert!(copy.get(other).is_none());
+        assert_ne!(copy, directory);
     }
 }

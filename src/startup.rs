@@ -1,22 +1,24 @@
-//! Builds the application: store, migrations, replay, actors (started once), listener, server.
+//! Builds the application: store, migrations, replay, actors, listener, server.
+//!
+//! The registry is started once, here, outside `HttpServer::new`. The TokenActor is started once
+//! here too (for callers that drive the actors), and once more on each HTTP worker's own arbiter,
+//! on purpose: a token check then never leaves the worker's thread.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix::{Actor, Addr};
 use actix_web::dev::Server;
-use actix_web::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
-use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
-use crate::actors::LoadError;
-use crate::actors::{JwtKeys, JwtSecret, TokenActor, UserRegistry};
+use crate::actors::{LoadError, TokenActor, UserRegistry};
 use crate::config::{JwtSecretSource, Settings, StoreSettings, available_cores};
-use crate::error::error_chain;
+use crate::diagnostics::error_chain;
 use crate::events::{EventStore, PostgresEventStore, SqliteEventStore, StoreError};
 use crate::hashing::PasswordHasher;
 use crate::http::{self, AppState};
+use crate::jwt::{JwtKeys, JwtSecret};
 use crate::keyfile::{self, KeyOrigin};
 use crate::metrics::METRICS;
 
@@ -47,10 +49,6 @@ fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
         JwtSecretSource::Given(secret) => return Ok(secret.clone()),
         JwtSecretSource::File(path) => path,
     };
-    anyhow::ensure!(
-        !matches!(settings.store, StoreSettings::Postgres(_)),
-        "AUTHLOG_JWT_SECRET is required with PostgreSQL, so that every instance signs with one key"
-    );
     let (secret, origin) = keyfile::load_or_generate(path)?;
     match origin {
         KeyOrigin::Generated => tracing::warn!(
@@ -111,6 +109,7 @@ impl Application {
                 }
             };
         let readiness = registry.readiness();
+        let view = registry.view();
         let registry = registry.with_throttle_policy(settings.throttle).start();
         let keys = Arc::new(JwtKeys::with_issuer(
             &jwt_secret,
@@ -118,31 +117,33 @@ impl Application {
             &settings.token_issuer,
             &settings.token_audience,
         ));
-        let tokens = TokenActor::start_pool(keys, cores);
+        let tokens = TokenActor::new(Arc::clone(&keys)).start();
 
         let state = web::Data::new(AppState {
             store,
             registry: registry.clone(),
-            tokens: tokens.clone(),
+            view,
             hasher,
             actor_timeout: settings.actor_timeout,
-            trusted_proxies: settings.trusted_proxies.clone(),
         });
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {} (AUTHLOG_BIND)", settings.bind))?;
         let address = listener.local_addr()?;
+        let trusted_proxies = settings.trusted_proxies.clone();
         let server = HttpServer::new(move || {
+            // Runs on each worker's thread: this TokenActor lives on that worker's arbiter.
+            let tokens = web::Data::new(TokenActor::new(Arc::clone(&keys)).start());
             App::new()
                 .app_data(state.clone())
-                .wrap(from_fn(http::observe))
-                .wrap(
-                    DefaultHeaders::new()
-                        .add((CACHE_CONTROL, "no-store"))
-                        .add((X_CONTENT_TYPE_OPTIONS, "nosniff")),
-                )
+                .app_data(tokens)
+                .wrap(http::Observe::new(&trusted_proxies))
                 .configure(http::configure)
         })
         .workers(settings.workers)
+        // A client that closes its side has gone away: drop its request, and with it any work not
+        // started yet (a login waiting for its turn or for bcrypt), instead of finishing it for
+        // nobody. No HTTP client this API serves half-closes and then waits for a reply.
+        .h1_allow_half_closed(false)
         // SIGTERM/SIGINT: stop accepting, let requests in flight finish (each waits for its
         // append to commit or fail), then return from `run_until_stopped`.
         .shutdown_timeout(settings.shutdown_timeout.as_secs())

@@ -1,15 +1,15 @@
-//! The actors: thin message handlers around the pure decisions in `decide` and `projection`.
+//! The actors: thin message handlers around the plain types that decide (`commit`, `decide`,
+//! `state`, `throttle`) and the pure token keys (`jwt`).
 //!
 //! They are public API: programs and tests can drive them without HTTP.
 
 pub mod registry;
+mod reply;
 pub mod token;
 
 pub use registry::{
     AdmitSignup, Authenticate, FindUser, GetDirectory, GetReadiness, LoadError, Readiness,
-    Register, RegistryError, UserRegistry,
+    Register, RegistryError, RegistryView, UserRegistry,
 };
-pub use token::{
-    AccessToken, Claims, DEFAULT_ISSUER, IssueToken, JwtKeys, JwtSecret, JwtSecretError,
-    TokenActor, TokenError, VerifyToken,
-};
+pub use reply::Cancellable;
+pub use token::{IssueToken, TokenActor, VerifyToken};

@@ -1,45 +1,49 @@
-//! UserRegistry: owns the email→user directory and is the only writer of the event log.
+//! UserRegistry: owns the state (directory and throttle) and is the only writer of the event log.
 //!
-//! Commands are queued and appended in batches, with at most one append in flight. Commands that
-//! arrive meanwhile share the next transaction (group commit), stream versions are handed out
-//! from committed state without gaps, and our own appends commit in position order. An event
-//! reaches the directory only after its append has committed, and a caller hears back only then.
+//! A thin actor: its messages, their handlers and its lifecycle. What it decides lives in plain
+//! types: [`CommitQueue`] (group commit), [`Turns`] (login turn-taking), [`State`] (the one
+//! fold), [`crate::decide`]. An event reaches the state only after its append has committed, and
+//! a caller hears back only then.
+//!
+//! Readers do not queue behind commands: the directory is a concurrent map that the registry
+//! writes in place after each commit, published as a [`RegistryView`] that HTTP workers read on
+//! their own threads.
 //!
 //! A registry can also start before the log is reachable (database down at boot): it then answers
 //! every command with [`RegistryError::Loading`] (503), never a 401 from an empty directory, and
 //! retries the replay in the background until it succeeds.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::Utc;
 use tokio::sync::oneshot;
 
-use crate::decide::{BatchPlanner, Command, Decision, Rejection};
+use super::reply::Cancellable;
+use crate::commit::{CommitError, CommitQueue, Next, Outcome};
+use crate::decide::{Command, Rejection};
+use crate::diagnostics::error_chain;
 use crate::domain::{Email, Password, PasswordHash, UserId};
-use crate::error::error_chain;
-use crate::events::{
-    Conflict, EventMetadata, EventStore, NewEvent, RecordedEvent, StoreError, for_each_after,
-};
+use crate::events::{EventMetadata, EventStore, RecordedEvent, StoreError, events_after};
 use crate::hashing::{HashError, PasswordHasher};
 use crate::metrics::METRICS;
-use crate::projection::{Directory, UserSummary};
-use crate::throttle::{Subject, Throttle, ThrottlePolicy, Throttled};
+use crate::projection::{Directory, DirectoryView, UserSummary};
+use crate::state::State;
+use crate::throttle::turns::{Admission, TurnKey, Turns, Waiter};
+use crate::throttle::{Subject, ThrottlePolicy, Throttled};
 
-/// Most commands in one append, so one transaction stays small even under a burst.
-pub const MAX_BATCH: usize = 512;
 /// `send` waits when a mailbox is full; the default of 16 would throttle a busy server.
 const MAILBOX_CAPACITY: usize = 4096;
 /// Waits between replay attempts while the log is unreachable: short at first, then capped.
 const RELOAD_FIRST_DELAY: Duration = Duration::from_millis(250);
 const RELOAD_MAX_DELAY: Duration = Duration::from_secs(2);
-/// How often an attempt waiting for its turn asks again.
-const TURN_POLL: Duration = Duration::from_millis(10);
 /// How often throttle state that can no longer matter is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// `Retry-After` for an attempt refused because too many of its kind are in flight.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// Why the registry refused or could not carry out a command.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,21 @@ pub enum RegistryError {
     /// Too many failed logins (or sign-ups) from this address; retry after the given time.
     #[error("too many attempts; retry in {:?}", .0.retry_after)]
     Throttled(Throttled),
+    /// Too many logins for this account from this address are already being checked or waiting
+    /// ([`crate::throttle::turns`]); refused at once instead of queueing without limit.
+    #[error("too many login attempts in parallel; retry in {:?}", .0.retry_after)]
+    Busy(Throttled),
+}
+
+impl From<CommitError> for RegistryError {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::Rejected(Rejection::EmailTaken) => RegistryError::EmailTaken,
+            CommitError::Rejected(Rejection::UnknownUser) => RegistryError::InvalidCredentials,
+            CommitError::Unavailable(error) => RegistryError::Unavailable(error),
+            CommitError::Contention => RegistryError::Contention,
+        }
+    }
 }
 
 /// Why the registry could not start.
@@ -99,8 +118,11 @@ pub struct Register {
 /// Checks a password; on success appends `LoginSucceeded` (and `PasswordRehashed` if the stored
 /// hash is weaker than the configured cost), on failure `LoginFailed`, and answers after they
 /// have committed. An unknown email is checked against a dummy hash, so it costs the same time
-/// as a wrong password. Throttled attempts are refused before any check
-/// ([`crate::throttle`]).
+/// as a wrong password.
+///
+/// Throttled attempts are refused before any check ([`crate::throttle`]); attempts for one
+/// account from one address take turns ([`crate::throttle::turns`]). If the caller stops
+/// waiting (the HTTP client went away), an attempt that has not started its check never does.
 #[derive(Message)]
 #[rtype(result = "Result<UserSummary, RegistryError>")]
 pub struct Authenticate {
@@ -110,7 +132,8 @@ pub struct Authenticate {
 }
 
 /// Looks a user up by id, as the log stands now. [`RegistryError::Loading`] until the log has
-/// been replayed, so that "unknown user" is never answered from an empty directory.
+/// been replayed, so that "unknown user" is never answered from an empty directory. HTTP
+/// handlers ask the [`RegistryView`] instead, without a message.
 #[derive(Message)]
 #[rtype(result = "Result<Option<UserSummary>, RegistryError>")]
 pub struct FindUser {
@@ -128,6 +151,9 @@ pub enum Readiness {
     Ready { users: usize, position: i64 },
     /// Still replaying, or waiting for the store; the last attempt's error, if any.
     Loading { last_error: Option<String> },
+    /// The log cannot be served by this build (a migration failed, or an event cannot be
+    /// decoded): waiting will not fix it, so the registry stopped trying.
+    Failed { error: String },
 }
 
 /// A copy of the committed directory, for tests and diagnostics (costs O(users)).
@@ -135,58 +161,119 @@ pub enum Readiness {
 #[rtype(result = "Directory")]
 pub struct GetDirectory;
 
-type Reply = Result<UserSummary, RegistryError>;
-
-/// A command waiting for its batch.
-struct Pending {
-    command: Command,
+/// A login's password check finished (sent by the attempt itself, never by callers).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RecordAttempt {
+    check: Check,
+    email: Email,
     metadata: EventMetadata,
+    verified: Result<(bool, Option<PasswordHash>), HashError>,
     reply: oneshot::Sender<Reply>,
-    /// Append alone: set after a batch was rejected by the database, so one command's conflict
-    /// cannot fail the others.
-    solo: bool,
-    /// Already retried once after a stream-version conflict.
-    retried: bool,
 }
 
-/// A command decided into events, waiting for them to commit.
-struct Planned {
-    pending: Pending,
-    events: Vec<NewEvent>,
-    user: UserSummary,
+/// A login's turn ended ([`TurnGuard`]): the next attempt of its key may start.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct EndTurn(TurnKey);
+
+type Reply = Result<UserSummary, RegistryError>;
+
+/// What readers get without queueing behind commands: the directory as committed so far, and
+/// whether the log has been replayed.
+#[derive(Debug, Clone)]
+pub struct RegistryView {
+    directory: DirectoryView,
+    loaded: Arc<AtomicBool>,
+}
+
+impl RegistryView {
+    /// [`FindUser`], answered on the caller's own thread.
+    pub fn find_user(&self, user_id: UserId) -> Result<Option<UserSummary>, RegistryError> {
+        if !self.loaded.load(Ordering::Acquire) {
+            return Err(RegistryError::Loading);
+        }
+        Ok(self.directory.find(user_id))
+    }
+}
+
+/// A reserved login turn. Dropped, wherever that happens (the check finished and its outcome
+/// was answered, or the caller went away), it tells the registry the turn is over, so no turn
+/// can be lost.
+struct TurnGuard {
+    key: Option<TurnKey>,
+    registry: Addr<UserRegistry>,
+}
+
+impl TurnGuard {
+    /// Ends nothing: the registry takes the turn back itself.
+    fn disarm(mut self) -> Option<TurnKey> {
+        self.key.take()
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            // Unbounded on purpose: at most one message per turn, and a turn must never leak.
+            self.registry.do_send(EndTurn(key));
+        }
+    }
+}
+
+/// A password check whose turn has come.
+struct Check {
+    turn: TurnGuard,
+    user_id: Option<UserId>,
+    /// The user's hash, or the dummy hash for an unknown email.
+    hash: PasswordHash,
+    /// The stored hash is weaker than the configured cost: hash anew if the password matches.
+    rehash: bool,
+}
+
+/// A login waiting for its turn: costs nothing until [`Turns::next`] hands it out.
+struct WaitingLogin {
+    email: Email,
+    grant: oneshot::Sender<Result<Check, RegistryError>>,
+}
+
+impl Waiter for WaitingLogin {
+    fn is_gone(&self) -> bool {
+        self.grant.is_closed()
+    }
+}
+
+/// Whether a login checks now or later.
+enum Turn {
+    Now(Check),
+    Later(oneshot::Receiver<Result<Check, RegistryError>>),
+}
+
+enum Load {
+    Ready,
+    Loading {
+        last_error: Option<String>,
+        delay: Duration,
+    },
+    Failed(String),
 }
 
 pub struct UserRegistry {
     store: Arc<dyn EventStore>,
     /// Committed state only: an event is applied after its append returned Ok.
-    directory: Directory,
+    state: State,
+    /// Set once the log has been replayed; shared with every [`RegistryView`].
+    loaded: Arc<AtomicBool>,
+    load: Load,
+    commits: CommitQueue,
+    turns: Turns<WaitingLogin>,
     hasher: PasswordHasher,
     /// Verified against when the email is unknown, so unknown emails cost a full bcrypt check.
     dummy_hash: PasswordHash,
-    /// Commands not yet in a batch, in arrival order.
-    queue: VecDeque<Pending>,
-    /// An append or a catch-up read is in flight. Only one at a time.
-    busy: bool,
-    /// The log may hold events the directory lacks: an append's outcome is unknown, or another
-    /// process wrote. The next flush re-reads the log tail before deciding anything.
-    stale: bool,
-    /// `false` until the log has been replayed; commands are refused with `Loading` meanwhile.
-    loaded: bool,
-    /// Why the last replay attempt failed, for readiness probes and logs.
-    load_error: Option<String>,
-    reload_delay: Duration,
-    /// Brute-force limits, derived from the same events as the directory.
-    throttle: Throttle,
-    /// Password checks running per account (or unknown email) and address. A check starts only
-    /// while failures so far plus checks running stay under `login_max_failures`; others wait
-    /// their turn, then face the throttle again. So a burst of parallel guesses gets exactly as
-    /// many checks as the limit allows, and parallel logins with the right password are only
-    /// queued, never refused.
-    checks_running: HashMap<(Subject, Option<IpAddr>), u32>,
 }
 
 impl UserRegistry {
-    /// Prepares the store (migrations), replays the log into a fresh directory, and prepares the
+    /// Prepares the store (migrations), replays the log into a fresh state, and prepares the
     /// dummy hash.
     pub async fn load(
         store: Arc<dyn EventStore>,
@@ -203,16 +290,8 @@ impl UserRegistry {
         dummy_hash: PasswordHash,
     ) -> Result<Self, LoadError> {
         store.prepare().await?;
-        let (directory, throttle) = replay(store.as_ref()).await?;
-        let mut registry = Self::new(store, directory, hasher, dummy_hash);
-        registry.throttle = throttle;
-        Ok(registry)
-    }
-
-    /// Sets the brute-force limits (the default is [`ThrottlePolicy::default`]).
-    pub fn with_throttle_policy(mut self, policy: ThrottlePolicy) -> Self {
-        self.throttle.set_policy(policy);
-        self
+        let state = State::replay(store.as_ref(), ThrottlePolicy::default()).await?;
+        Ok(Self::new(store, state, hasher, dummy_hash, Load::Ready))
     }
 
     /// A registry that has not replayed the log yet, because the store could not be reached.
@@ -223,409 +302,333 @@ impl UserRegistry {
         dummy_hash: PasswordHash,
         error: &StoreError,
     ) -> Self {
-        let mut registry = Self::new(store, Directory::default(), hasher, dummy_hash);
-        registry.loaded = false;
-        registry.load_error = Some(error_chain(error));
-        registry
+        let load = Load::Loading {
+            last_error: Some(error_chain(error)),
+            delay: RELOAD_FIRST_DELAY,
+        };
+        let state = State::new(ThrottlePolicy::default());
+        Self::new(store, state, hasher, dummy_hash, load)
     }
 
-    pub fn new(
+    fn new(
         store: Arc<dyn EventStore>,
-        directory: Directory,
+        state: State,
         hasher: PasswordHasher,
         dummy_hash: PasswordHash,
+        load: Load,
     ) -> Self {
         Self {
             store,
-            directory,
+            state,
+            loaded: Arc::new(AtomicBool::new(matches!(load, Load::Ready))),
+            load,
+            commits: CommitQueue::new(),
+            turns: Turns::new(),
             hasher,
             dummy_hash,
-            queue: VecDeque::new(),
-            busy: false,
-            stale: false,
-            loaded: true,
-            load_error: None,
-            reload_delay: RELOAD_FIRST_DELAY,
-            throttle: Throttle::new(ThrottlePolicy::default()),
-            checks_running: HashMap::new(),
         }
     }
 
-    /// Applies one of our own committed events to the directory and the throttle. Sign-ups were
-    /// counted when admitted, so only events read back from the log count them again.
-    fn apply(&mut self, event: &RecordedEvent, replayed: bool) {
-        if event.position <= self.directory.position() {
-            return;
-        }
-        if replayed {
-            self.throttle.replayed(event);
-        } else {
-            self.throttle.apply(event);
-        }
-        self.directory.apply(event);
+    /// Sets the brute-force limits (the default is [`ThrottlePolicy::default`]).
+    pub fn with_throttle_policy(mut self, policy: ThrottlePolicy) -> Self {
+        self.state.throttle_mut().set_policy(policy);
+        self
     }
 
-    /// Forgets throttle state that can no longer matter.
-    fn prune(&mut self) {
-        self.throttle.prune(Utc::now());
-    }
-
-    /// Starts the password check of `attempt` if its turn has come, or waits and asks again.
-    fn take_turn(&mut self, attempt: Authenticate) -> ResponseActFuture<Self, Reply> {
-        let client = attempt.metadata.client_ip;
-        let subject = self.directory.by_email(&attempt.email).map_or_else(
-            || Subject::Unknown(attempt.email.clone()),
-            |u| Subject::User(u.id),
-        );
-        // Refused at once while locked out, without waiting in line.
-        if let Err(throttled) = self.throttle.check_login(&subject, client, Utc::now()) {
-            return Box::pin(actix::fut::ready(Err(RegistryError::Throttled(throttled))));
+    /// The view readers use instead of messages; it follows this registry once started.
+    pub fn view(&self) -> RegistryView {
+        RegistryView {
+            directory: self.state.directory().view(),
+            loaded: Arc::clone(&self.loaded),
         }
-        let limit = self.throttle.policy().login_max_failures;
-        if limit == 0 {
-            return self.check_password(attempt, None);
-        }
-        let failures = self.throttle.streak(&subject, client);
-        let key = (subject, client);
-        let running = self.checks_running.entry(key.clone()).or_default();
-        if failures.saturating_add(*running) < limit {
-            *running += 1;
-            return self.check_password(attempt, Some(key));
-        }
-        Box::pin(
-            actix::clock::sleep(TURN_POLL)
-                .into_actor(self)
-                .then(move |(), act, _ctx| act.take_turn(attempt)),
-        )
-    }
-
-    /// Checks a password once this attempt's turn has come: bcrypt runs on the blocking pool,
-    /// then success or failure is appended. The turn (`running`) ends only once the outcome is
-    /// committed and applied, so the next attempt in line sees it.
-    fn check_password(
-        &mut self,
-        attempt: Authenticate,
-        running: Option<(Subject, Option<IpAddr>)>,
-    ) -> ResponseActFuture<Self, Reply> {
-        let Authenticate {
-            email,
-            password,
-            metadata,
-        } = attempt;
-        let client = metadata.client_ip;
-        let user = self
-            .directory
-            .by_email(&email)
-            .map(|u| (u.id, u.password_hash.clone()));
-        let user_id = user.as_ref().map(|(id, _)| *id);
-        // A hash weaker than the configured cost is replaced on the next successful login.
-        let rehash = user
-            .as_ref()
-            .is_some_and(|(_, hash)| hash.cost().is_some_and(|cost| cost < self.hasher.cost()));
-        let hash = user.map_or_else(|| self.dummy_hash.clone(), |(_, hash)| hash);
-        let hasher = self.hasher.clone();
-        let verify = async move { hasher.verify_and_rehash(password, hash, rehash).await };
-        Box::pin(verify.into_actor(self).then(move |verified, act, ctx| {
-            let outcome = match (verified, user_id) {
-                (Ok((true, rehash)), Some(user_id)) => {
-                    let command = Command::RecordLogin { user_id, rehash };
-                    Ok((act.enqueue(command, metadata, ctx), true))
-                }
-                // The failure is an event, committed before the caller hears "invalid".
-                (Ok(_), Some(user_id)) => {
-                    let command = Command::RecordLoginFailure { user_id };
-                    Ok((act.enqueue(command, metadata, ctx), false))
-                }
-                (Ok(_), None) => {
-                    act.throttle.unknown_failed(email, client, Utc::now());
-                    Err(RegistryError::InvalidCredentials)
-                }
-                (Err(error), _) => Err(RegistryError::Hashing(error)),
-            };
-            async move {
-                let (queued, succeeded) = outcome?;
-                match (answer(queued).await?, succeeded) {
-                    (user, true) => Ok(user),
-                    (_, false) => Err(RegistryError::InvalidCredentials),
-                }
-            }
-            .into_actor(act)
-            .map(move |reply, act, _ctx| {
-                if let Some(key) = running
-                    && let Some(count) = act.checks_running.get_mut(&key)
-                {
-                    *count = count.saturating_sub(1);
-                    if *count == 0 {
-                        act.checks_running.remove(&key);
-                    }
-                }
-                reply
-            })
-        }))
-    }
-
-    /// Whether the directory has been rebuilt from the log.
-    pub fn readiness(&self) -> Readiness {
-        if self.loaded {
-            Readiness::Ready {
-                users: self.directory.len(),
-                position: self.directory.position(),
-            }
-        } else {
-            Readiness::Loading {
-                last_error: self.load_error.clone(),
-            }
-        }
-    }
-
-    /// One replay attempt; on failure, another after a growing delay.
-    fn reload(&mut self, ctx: &mut Context<Self>) {
-        let store = Arc::clone(&self.store);
-        let replay = async move {
-            store.prepare().await?;
-            replay(store.as_ref()).await
-        };
-        ctx.spawn(replay.into_actor(self).map(|result, act, ctx| match result {
-            Ok((directory, throttle)) => {
-                act.throttle.replace_state(throttle);
-                tracing::info!(
-                    users = directory.len(),
-                    position = directory.position(),
-                    "replayed the event log; ready"
-                );
-                act.directory = directory;
-                act.loaded = true;
-                act.load_error = None;
-                METRICS.projection_users.set(gauge(act.directory.len()));
-                METRICS.registry_ready.set(1);
-                act.flush(ctx);
-            }
-            Err(error) => {
-                let message = error_chain(&error);
-                if act.load_error.as_deref() != Some(message.as_str()) {
-                    tracing::warn!(error = %message, "cannot replay the event log yet; retrying");
-                }
-                act.load_error = Some(message);
-                let delay = act.reload_delay;
-                act.reload_delay = (delay * 2).min(RELOAD_MAX_DELAY);
-                ctx.run_later(delay, |act, ctx| act.reload(ctx));
-            }
-        }));
     }
 
     /// The directory as replayed so far (before the actor starts: the state it will serve).
     pub fn directory(&self) -> &Directory {
-        &self.directory
+        self.state.directory()
     }
 
+    /// Whether the directory has been rebuilt from the log.
+    pub fn readiness(&self) -> Readiness {
+        match &self.load {
+            Load::Ready => Readiness::Ready {
+                users: self.state.directory().len(),
+                position: self.state.position(),
+            },
+            Load::Loading { last_error, .. } => Readiness::Loading {
+                last_error: last_error.clone(),
+            },
+            Load::Failed(error) => Readiness::Failed {
+                error: error.clone(),
+            },
+        }
+    }
+
+    fn is_loaded(&self) -> bool {
+        matches!(self.load, Load::Ready)
+    }
+
+    /// Applies one committed event, whoever wrote it.
+    fn apply(&mut self, event: &RecordedEvent) {
+        self.state.apply(event);
+    }
+
+    /// Queues a command for the next batch; `respond` hears its outcome after commit.
     fn enqueue(
         &mut self,
         command: Command,
         metadata: EventMetadata,
+        respond: impl FnOnce(Outcome) + 'static,
         ctx: &mut Context<Self>,
-    ) -> oneshot::Receiver<Reply> {
-        let (reply, receiver) = oneshot::channel();
-        if !self.loaded {
-            let _ = reply.send(Err(RegistryError::Loading));
-            return receiver;
-        }
-        self.queue.push_back(Pending {
-            command,
-            metadata,
-            reply,
-            solo: false,
-            retried: false,
-        });
-        METRICS.registry_queue_depth.set(gauge(self.queue.len()));
+    ) {
+        self.commits.push(command, metadata, respond);
         self.flush(ctx);
-        receiver
     }
 
-    /// Starts the next append if none is in flight, re-reading the log first if it is stale.
+    /// Starts the next append or catch-up, unless one is in flight.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
-            return;
-        }
-        if self.stale {
-            self.catch_up(ctx);
-            return;
-        }
-        if self.queue.is_empty() {
-            return;
-        }
-        let batch = self.take_batch();
-        METRICS.registry_queue_depth.set(gauge(self.queue.len()));
-        if batch.is_empty() {
-            return;
-        }
-        self.busy = true;
-        METRICS.append_batch_size.observe(batch.len() as f64);
-        let events: Vec<NewEvent> = batch.iter().flat_map(|p| p.events.clone()).collect();
-        let store = Arc::clone(&self.store);
-        let append = async move {
-            let _timer = METRICS.append_duration.start_timer();
-            store.append(events).await
-        };
-        ctx.spawn(append.into_actor(self).map(move |result, act, ctx| {
-            act.busy = false;
-            act.finish(batch, result);
-            act.flush(ctx);
-        }));
-    }
-
-    /// Decides queued commands into one batch. Rejections are answered at once; commands that
-    /// must wait for this batch's outcome stay at the front of the queue.
-    fn take_batch(&mut self) -> Vec<Planned> {
-        let mut planner = BatchPlanner::new(&self.directory);
-        let mut batch: Vec<Planned> = Vec::new();
-        let mut waiting = Vec::new();
-        while let Some(pending) = self.queue.pop_front() {
-            let full = batch.len() >= MAX_BATCH || batch.first().is_some_and(|p| p.pending.solo);
-            if full || (pending.solo && !batch.is_empty()) {
-                self.queue.push_front(pending);
-                break;
-            }
-            match planner.decide(&pending.command) {
-                Decision::Append { events, user } => {
-                    let events = events
-                        .into_iter()
-                        .map(|(stream_version, event)| NewEvent {
-                            stream_version,
-                            event,
-                            metadata: pending.metadata.clone(),
-                        })
-                        .collect();
-                    batch.push(Planned {
-                        pending,
-                        events,
-                        user,
+        let next = self.commits.next(self.state.directory());
+        METRICS.registry_queue_depth.set(gauge(self.commits.len()));
+        match next {
+            Next::Idle => {}
+            Next::CatchUp => self.catch_up(ctx),
+            Next::Append(batch) => {
+                METRICS.append_batch_size.observe(batch.len() as f64);
+                let store = Arc::clone(&self.store);
+                let events = batch.events();
+                let append = async move {
+                    let _timer = METRICS.append_duration.start_timer();
+                    store.append(events).await
+                };
+                ctx.spawn(append.into_actor(self).map(move |result, act, ctx| {
+                    if let Ok(recorded) = &result {
+                        for event in recorded {
+                            METRICS
+                                .events_appended
+                                .with_label_values(&[event.event.event_type()])
+                                .inc();
+                        }
+                    }
+                    act.commits.finish(batch, result, |event| {
+                        act.state.apply(event);
                     });
-                }
-                Decision::Reject(rejection) => {
-                    let error = match rejection {
-                        Rejection::EmailTaken => RegistryError::EmailTaken,
-                        Rejection::UnknownUser => RegistryError::InvalidCredentials,
-                    };
-                    let _ = pending.reply.send(Err(error));
-                }
-                Decision::Wait => waiting.push(pending),
+                    METRICS
+                        .projection_users
+                        .set(gauge(act.state.directory().len()));
+                    act.flush(ctx);
+                }));
             }
         }
-        for pending in waiting.into_iter().rev() {
-            self.queue.push_front(pending);
-        }
-        batch
     }
 
-    /// Applies a committed batch and answers its callers, or sorts out why it failed.
-    fn finish(&mut self, batch: Vec<Planned>, result: Result<Vec<RecordedEvent>, StoreError>) {
-        match result {
-            Ok(recorded) => {
-                for event in &recorded {
-                    self.apply(event, false);
-                    METRICS
-                        .events_appended
-                        .with_label_values(&[event.event.event_type()])
-                        .inc();
+    /// Applies whatever the log holds past the state's position, then resumes flushing.
+    ///
+    /// Runs as soon as the state may be stale (another writer, or an append whose outcome is
+    /// unknown), so that logins, which read the directory before queueing anything, see what
+    /// another writer added. If the read fails, queued commands fail fast and the next command
+    /// tries again.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        let store = Arc::clone(&self.store);
+        let after = self.state.position();
+        let read = async move { events_after(store.as_ref(), after).collect().await };
+        ctx.spawn(read.into_actor(self).map(|result, act, ctx| match result {
+            Ok(events) => {
+                if !events.is_empty() {
+                    tracing::info!(events = events.len(), "caught up with the log");
                 }
-                METRICS.projection_users.set(gauge(self.directory.len()));
-                for planned in batch {
-                    let _ = planned.pending.reply.send(Ok(planned.user));
+                for event in &events {
+                    act.apply(event);
                 }
-            }
-            Err(StoreError::Conflict(conflict)) => {
-                // Our decisions never conflict with each other, so another process wrote to the
-                // log. Learn what it wrote before deciding again.
-                self.stale = true;
-                tracing::info!(
-                    ?conflict,
-                    commands = batch.len(),
-                    "append conflicted with another writer"
-                );
-                if batch.len() > 1 {
-                    // Retry each command on its own, so only the conflicting one fails.
-                    for planned in batch.into_iter().rev() {
-                        let mut pending = planned.pending;
-                        pending.solo = true;
-                        self.queue.push_front(pending);
-                    }
-                    return;
-                }
-                for planned in batch {
-                    let mut pending = planned.pending;
-                    match conflict {
-                        Conflict::EmailTaken => {
-                            let _ = pending.reply.send(Err(RegistryError::EmailTaken));
-                        }
-                        Conflict::StreamVersion if !pending.retried => {
-                            pending.retried = true;
-                            pending.solo = true;
-                            self.queue.push_front(pending);
-                        }
-                        Conflict::StreamVersion => {
-                            let _ = pending.reply.send(Err(RegistryError::Contention));
-                        }
-                    }
-                }
+                METRICS.projection_users.set(gauge(act.state.directory().len()));
+                act.commits.caught_up();
+                act.flush(ctx);
             }
             Err(error) => {
-                // The append may have committed before the connection dropped: re-read the log
-                // before trusting the directory again.
-                self.stale = true;
-                tracing::warn!(
-                    error = %error_chain(&error),
-                    commands = batch.len(),
-                    "append failed; answering 503"
-                );
-                let error = Arc::new(error);
-                for planned in batch {
-                    let reply = Err(RegistryError::Unavailable(Arc::clone(&error)));
-                    let _ = planned.pending.reply.send(reply);
-                }
+                tracing::warn!(error = %error_chain(&error), "cannot re-read the log; answering 503");
+                act.commits.catch_up_failed(error);
+                METRICS.registry_queue_depth.set(gauge(act.commits.len()));
             }
+        }));
+    }
+
+    /// One replay attempt; on failure, another after a growing delay, unless waiting cannot
+    /// help (a failed migration, an undecodable event).
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let store = Arc::clone(&self.store);
+        let policy = *self.state.throttle().policy();
+        let replay = async move {
+            store.prepare().await?;
+            State::replay(store.as_ref(), policy).await
+        };
+        ctx.spawn(replay.into_actor(self).map(|result, act, ctx| match result {
+            Ok(state) => {
+                act.state.adopt(state);
+                tracing::info!(
+                    users = act.state.directory().len(),
+                    position = act.state.position(),
+                    "replayed the event log; ready"
+                );
+                act.load = Load::Ready;
+                act.loaded.store(true, Ordering::Release);
+                METRICS.projection_users.set(gauge(act.state.directory().len()));
+                METRICS.registry_ready.set(1);
+                act.flush(ctx);
+            }
+            Err(error @ (StoreError::Migration { .. } | StoreError::Corrupt { .. })) => {
+                let message = error_chain(&error);
+                tracing::error!(error = %message, "cannot serve this event log; not retrying");
+                act.load = Load::Failed(message);
+            }
+            Err(error) => {
+                let message = error_chain(&error);
+                let Load::Loading { last_error, delay } = &mut act.load else {
+                    return;
+                };
+                if last_error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(error = %message, "cannot replay the event log yet; retrying");
+                }
+                *last_error = Some(message);
+                let wait = *delay;
+                *delay = (wait * 2).min(RELOAD_MAX_DELAY);
+                ctx.run_later(wait, |act, ctx| act.reload(ctx));
+            }
+        }));
+    }
+
+    /// Who a login names.
+    fn subject(&self, email: &Email) -> Subject {
+        self.state.directory().by_email(email).map_or_else(
+            || Subject::Unknown(email.clone()),
+            |user| Subject::User(user.id),
+        )
+    }
+
+    /// Decides whether a login may be checked now, must wait its turn, or is refused.
+    fn admit_login(
+        &mut self,
+        email: &Email,
+        client: Option<IpAddr>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Turn, RegistryError> {
+        if !self.is_loaded() {
+            return Err(RegistryError::Loading);
+        }
+        let subject = self.subject(email);
+        let throttle = self.state.throttle();
+        // Refused at once while locked out, without waiting in line.
+        throttle
+            .check_login(&subject, client, Utc::now())
+            .map_err(RegistryError::Throttled)?;
+        let allowance = throttle.allowance(&subject, client);
+        let key = (subject, client);
+        let turn = match self.turns.admit(&key, allowance) {
+            Admission::Go => Turn::Now(self.check(email, key, ctx)),
+            Admission::Wait => {
+                let (grant, granted) = oneshot::channel();
+                self.turns.wait(
+                    key,
+                    WaitingLogin {
+                        email: email.clone(),
+                        grant,
+                    },
+                );
+                Turn::Later(granted)
+            }
+            Admission::Full => {
+                return Err(RegistryError::Busy(Throttled {
+                    retry_after: BUSY_RETRY,
+                }));
+            }
+        };
+        METRICS.login_waiting.set(gauge(self.turns.waiting()));
+        Ok(turn)
+    }
+
+    /// What a check whose turn has come compares the password with.
+    fn check(&self, email: &Email, key: TurnKey, ctx: &Context<Self>) -> Check {
+        let user = self.state.directory().by_email(email);
+        // A hash weaker than the configured cost is replaced on the next successful login.
+        let rehash = user.as_ref().is_some_and(|user| {
+            user.password_hash
+                .cost()
+                .is_some_and(|cost| cost < self.hasher.cost())
+        });
+        Check {
+            turn: TurnGuard {
+                key: Some(key),
+                registry: ctx.address(),
+            },
+            user_id: user.as_ref().map(|user| user.id),
+            hash: user.map_or_else(|| self.dummy_hash.clone(), |user| user.password_hash),
+            rehash,
         }
     }
 
-    /// Applies whatever the log holds past the directory's position, then resumes flushing.
-    ///
-    /// Runs as soon as the directory goes stale, so that logins (which read the directory before
-    /// queueing anything) see what another writer added. If the read fails, queued commands fail
-    /// fast instead of piling up, and the next command tries again: nothing retries in a loop
-    /// against a database that is down.
-    fn catch_up(&mut self, ctx: &mut Context<Self>) {
-        self.busy = true;
-        let store = Arc::clone(&self.store);
-        let after = self.directory.position();
-        let read = async move {
-            let mut events = Vec::new();
-            for_each_after(store.as_ref(), after, |event| events.push(event)).await?;
-            Ok::<_, StoreError>(events)
-        };
-        ctx.spawn(read.into_actor(self).map(|result, act, ctx| {
-            act.busy = false;
-            match result {
-                Ok(events) => {
-                    if !events.is_empty() {
-                        tracing::info!(events = events.len(), "caught up with the log");
-                    }
-                    for event in &events {
-                        act.apply(event, true);
-                    }
-                    METRICS.projection_users.set(gauge(act.directory.len()));
-                    act.stale = false;
+    /// A turn of `key` ended: hands turns to its waiters while the throttle allows, or refuses
+    /// them all if it now locks the key.
+    fn end_turn(&mut self, key: &TurnKey, ctx: &mut Context<Self>) {
+        self.turns.end(key);
+        loop {
+            let throttle = self.state.throttle();
+            if let Err(throttled) = throttle.check_login(&key.0, key.1, Utc::now()) {
+                for waiter in self.turns.drain(key) {
+                    let _ = waiter.grant.send(Err(RegistryError::Throttled(throttled)));
                 }
-                Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), "cannot re-read the log; answering 503");
-                    let error = Arc::new(error);
-                    for pending in act.queue.drain(..) {
-                        let reply = Err(RegistryError::Unavailable(Arc::clone(&error)));
-                        let _ = pending.reply.send(reply);
-                    }
-                    return;
-                }
+                break;
             }
-            act.flush(ctx);
-        }));
+            let allowance = throttle.allowance(&key.0, key.1);
+            let Some(waiter) = self.turns.next(key, allowance) else {
+                break;
+            };
+            let check = self.check(&waiter.email, key.clone(), ctx);
+            if let Err(Ok(check)) = waiter.grant.send(Ok(check)) {
+                // Its caller left just now: take the turn back here, without a message.
+                check.turn.disarm();
+                self.turns.end(key);
+            }
+        }
+        METRICS.login_waiting.set(gauge(self.turns.waiting()));
+    }
+
+    /// Turns a finished check into its events (or, for an unknown email, its in-memory count),
+    /// and answers once they are committed. The check's turn ends after that answer.
+    fn record_attempt(&mut self, attempt: RecordAttempt, ctx: &mut Context<Self>) {
+        let RecordAttempt {
+            check,
+            email,
+            metadata,
+            verified,
+            reply,
+        } = attempt;
+        let Check { turn, user_id, .. } = check;
+        let (command, succeeded) = match (verified, user_id) {
+            (Ok((true, rehash)), Some(user_id)) => (Command::RecordLogin { user_id, rehash }, true),
+            // The failure is an event, committed before the caller hears "invalid".
+            (Ok(_), Some(user_id)) => (Command::RecordLoginFailure { user_id }, false),
+            (Ok(_), None) => {
+                let client = metadata.client_ip;
+                self.state
+                    .throttle_mut()
+                    .unknown_failed(email, client, Utc::now());
+                let _ = reply.send(Err(RegistryError::InvalidCredentials));
+                return;
+            }
+            (Err(error), _) => {
+                let _ = reply.send(Err(RegistryError::Hashing(error)));
+                return;
+            }
+        };
+        let respond = move |outcome: Outcome| {
+            let answer = match outcome {
+                Ok(user) if succeeded => Ok(user),
+                Ok(_) => Err(RegistryError::InvalidCredentials),
+                Err(error) => Err(error.into()),
+            };
+            let _ = reply.send(answer);
+            // The next attempt of this key starts only now, and sees this outcome applied.
+            drop(turn);
+        };
+        self.enqueue(command, metadata, respond, ctx);
     }
 }
 
@@ -634,10 +637,14 @@ impl Actor for UserRegistry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        METRICS.registry_ready.set(i64::from(self.loaded));
-        METRICS.projection_users.set(gauge(self.directory.len()));
-        ctx.run_interval(PRUNE_EVERY, |act, _ctx| act.prune());
-        if !self.loaded {
+        METRICS.registry_ready.set(i64::from(self.is_loaded()));
+        METRICS
+            .projection_users
+            .set(gauge(self.state.directory().len()));
+        ctx.run_interval(PRUNE_EVERY, |act, _ctx| {
+            act.state.throttle_mut().prune(Utc::now());
+        });
+        if matches!(self.load, Load::Loading { .. }) {
             self.reload(ctx);
         }
     }
@@ -647,7 +654,7 @@ fn gauge(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// Turns a reply channel into the caller's answer; a dropped channel means the actor stopped.
+/// A reply channel's answer; a dropped channel means the registry stopped.
 async fn answer(receiver: oneshot::Receiver<Reply>) -> Reply {
     receiver.await.unwrap_or(Err(RegistryError::Stopped))
 }
@@ -656,12 +663,20 @@ impl Handler<Register> for UserRegistry {
     type Result = ResponseFuture<Reply>;
 
     fn handle(&mut self, msg: Register, ctx: &mut Self::Context) -> Self::Result {
+        if !self.is_loaded() {
+            return Box::pin(std::future::ready(Err(RegistryError::Loading)));
+        }
         let command = Command::Register {
             user_id: UserId::new(),
             email: msg.email,
             password_hash: msg.password_hash,
         };
-        Box::pin(answer(self.enqueue(command, msg.metadata, ctx)))
+        let (reply, receiver) = oneshot::channel();
+        let respond = move |outcome: Outcome| {
+            let _ = reply.send(outcome.map_err(RegistryError::from));
+        };
+        self.enqueue(command, msg.metadata, respond, ctx);
+        Box::pin(answer(receiver))
     }
 }
 
@@ -669,24 +684,66 @@ impl Handler<AdmitSignup> for UserRegistry {
     type Result = Result<(), RegistryError>;
 
     fn handle(&mut self, msg: AdmitSignup, _ctx: &mut Self::Context) -> Self::Result {
-        if !self.loaded {
+        if !self.is_loaded() {
             return Err(RegistryError::Loading);
         }
-        self.throttle
+        self.state
+            .throttle_mut()
             .admit_signup(msg.client, Utc::now())
             .map_err(RegistryError::Throttled)
     }
 }
 
 impl Handler<Authenticate> for UserRegistry {
-    /// Not atomic: other messages are handled while an attempt waits its turn or bcrypt runs.
-    type Result = ResponseActFuture<Self, Reply>;
+    /// Runs as a task of its own, outside the registry: waiting for a turn or for bcrypt costs
+    /// the registry nothing, and the attempt stops if its caller goes away.
+    type Result = Cancellable<Reply>;
 
-    fn handle(&mut self, msg: Authenticate, _ctx: &mut Self::Context) -> Self::Result {
-        if !self.loaded {
-            return Box::pin(actix::fut::ready(Err(RegistryError::Loading)));
-        }
-        self.take_turn(msg)
+    fn handle(&mut self, msg: Authenticate, ctx: &mut Self::Context) -> Self::Result {
+        let Authenticate {
+            email,
+            password,
+            metadata,
+        } = msg;
+        let turn = self.admit_login(&email, metadata.client_ip, ctx);
+        let hasher = self.hasher.clone();
+        let registry = ctx.address();
+        Cancellable::new(async move {
+            let check = match turn? {
+                Turn::Now(check) => check,
+                Turn::Later(granted) => granted.await.unwrap_or(Err(RegistryError::Stopped))?,
+            };
+            let verified = hasher
+                .verify_and_rehash(password, check.hash.clone(), check.rehash)
+                .await;
+            // Once checked, the outcome is recorded even if the caller leaves now: the log
+            // holds every password check that ran.
+            let (reply, replied) = oneshot::channel();
+            registry.do_send(RecordAttempt {
+                check,
+                email,
+                metadata,
+                verified,
+                reply,
+            });
+            answer(replied).await
+        })
+    }
+}
+
+impl Handler<RecordAttempt> for UserRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordAttempt, ctx: &mut Self::Context) {
+        self.record_attempt(msg, ctx);
+    }
+}
+
+impl Handler<EndTurn> for UserRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: EndTurn, ctx: &mut Self::Context) {
+        self.end_turn(&msg.0, ctx);
     }
 }
 
@@ -694,10 +751,15 @@ impl Handler<FindUser> for UserRegistry {
     type Result = Result<Option<UserSummary>, RegistryError>;
 
     fn handle(&mut self, msg: FindUser, _ctx: &mut Self::Context) -> Self::Result {
-        if !self.loaded {
+        if !self.is_loaded() {
             return Err(RegistryError::Loading);
         }
-        Ok(self.directory.get(msg.user_id).map(UserSummary::from))
+        Ok(self
+            .state
+            .directory()
+            .get(msg.user_id)
+            .as_ref()
+            .map(UserSummary::from))
     }
 }
 
@@ -713,18 +775,6 @@ impl Handler<GetDirectory> for UserRegistry {
     type Result = MessageResult<GetDirectory>;
 
     fn handle(&mut self, _msg: GetDirectory, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.directory.clone())
+        MessageResult(self.state.directory().clone())
     }
-}
-
-/// Reads the whole log into a directory and the throttle state, in position order.
-async fn replay(store: &dyn EventStore) -> Result<(Directory, Throttle), StoreError> {
-    let mut directory = Directory::new();
-    let mut throttle = Throttle::new(ThrottlePolicy::default());
-    for_each_after(store, 0, |event| {
-        throttle.replayed(&event);
-        directory.apply(&event);
-    })
-    .await?;
-    Ok((directory, throttle))
 }

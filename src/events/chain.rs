@@ -17,7 +17,8 @@ use chrono::SecondsFormat;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{EventStore, READ_PAGE, StoreError, StoredColumns};
+use super::pager::rows_after;
+use super::{EventStore, StoreError, StoredColumns};
 
 /// The `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -100,24 +101,18 @@ impl std::fmt::Display for Break {
 /// Recomputes the whole chain from the store, page by page, stopping at the first break.
 pub async fn verify(store: &dyn EventStore) -> Result<Verifier, StoreError> {
     let mut verifier = Verifier::default();
-    let mut after = 0;
+    let mut pager = rows_after(store, 0);
     loop {
-        let page = match store.read_rows_after(after, READ_PAGE).await {
-            Ok(page) => page,
+        let page = match pager.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(verifier),
             Err(StoreError::Corrupt { position, .. }) => {
                 verifier.broken = Some((position, Break::Unreadable));
                 return Ok(verifier);
             }
             Err(error) => return Err(error),
         };
-        let full = page.len() == READ_PAGE;
-        for row in &page {
-            after = row.columns.position;
-            if !verifier.check(row) {
-                return Ok(verifier);
-            }
-        }
-        if !full {
+        if !page.iter().all(|row| verifier.check(row)) {
             return Ok(verifier);
         }
     }

@@ -5,8 +5,11 @@
 
 pub mod chain;
 mod memory;
+pub mod pager;
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -19,6 +22,7 @@ use serde_json::Value;
 use crate::domain::{Email, PasswordHash, UserId};
 
 pub use memory::InMemoryEventStore;
+pub use pager::{Pager, READ_PAGE, events_after, rows_after};
 pub use postgres::{PostgresEventStore, PostgresSettings};
 pub use sqlite::{SqliteEventStore, SqliteSettings};
 
@@ -141,36 +145,33 @@ impl Event {
     ) -> Result<Self, DecodeError> {
         let (event_version, payload) = upcast(event_type, event_version, payload);
         match (event_type, event_version) {
-            (Self::USER_REGISTERED, 1) => serde_json::from_value(payload)
-                .map(Event::UserRegistered)
-                .map_err(|source| DecodeError::Payload {
-                    event_type: Self::USER_REGISTERED,
-                    source,
-                }),
-            (Self::LOGIN_SUCCEEDED, 1) => serde_json::from_value(payload)
-                .map(Event::LoginSucceeded)
-                .map_err(|source| DecodeError::Payload {
-                    event_type: Self::LOGIN_SUCCEEDED,
-                    source,
-                }),
-            (Self::LOGIN_FAILED, 1) => serde_json::from_value(payload)
-                .map(Event::LoginFailed)
-                .map_err(|source| DecodeError::Payload {
-                    event_type: Self::LOGIN_FAILED,
-                    source,
-                }),
-            (Self::PASSWORD_REHASHED, 1) => serde_json::from_value(payload)
-                .map(Event::PasswordRehashed)
-                .map_err(|source| DecodeError::Payload {
-                    event_type: Self::PASSWORD_REHASHED,
-                    source,
-                }),
+            (Self::USER_REGISTERED, 1) => {
+                parse(Self::USER_REGISTERED, payload, Event::UserRegistered)
+            }
+            (Self::LOGIN_SUCCEEDED, 1) => {
+                parse(Self::LOGIN_SUCCEEDED, payload, Event::LoginSucceeded)
+            }
+            (Self::LOGIN_FAILED, 1) => parse(Self::LOGIN_FAILED, payload, Event::LoginFailed),
+            (Self::PASSWORD_REHASHED, 1) => {
+                parse(Self::PASSWORD_REHASHED, payload, Event::PasswordRehashed)
+            }
             _ => Err(DecodeError::Unknown {
                 event_type: event_type.to_owned(),
                 event_version,
             }),
         }
     }
+}
+
+/// Deserialises one event type's payload and wraps it as an [`Event`].
+fn parse<T: serde::de::DeserializeOwned>(
+    event_type: &'static str,
+    payload: Value,
+    wrap: fn(T) -> Event,
+) -> Result<Event, DecodeError> {
+    serde_json::from_value(payload)
+        .map(wrap)
+        .map_err(|source| DecodeError::Payload { event_type, source })
 }
 
 /// Turns an old payload into the current version's shape (`Value -> Value`), one step at a time.
@@ -300,6 +301,10 @@ pub enum StoreError {
     /// unknown, so callers must re-read the log before trusting their state again.
     #[error("event store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The schema could not be brought up to date: a migration failed, or the recorded history
+    /// of migrations disagrees with this build. Waiting does not fix it, so callers stop.
+    #[error("the event log's schema cannot be migrated: {what}")]
+    Migration { what: String },
     /// A stored event could not be decoded: the log holds something this build does not understand.
     #[error("event at position {position} cannot be decoded")]
     Corrupt {
@@ -314,6 +319,10 @@ impl StoreError {
         Self::Unavailable(source.into())
     }
 }
+
+/// How long a store call may take by default (connect, wait for a connection or for SQLite's
+/// write lock, each statement) before it fails with [`StoreError::Unavailable`] and a 503.
+pub const DEFAULT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The future every store method returns: boxed, so `EventStore` can be used as `dyn EventStore`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -391,31 +400,6 @@ pub(crate) fn link_batch(
             link
         })
         .collect()
-}
-
-/// Events are read back in pages of this many, so a long log never needs to fit in one reply.
-pub const READ_PAGE: usize = 10_000;
-
-/// Reads every event after `after`, page by page, handing each to `apply` in position order.
-/// Returns the number of events read.
-pub async fn for_each_after(
-    store: &dyn EventStore,
-    mut after: i64,
-    mut apply: impl FnMut(RecordedEvent),
-) -> Result<usize, StoreError> {
-    let mut count = 0;
-    loop {
-        let page = store.read_after(after, READ_PAGE).await?;
-        let full = page.len() == READ_PAGE;
-        for event in page {
-            after = event.position;
-            count += 1;
-            apply(event);
-        }
-        if !full {
-            return Ok(count);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -62,11 +62,15 @@ pub struct PostgresSettings {
 }
 
 impl PostgresSettings {
+    /// The registry has one append in flight at a time; the rest serve catch-up reads, readiness
+    /// probes and the listener.
+    pub const DEFAULT_POOL_SIZE: usize = 4;
+
     pub fn new(url: SecretString) -> Self {
         Self {
             url,
-            pool_size: 4,
-            timeout: Duration::from_secs(5),
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            timeout: super::DEFAULT_STORE_TIMEOUT,
         }
     }
 }
@@ -117,23 +121,26 @@ impl PostgresEventStore {
     /// Applies the numbered migrations in `sql/postgres/` that have not run yet.
     ///
     /// Refinery records them in `refinery_schema_history`; the advisory lock makes concurrent
-    /// start-ups wait for each other instead of racing.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .with_context(|| format!("cannot connect to PostgreSQL at {}", self.description))?;
+    /// start-ups wait for each other instead of racing. A database that cannot be reached is
+    /// [`StoreError::Unavailable`] (worth retrying); one that refuses a migration is
+    /// [`StoreError::Migration`], naming the migration and the database's message.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(|error| {
+            StoreError::unavailable(anyhow::anyhow!(
+                "cannot connect to PostgreSQL at {}: {error}",
+                self.description
+            ))
+        })?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
-            .context("cannot take the migration lock")?;
+            .map_err(map_error)?;
         let applied = migrations::runner().run_async(&mut **client).await;
         let unlocked = client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await;
-        let report = applied.context("migrating the event log schema failed")?;
-        unlocked.context("cannot release the migration lock")?;
+        let report = applied.map_err(migration_error)?;
+        unlocked.map_err(map_error)?;
         for migration in report.applied_migrations() {
             tracing::info!(migration = %migration, "applied migration");
         }
@@ -329,15 +336,14 @@ impl EventStore for PostgresEventStore {
         }
     }
 
-    /// Migrates; any failure (usually an unreachable database) is reported as `Unavailable`, so
-    /// the registry keeps retrying and readiness says why.
+    /// Migrates, then links rows written before the hash chain. An unreachable database is
+    /// `Unavailable` (the registry retries); a refused migration is `Migration` (it stops).
     fn prepare(&self) -> StoreFuture<'_, ()> {
         Box::pin(async {
-            let prepared = match self.migrate().await {
-                Ok(()) => self.link_unchained().await,
-                Err(error) => Err(error),
-            };
-            prepared.map_err(|error| StoreError::unavailable(error.into_boxed_dyn_error()))
+            self.migrate().await?;
+            self.link_unchained()
+                .await
+                .map_err(|error| StoreError::unavailable(error.into_boxed_dyn_error()))
         })
     }
 }
@@ -356,6 +362,38 @@ fn map_error(error: tokio_postgres::Error) -> StoreError {
         }
     }
     StoreError::unavailable(error)
+}
+
+/// Tells a database that could not be reached or went away (retry) from one that refused a
+/// migration, or whose recorded migrations disagree with this build (stop).
+fn migration_error(error: refinery::Error) -> StoreError {
+    use refinery::error::Kind;
+    let Kind::Connection(step, source) = error.kind() else {
+        return StoreError::Migration {
+            what: error.to_string(),
+        };
+    };
+    let database = source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::as_db_error);
+    match database {
+        Some(db) if !transient(db.code()) => StoreError::Migration {
+            what: format!(
+                "{step}: {}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            ),
+        },
+        _ => StoreError::unavailable(error),
+    }
+}
+
+/// SQLSTATE classes that say "not now" rather than "not this": connection trouble (08), a
+/// conflict to retry (40), insufficient resources (53), operator intervention such as a
+/// shutdown or a cancelled statement (57), a system error (58).
+fn transient(code: &SqlState) -> bool {
+    matches!(code.code().get(..2), Some("08" | "40" | "53" | "57" | "58"))
 }
 
 fn chained_row(row: &Row) -> Result<ChainedRow, StoreError> {

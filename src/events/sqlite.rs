@@ -76,7 +76,7 @@ impl SqliteSettings {
     pub fn in_dir(data_dir: &Path) -> Self {
         Self {
             path: data_dir.join(Self::FILE_NAME),
-            timeout: Duration::from_secs(5),
+            timeout: super::DEFAULT_STORE_TIMEOUT,
         }
     }
 }
@@ -199,7 +199,7 @@ impl EventStore for SqliteEventStore {
 /// Creates the directory and file if needed (readable by this user only: the log holds password
 /// hashes), opens it in WAL mode with `synchronous=FULL`, and migrates it.
 fn open_connection(path: &Path, timeout: Duration) -> anyhow::Result<Connection> {
-    crate::keyfile::create_parent_dir(path)?;
+    crate::data_dir::create_parent_dir(path)?;
     // SQLite gives its -wal and -shm files the database file's permissions.
     OpenOptions::new()
         .create(true)

@@ -13,7 +13,8 @@ use ipnet::IpNet;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Stored in the request's extensions by the middleware, once per request.
+/// Stored in the request's extensions by the middleware when it differs from the peer (a trusted
+/// proxy forwarded the request); otherwise the peer is the client and nothing is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub Option<IpAddr>);
 
@@ -27,13 +28,19 @@ pub fn client_address(req: &HttpRequest) -> Option<IpAddr> {
 /// Resolves and records the client of `req`.
 pub(crate) fn resolve_request(req: &ServiceRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = req.peer_addr().map(|addr| addr.ip());
+    if trusted.is_empty() {
+        // The common case: no proxy is trusted, so the peer is the client.
+        return peer;
+    }
     let forwarded: Vec<&str> = req
         .headers()
         .get_all(X_FORWARDED_FOR)
         .filter_map(|value| value.to_str().ok())
         .collect();
     let client = resolve(peer, &forwarded, trusted);
-    req.extensions_mut().insert(ClientAddress(client));
+    if client != peer {
+        req.extensions_mut().insert(ClientAddress(client));
+    }
     client
 }
 

@@ -14,10 +14,11 @@ use utoipa::ToSchema;
 
 use super::json::{self, BodyKind, LimitedBody};
 use super::signup::Credentials;
-use super::{AppState, audit, request_metadata};
-use crate::actors::{AccessToken, Authenticate, IssueToken};
+use super::{AppState, Tokens, log_attempt, request_metadata};
+use crate::actors::{Authenticate, IssueToken};
 use crate::domain::{Email, Password};
 use crate::error::{ApiError, ErrorBody};
+use crate::jwt::AccessToken;
 use crate::projection::UserSummary;
 
 const ACCEPTED: &str = "application/json or application/x-www-form-urlencoded";
@@ -114,9 +115,10 @@ pub async fn login(
     body: LoginBody,
     req: HttpRequest,
     state: web::Data<AppState>,
+    tokens: Tokens,
 ) -> Result<HttpResponse, ApiError> {
-    let result = authenticate(body, &req, &state).await;
-    audit("login", &req, result.as_ref().map(|(user, _)| user.user_id));
+    let result = authenticate(body, &req, &state, &tokens).await;
+    log_attempt("login", &req, result.as_ref().map(|(user, _)| user.user_id));
     let (_, token) = result?;
     // RFC 6749 §5.1: responses carrying tokens must not be cached.
     Ok(HttpResponse::Ok()
@@ -132,6 +134,7 @@ async fn authenticate(
     body: LoginBody,
     req: &HttpRequest,
     state: &AppState,
+    tokens: &Tokens,
 ) -> Result<(UserSummary, AccessToken), ApiError> {
     let LoginBody(Credentials { email, password }) = body;
     // An email that could never have been registered, or a password bcrypt cannot compare
@@ -149,10 +152,7 @@ async fn authenticate(
         .send(authenticate)
         .timeout(state.actor_timeout)
         .await??;
-    let token = state
-        .tokens
-        .send(IssueToken { user: user.clone() })
-        .timeout(state.actor_timeout)
-        .await??;
+    // This worker's own TokenActor, on this thread: no timeout needed (see `profile`).
+    let token = tokens.send(IssueToken { user: user.clone() }).await??;
     Ok((user, token))
 }

@@ -20,9 +20,7 @@ use actix::Addr;
 use actix_web::http::header::USER_AGENT;
 use actix_web::{HttpRequest, HttpResponse, Resource, web};
 
-use ipnet::IpNet;
-
-use crate::actors::{TokenActor, UserRegistry};
+use crate::actors::{RegistryView, TokenActor, UserRegistry};
 use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::events::{EventMetadata, EventStore};
@@ -30,29 +28,34 @@ use crate::hashing::PasswordHasher;
 
 pub use bearer::BearerToken;
 pub use json::{JsonBody, MAX_BODY_BYTES};
-pub use observe::{REQUEST_ID, observe};
+pub use observe::{Observe, REQUEST_ID};
 pub use openapi::{ApiDoc, DOCS_PATH, SPEC_PATH};
 
 /// What every handler shares. Built once in `Application::build`, before the workers start.
 pub struct AppState {
     /// For readiness probes; everything else goes through the registry.
     pub store: Arc<dyn EventStore>,
+    /// Commands (sign-up, login) and readiness.
     pub registry: Addr<UserRegistry>,
-    pub tokens: Addr<TokenActor>,
+    /// Queries (who a token's user is), answered on the worker's own thread.
+    pub view: RegistryView,
     pub hasher: PasswordHasher,
     /// Longest a handler waits for an actor before answering 503.
     pub actor_timeout: Duration,
-    /// Proxies whose `X-Forwarded-For` is believed ([`client`]).
-    pub trusted_proxies: Vec<IpNet>,
 }
+
+/// This worker's own [`TokenActor`], started on the worker's arbiter (see
+/// [`crate::startup`]): a token check is a message to the same thread.
+pub type Tokens = web::Data<Addr<TokenActor>>;
 
 /// Mounts every route, the API document and Swagger UI, and the JSON 404/405 replies.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(endpoint("/", "GET").route(web::get().to(root::root)))
-        .service(endpoint("/signup", "POST").route(web::post().to(signup::signup)))
-        .service(endpoint("/login", "POST").route(web::post().to(login::login)))
-        .service(endpoint("/profile", "GET").route(web::get().to(profile::profile)))
+    // Routes are matched in this order: the most frequent first.
+    cfg.service(endpoint("/profile", "GET").route(web::get().to(profile::profile)))
         .service(endpoint("/health/live", "GET").route(web::get().to(health::live)))
+        .service(endpoint("/login", "POST").route(web::post().to(login::login)))
+        .service(endpoint("/signup", "POST").route(web::post().to(signup::signup)))
+        .service(endpoint("/", "GET").route(web::get().to(root::root)))
         .service(endpoint("/health/ready", "GET").route(web::get().to(health::ready)))
         .service(endpoint("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(openapi::swagger_ui())
@@ -60,9 +63,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::route().to(not_found));
 }
 
-/// A resource whose other methods get a JSON 405 with an `Allow` header.
+/// A resource whose other methods get a JSON 405 with an `Allow` header. Its name is its path:
+/// the metrics' `route` label.
 pub(crate) fn endpoint(path: &str, allow: &'static str) -> Resource {
-    web::resource(path).default_service(
+    web::resource(path).name(path).default_service(
         web::route().to(move || async move {
             Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
         }),
@@ -77,31 +81,21 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 /// in one shape: the action, its outcome, the user when known, and the client address
 /// (ASVS V16.3.1). The line's timestamp is UTC; the request id is in the enclosing span.
 /// Successful token checks are logged at debug, everything else at info.
-fn audit(action: &'static str, req: &HttpRequest, outcome: Result<UserId, &ApiError>) {
-    let client = client::client_address(req)
-        .map(|ip| ip.to_string())
-        .unwrap_or_default();
-    match outcome {
-        Ok(user_id) if action == "token" => tracing::debug!(
-            action,
-            outcome = "succeeded",
-            %user_id,
-            client = %client,
-            "authentication attempt"
-        ),
-        Ok(user_id) => tracing::info!(
-            action,
-            outcome = "succeeded",
-            %user_id,
-            client = %client,
-            "authentication attempt"
-        ),
-        Err(error) => tracing::info!(
-            action,
-            outcome = error.outcome(),
-            client = %client,
-            "authentication attempt"
-        ),
+fn log_attempt(action: &'static str, req: &HttpRequest, outcome: Result<UserId, &ApiError>) {
+    let client = observe::Client(client::client_address(req));
+    let (outcome, user_id) = match outcome {
+        Ok(user_id) => ("succeeded", Some(tracing::field::display(user_id))),
+        Err(error) => (error.outcome(), None),
+    };
+    macro_rules! attempt {
+        ($level:ident) => {
+            tracing::$level!(action, outcome, user_id, client = %client, "authentication attempt")
+        };
+    }
+    if action == "token" && user_id.is_some() {
+        attempt!(debug);
+    } else {
+        attempt!(info);
     }
 }
 

@@ -4,7 +4,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{AppState, JsonBody, audit, request_metadata};
+use super::{AppState, JsonBody, log_attempt, request_metadata};
 use crate::actors::{AdmitSignup, Register, RegistryError};
 use crate::domain::{Email, Password, UserId};
 use crate::error::{ApiError, ErrorBody};
@@ -63,7 +63,7 @@ pub async fn signup(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let result = register(body.into_inner(), &req, &state).await;
-    audit("signup", &req, result.as_ref().map(|user| user.user_id));
+    log_attempt("signup", &req, result.as_ref().map(|user| user.user_id));
     let user = result?;
     Ok(HttpResponse::Created().json(SignupResponse {
         id: user.user_id,

@@ -19,6 +19,8 @@
 //!   own per-address limit.
 //! - **Per address**: at most 20 sign-ups per minute.
 
+pub mod turns;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -45,17 +47,20 @@ pub struct ThrottlePolicy {
 
 impl Default for ThrottlePolicy {
     fn default() -> Self {
-        Self {
-            login_max_failures: 5,
-            lockout_base: Duration::from_secs(30),
-            lockout_max: Duration::from_secs(60 * 60),
-            account_failures_per_hour: 100,
-            signups_per_minute: 20,
-        }
+        Self::DEFAULT
     }
 }
 
 impl ThrottlePolicy {
+    /// The defaults, stated once: the CLI's defaults are these.
+    pub const DEFAULT: Self = Self {
+        login_max_failures: 5,
+        lockout_base: Duration::from_secs(30),
+        lockout_max: Duration::from_secs(60 * 60),
+        account_failures_per_hour: 100,
+        signups_per_minute: 20,
+    };
+
     /// No limits at all.
     pub fn off() -> Self {
         Self {
@@ -107,8 +112,20 @@ pub struct Throttle {
     account_failures: HashMap<Subject, VecDeque<DateTime<Utc>>>,
     /// Addresses that logged in to (or registered) each account.
     known_addresses: HashMap<UserId, HashSet<IpAddr>>,
-    /// Sign-up times per address within the last minute, oldest first.
-    signups: HashMap<Option<IpAddr>, VecDeque<DateTime<Utc>>>,
+    /// Sign-ups per address within the last minute.
+    signups: HashMap<Option<IpAddr>, SignupWindow>,
+}
+
+/// One address's sign-ups within the last minute: admitted attempts and registrations read
+/// from the log, each counted once.
+#[derive(Debug, Clone, Default)]
+struct SignupWindow {
+    /// When each counted sign-up happened, oldest first.
+    times: VecDeque<DateTime<Utc>>,
+    /// Admitted here whose `UserRegistered` has not been applied yet. The event of an admitted
+    /// sign-up takes its place instead of counting again, so the live path (admitted, then
+    /// committed) and a replay (committed only) count the same.
+    unmatched: usize,
 }
 
 impl Throttle {
@@ -134,25 +151,19 @@ impl Throttle {
         self.policy = policy;
     }
 
-    /// Updates the state from an event read back from the log (start-up replay, catch-up,
-    /// auditors): like [`Throttle::apply`], and it also counts the sign-up of a
-    /// `UserRegistered`, which the live path counted when it admitted it.
-    pub fn replayed(&mut self, event: &RecordedEvent) {
-        if let Event::UserRegistered(_) = &event.event {
-            self.signups
-                .entry(event.metadata.client_ip)
-                .or_default()
-                .push_back(event.recorded_at);
-        }
-        self.apply(event);
-    }
-
-    /// Updates the state from a committed event. Events must come in log order.
+    /// Updates the state from a committed event, whoever wrote it and whenever it is read.
+    /// Events must come in log order.
     pub fn apply(&mut self, event: &RecordedEvent) {
         let client = event.metadata.client_ip;
         let at = event.recorded_at;
         match &event.event {
             Event::UserRegistered(registered) => {
+                let window = self.signups.entry(client).or_default();
+                if window.unmatched > 0 {
+                    window.unmatched -= 1;
+                } else {
+                    window.times.push_back(at);
+                }
                 // The address that created the account is one its owner uses.
                 if let Some(ip) = client {
                     self.known_addresses
@@ -221,6 +232,16 @@ impl Throttle {
             .collect()
     }
 
+    /// How many checks of `subject` from `client` may run before the next outcome is known:
+    /// the failures left before a lockout, or one once a lockout has passed (its failure would
+    /// double the wait). Ask only after [`Throttle::check_login`] passed.
+    pub fn allowance(&self, subject: &Subject, client: Option<IpAddr>) -> u32 {
+        match self.policy.login_max_failures {
+            0 => turns::MAX_RUNNING,
+            limit => limit.saturating_sub(self.streak(subject, client)).max(1),
+        }
+    }
+
     /// Consecutive failures of `subject` from `client` so far.
     pub fn streak(&self, subject: &Subject, client: Option<IpAddr>) -> u32 {
         self.streaks
@@ -239,12 +260,13 @@ impl Throttle {
         if limit == 0 {
             return Ok(());
         }
-        let times = self.signups.entry(client).or_default();
-        drop_before(times, now - MINUTE);
-        match times.front() {
-            Some(oldest) if times.len() >= limit => Err(throttled(*oldest + MINUTE - now)),
+        let window = self.signups.entry(client).or_default();
+        window.forget_before(now - MINUTE);
+        match window.times.front() {
+            Some(oldest) if window.times.len() >= limit => Err(throttled(*oldest + MINUTE - now)),
             _ => {
-                times.push_back(now);
+                window.times.push_back(now);
+                window.unmatched += 1;
                 Ok(())
             }
         }
@@ -263,9 +285,9 @@ impl Throttle {
             drop_before(times, now - HOUR);
             !times.is_empty()
         });
-        self.signups.retain(|_, times| {
-            drop_before(times, now - MINUTE);
-            !times.is_empty()
+        self.signups.retain(|_, window| {
+            window.forget_before(now - MINUTE);
+            !window.times.is_empty()
         });
     }
 
@@ -299,6 +321,13 @@ impl Throttle {
                 .is_some_and(|addresses| addresses.contains(&ip)),
             _ => false,
         }
+    }
+}
+
+impl SignupWindow {
+    fn forget_before(&mut self, since: DateTime<Utc>) {
+        drop_before(&mut self.times, since);
+        self.unmatched = self.unmatched.min(self.times.len());
     }
 }
 
@@ -434,7 +463,7 @@ mod tests {
         let user = UserId::new();
         let subject = Subject::User(user);
         let mut throttle = Throttle::new(ThrottlePolicy::default());
-        throttle.replayed(&registered(user, ip(1)));
+        throttle.apply(&registered(user, ip(1)));
         // 100 failures from 100 addresses, 4 each at most: no per-address lock.
         for i in 0..100u8 {
             throttle.apply(&failed(
@@ -482,9 +511,52 @@ mod tests {
         // Replayed registrations count too, so a restart does not reset the rate.
         let mut replayed = Throttle::new(ThrottlePolicy::default());
         for _ in 0..20 {
-            replayed.replayed(&registered(UserId::new(), ip(3)));
+            replayed.apply(&registered(UserId::new(), ip(3)));
         }
         assert!(replayed.admit_signup(ip(3), at(10)).is_err());
+    }
+
+    #[test]
+    fn an_admitted_sign_up_and_its_event_count_once() {
+        let mut throttle = Throttle::new(ThrottlePolicy {
+            signups_per_minute: 2,
+            ..ThrottlePolicy::DEFAULT
+        });
+        assert!(throttle.admit_signup(ip(1), at(0)).is_ok());
+        // Its own event, applied after commit, takes the admission's place.
+        throttle.apply(&registered(UserId::new(), ip(1)));
+        assert!(throttle.admit_signup(ip(1), at(1)).is_ok());
+        assert!(throttle.admit_signup(ip(1), at(2)).is_err());
+        // Another instance's sign-up from the same address, read from the log, counts too.
+        let mut other = Throttle::new(ThrottlePolicy {
+            signups_per_minute: 2,
+            ..ThrottlePolicy::DEFAULT
+        });
+        assert!(other.admit_signup(ip(1), at(0)).is_ok());
+        other.apply(&registered(UserId::new(), ip(1)));
+        other.apply(&registered(UserId::new(), ip(1)));
+        assert!(other.admit_signup(ip(1), at(1)).is_err());
+    }
+
+    #[test]
+    fn the_allowance_is_the_failures_left_and_one_after_a_lockout() {
+        let user = UserId::new();
+        let subject = Subject::User(user);
+        let mut throttle = Throttle::new(ThrottlePolicy::default());
+        assert_eq!(throttle.allowance(&subject, ip(1)), 5);
+        for i in 0..4 {
+            throttle.apply(&failed(user, ip(1), at(i)));
+        }
+        assert_eq!(throttle.allowance(&subject, ip(1)), 1);
+        throttle.apply(&failed(user, ip(1), at(4)));
+        assert!(throttle.check_login(&subject, ip(1), at(5)).is_err());
+        // The lockout has passed: one more check may run.
+        assert!(throttle.check_login(&subject, ip(1), at(40)).is_ok());
+        assert_eq!(throttle.allowance(&subject, ip(1)), 1);
+        assert_eq!(
+            Throttle::new(ThrottlePolicy::off()).allowance(&subject, ip(1)),
+            turns::MAX_RUNNING
+        );
     }
 
     #[test]

@@ -1,0 +1,468 @@
+//! The command line: subcommands, flags and the environment variables behind them, turned into
+//! validated [`Settings`] once, at start-up.
+//!
+//! Secrets (`DATABASE_URL`, `AUTHLOG_JWT_SECRET`) are read from the environment only, never from
+//! flags, so they do not show up in `ps` or shell history, and they are never printed. Defaults
+//! are not stated here: each flag takes its default from [`crate::config`] or from the type that
+//! owns it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use secrecy::SecretString;
+
+use crate::config::{ConfigError, JwtSecretSource, Settings, StoreSettings, defaults, key_file};
+use crate::events::{DEFAULT_STORE_TIMEOUT, PostgresSettings, SqliteSettings};
+use crate::jwt::JwtSecret;
+use crate::telemetry::LogFormat;
+use crate::throttle::ThrottlePolicy;
+
+const SECRETS_HELP: &str = "\
+Secrets, read from the environment only:
+  DATABASE_URL        PostgreSQL URL holding the event log, e.g.
+                      postgres://postgres@127.0.0.1:5432/authlog
+                      [default: unset, the embedded SQLite log in --data-dir]
+  AUTHLOG_JWT_SECRET  HMAC key for access tokens, at least 32 bytes, e.g. from
+                      `openssl rand -hex 32`. Required with PostgreSQL; on the
+                      embedded log a key is generated once into --data-dir/jwt-secret
+
+Logging:
+  RUST_LOG            log filter, e.g. `info` or `authlog=debug,info` [default: info]
+  NO_COLOR            set to turn colours off in text logs";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authlog",
+    version,
+    about = "An authentication service whose state is an append-only event log"
+)]
+#[command(args_conflicts_with_subcommands = true, after_help = SECRETS_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+    /// Log lines as readable text, or one JSON object per line (for log collectors).
+    /// Filter with RUST_LOG (default `info`).
+    #[arg(long, env = "AUTHLOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text,
+          global = true)]
+    pub log_format: LogFormat,
+    /// `authlog` with no subcommand serves, with these arguments.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run the HTTP service (the default).
+    Serve(ServeArgs),
+    /// List the event log, streaming; password hashes are shown as fingerprints.
+    Events(EventsArgs),
+    /// Rebuild the state as of a moment: users, logins, and one user's history and whether
+    /// they could log in then.
+    Replay(ReplayArgs),
+    /// Recompute the hash chain: exit 0 if intact, 1 with the first bad position otherwise.
+    Verify(VerifyArgs),
+}
+
+/// Which log an audit command reads: PostgreSQL when DATABASE_URL is set, else the embedded one.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded store (when DATABASE_URL is unset).
+    #[arg(long, env = "AUTHLOG_DATA_DIR", default_value = defaults::DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+impl StoreArgs {
+    /// The store the environment names, with the default timeouts (audit commands).
+    pub fn store_settings(&self) -> StoreSettings {
+        self.settings(
+            env_secret("DATABASE_URL"),
+            DEFAULT_STORE_TIMEOUT,
+            PostgresSettings::DEFAULT_POOL_SIZE,
+        )
+    }
+
+    /// PostgreSQL at `database_url` if given, else the embedded store in the data directory.
+    fn settings(
+        &self,
+        database_url: Option<SecretString>,
+        timeout: Duration,
+        pool_size: usize,
+    ) -> StoreSettings {
+        match database_url {
+            Some(url) => StoreSettings::Postgres(PostgresSettings {
+                pool_size,
+                timeout,
+                ..PostgresSettings::new(url)
+            }),
+            None => StoreSettings::Sqlite(SqliteSettings {
+                timeout,
+                ..SqliteSettings::in_dir(&self.data_dir)
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = SECRETS_HELP)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// First position to list.
+    #[arg(long)]
+    pub from: Option<i64>,
+    /// Last position to list.
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// Only events recorded at or after this time (RFC 3339, e.g. 2026-11-27T09:00:00Z).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only events recorded at or before this time.
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only this user's events: an email or a user id.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only events of this type, e.g. LoginFailed.
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// A readable table, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = SECRETS_HELP)]
+#[command(group(clap::ArgGroup::new("point").required(true).args(["at", "to"])))]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Replay the events recorded up to this time (RFC 3339).
+    #[arg(long)]
+    pub at: Option<DateTime<Utc>>,
+    /// Replay the events up to this position.
+    #[arg(long)]
+    pub to: Option<i64>,
+    /// Show this user's history and whether they could log in then: an email or a user id.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The login throttling rules to judge by: the service's, from the same settings.
+    #[command(flatten)]
+    pub throttle: LoginThrottleArgs,
+}
+
+impl ReplayArgs {
+    /// The service's login rules; sign-ups do not matter to a replay.
+    pub fn policy(&self) -> ThrottlePolicy {
+        self.throttle.policy(0)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = SECRETS_HELP)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A head recorded earlier, as HASH@POSITION: fails if the log no longer contains it
+    /// (rewritten from scratch, or its tail removed).
+    #[arg(long)]
+    pub expect: Option<String>,
+}
+
+impl Cli {
+    /// The command to run, `serve` when none was named.
+    pub fn into_command(self) -> CliCommand {
+        self.command.unwrap_or(CliCommand::Serve(self.serve))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = SECRETS_HELP)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "AUTHLOG_BIND", default_value = defaults::BIND)]
+    pub bind: String,
+    /// bcrypt cost for new password hashes (4 to 31; each step doubles the work).
+    #[arg(long, env = "AUTHLOG_BCRYPT_COST", default_value_t = defaults::BCRYPT_COST,
+          value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+    /// Lifetime of access tokens, in minutes.
+    #[arg(long, env = "AUTHLOG_TOKEN_TTL_MINUTES", default_value_t = defaults::TOKEN_TTL_MINUTES,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
+    pub token_ttl_minutes: u64,
+    /// The `iss` claim of issued tokens, required on tokens presented.
+    #[arg(long, env = "AUTHLOG_TOKEN_ISSUER", default_value = defaults::ISSUER)]
+    pub token_issuer: String,
+    /// The `aud` claim of issued tokens, required on tokens presented.
+    #[arg(long, env = "AUTHLOG_TOKEN_AUDIENCE", default_value = defaults::ISSUER)]
+    pub token_audience: String,
+    /// HTTP worker threads [default: one per core].
+    #[arg(long, env = "AUTHLOG_WORKERS", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub workers: Option<u64>,
+    /// Seconds to let requests in flight finish after SIGTERM or SIGINT before exiting.
+    #[arg(long, env = "AUTHLOG_SHUTDOWN_TIMEOUT_SECONDS",
+          default_value_t = defaults::SHUTDOWN_TIMEOUT_SECONDS,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout_seconds: u64,
+    /// PostgreSQL connections kept open (PostgreSQL only).
+    #[arg(long, env = "AUTHLOG_DB_POOL_SIZE",
+          default_value_t = PostgresSettings::DEFAULT_POOL_SIZE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub db_pool_size: u64,
+    /// Seconds a store call may take (connect, wait for a connection, each statement, or the
+    /// SQLite write lock) before the request gets 503.
+    #[arg(long, env = "AUTHLOG_DB_TIMEOUT_SECONDS", default_value_t = DEFAULT_STORE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub db_timeout_seconds: u64,
+    #[command(flatten)]
+    pub throttle: LoginThrottleArgs,
+    /// Sign-ups per client address in any minute (0: no limit).
+    #[arg(long, env = "AUTHLOG_SIGNUP_RATE_PER_MINUTE",
+          default_value_t = ThrottlePolicy::DEFAULT.signups_per_minute)]
+    pub signup_rate_per_minute: u32,
+    /// Proxies whose X-Forwarded-For is believed, as IP addresses or CIDR ranges, comma-separated
+    /// [default: none: the TCP peer is the client].
+    #[arg(long, env = "AUTHLOG_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The embedded store's directory (events.db and the generated token key).
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// The login throttling settings, shared by `serve` and `replay` so both judge by one rule.
+#[derive(Debug, Clone, Args)]
+pub struct LoginThrottleArgs {
+    /// Consecutive failed logins per account and client address before that address must wait
+    /// (0: no limit).
+    #[arg(long, env = "AUTHLOG_LOGIN_MAX_FAILURES",
+          default_value_t = ThrottlePolicy::DEFAULT.login_max_failures)]
+    pub login_max_failures: u32,
+    /// The first wait, in seconds, once an address reached the limit; it doubles with each
+    /// further failure.
+    #[arg(long, env = "AUTHLOG_LOGIN_LOCKOUT_SECONDS",
+          default_value_t = ThrottlePolicy::DEFAULT.lockout_base.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_lockout_seconds: u64,
+    /// The longest wait, in seconds.
+    #[arg(long, env = "AUTHLOG_LOGIN_LOCKOUT_MAX_SECONDS",
+          default_value_t = ThrottlePolicy::DEFAULT.lockout_max.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_lockout_max_seconds: u64,
+    /// Failed logins per account in any hour, from addresses that never logged in to it, before
+    /// such addresses get 429 (0: no limit).
+    #[arg(long, env = "AUTHLOG_ACCOUNT_MAX_FAILURES_PER_HOUR",
+          default_value_t = ThrottlePolicy::DEFAULT.account_failures_per_hour)]
+    pub account_max_failures_per_hour: u32,
+}
+
+impl LoginThrottleArgs {
+    /// The policy these settings describe, with this sign-up rate.
+    pub fn policy(&self, signups_per_minute: u32) -> ThrottlePolicy {
+        ThrottlePolicy {
+            login_max_failures: self.login_max_failures,
+            lockout_base: Duration::from_secs(self.login_lockout_seconds),
+            lockout_max: Duration::from_secs(self.login_lockout_max_seconds),
+            account_failures_per_hour: self.account_max_failures_per_hour,
+            signups_per_minute,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Combines the parsed flags with the secrets from the environment.
+    pub fn settings_from_env(self) -> Result<Settings, ConfigError> {
+        self.settings(env_secret("DATABASE_URL"), env_secret("AUTHLOG_JWT_SECRET"))
+    }
+
+    /// [`ServeArgs::settings_from_env`] without the environment, so the rules can be tested.
+    pub fn settings(
+        self,
+        database_url: Option<SecretString>,
+        jwt_secret: Option<SecretString>,
+    ) -> Result<Settings, ConfigError> {
+        let jwt_secret = match (&database_url, jwt_secret) {
+            (_, Some(secret)) => JwtSecretSource::Given(JwtSecret::parse(secret)?),
+            (Some(_), None) => return Err(ConfigError::MissingJwtSecret),
+            (None, None) => JwtSecretSource::File(key_file(&self.store.data_dir)),
+        };
+        let store = self.store.settings(
+            database_url,
+            Duration::from_secs(self.db_timeout_seconds),
+            usize::try_from(self.db_pool_size).unwrap_or(PostgresSettings::DEFAULT_POOL_SIZE),
+        );
+        let mut settings = Settings::new(store, jwt_secret);
+        settings.bind = self.bind;
+        settings.bcrypt_cost = self.bcrypt_cost;
+        settings.token_ttl = Duration::from_secs(self.token_ttl_minutes * 60);
+        settings.shutdown_timeout = Duration::from_secs(self.shutdown_timeout_seconds);
+        settings.throttle = self.throttle.policy(self.signup_rate_per_minute);
+        settings.trusted_proxies = self.trusted_proxies;
+        settings.token_issuer = self.token_issuer;
+        settings.token_audience = self.token_audience;
+        if let Some(workers) = self.workers {
+            settings.workers = usize::try_from(workers).unwrap_or(1);
+        }
+        Ok(settings)
+    }
+}
+
+/// An environment variable that is set and not empty.
+fn env_secret(name: &str) -> Option<SecretString> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .map(SecretString::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_serve_with_defaults() {
+        let cli = Cli::try_parse_from(["authlog"]).expect("parses");
+        let CliCommand::Serve(args) = cli.into_command() else {
+            panic!("serve");
+        };
+        assert_eq!(args.bcrypt_cost, 12);
+        assert_eq!(args.token_ttl_minutes, 30);
+    }
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(std::iter::once("authlog").chain(flags.iter().copied()))
+            .expect("parses");
+        let CliCommand::Serve(args) = cli.into_command() else {
+            panic!("serve");
+        };
+        args
+    }
+
+    fn secret(value: &str) -> Option<SecretString> {
+        Some(SecretString::from(value))
+    }
+
+    #[test]
+    fn postgres_needs_a_long_enough_secret() {
+        let url = secret("postgres://postgres@127.0.0.1/authlog");
+        let key = secret("0123456789abcdef0123456789abcdef");
+        let error = serve_args(&[]).settings(url.clone(), None).err();
+        assert!(matches!(error, Some(ConfigError::MissingJwtSecret)));
+        let error = serve_args(&[]).settings(url.clone(), secret("short")).err();
+        let message = error.expect("refused").to_string();
+        assert_eq!(
+            message,
+            "AUTHLOG_JWT_SECRET must be at least 32 bytes, got 5"
+        );
+        let settings = serve_args(&[]).settings(url, key).expect("valid");
+        assert!(matches!(settings.store, StoreSettings::Postgres(_)));
+        assert!(matches!(settings.jwt_secret, JwtSecretSource::Given(_)));
+    }
+
+    #[test]
+    fn without_a_database_url_the_log_is_embedded_in_the_data_dir() {
+        let settings = serve_args(&[]).settings(None, None).expect("valid");
+        let StoreSettings::Sqlite(sqlite) = &settings.store else {
+            panic!("expected the embedded store");
+        };
+        assert_eq!(sqlite.path, Path::new("authlog-data/events.db"));
+        let JwtSecretSource::File(key) = &settings.jwt_secret else {
+            panic!("expected a generated key file");
+        };
+        assert_eq!(key, Path::new("authlog-data/jwt-secret"));
+
+        let args = serve_args(&["--data-dir", "/var/lib/authlog"]);
+        let settings = args
+            .settings(None, secret("0123456789abcdef0123456789abcdef"))
+            .expect("valid");
+        let StoreSettings::Sqlite(sqlite) = &settings.store else {
+            panic!("expected the embedded store");
+        };
+        assert_eq!(sqlite.path, Path::new("/var/lib/authlog/events.db"));
+        assert!(matches!(settings.jwt_secret, JwtSecretSource::Given(_)));
+        let error = serve_args(&[]).settings(None, secret("short")).err();
+        assert!(matches!(error, Some(ConfigError::WeakJwtSecret(_))));
+    }
+
+    #[test]
+    fn flags_reach_the_settings() {
+        let args = serve_args(&[
+            "--bind",
+            "0.0.0.0:9000",
+            "--bcrypt-cost",
+            "4",
+            "--token-ttl-minutes",
+            "5",
+            "--workers",
+            "3",
+        ]);
+        let settings = args
+            .settings(
+                secret("postgres://postgres@127.0.0.1/authlog"),
+                secret("0123456789abcdef0123456789abcdef"),
+            )
+            .expect("valid");
+        assert_eq!(settings.bind, "0.0.0.0:9000");
+        assert_eq!(settings.bcrypt_cost, 4);
+        assert_eq!(settings.token_ttl, Duration::from_secs(300));
+        assert_eq!(settings.workers, 3);
+    }
+
+    #[test]
+    fn operations_settings_reach_the_store_and_the_server() {
+        let args = serve_args(&[
+            "--db-pool-size",
+            "8",
+            "--db-timeout-seconds",
+            "2",
+            "--shutdown-timeout-seconds",
+            "10",
+        ]);
+        let url = secret("postgres://postgres@127.0.0.1/authlog");
+        let key = secret("0123456789abcdef0123456789abcdef");
+        let settings = args.clone().settings(url, key).expect("valid");
+        let StoreSettings::Postgres(postgres) = &settings.store else {
+            panic!("expected PostgreSQL");
+        };
+        assert_eq!(postgres.pool_size, 8);
+        assert_eq!(postgres.timeout, Duration::from_secs(2));
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(10));
+        let settings = args.settings(None, None).expect("valid");
+        let StoreSettings::Sqlite(sqlite) = &settings.store else {
+            panic!("expected the embedded store");
+        };
+        assert_eq!(sqlite.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_setting() {
+        let error = Cli::try_parse_from(["authlog", "serve", "--bcrypt-cost", "3"])
+            .expect_err("too low")
+            .to_string();
+        assert!(error.contains("--bcrypt-cost"), "{error}");
+        let error = Cli::try_parse_from(["authlog", "--log-format", "xml"])
+            .expect_err("unknown format")
+            .to_string();
+        assert!(error.contains("--log-format"), "{error}");
+        let error = Cli::try_parse_from(["authlog", "--db-pool-size", "0"])
+            .expect_err("too small")
+            .to_string();
+        assert!(error.contains("--db-pool-size"), "{error}");
+    }
+}
