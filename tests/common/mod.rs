@@ -1,10 +1,11 @@
-//! Shared test helpers: a fresh PostgreSQL database per test (dropped afterwards), the app on
-//! port 0, typed HTTP calls, and a TCP proxy that can cut the database off.
+//! Shared test helpers: a fresh embedded log or PostgreSQL database per test (dropped
+//! afterwards), the app on port 0, typed HTTP calls, and a TCP proxy that can cut the database
+//! off.
 //!
 //! PostgreSQL is required, never optional: if it cannot be reached these helpers panic with a
 //! message saying how to start it, so a missing database fails the run instead of skipping tests.
 
-// Each integration-test binary uses a different subset of these helpers.
+// Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 pub mod cluster;
@@ -17,9 +18,10 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use actix::Addr;
-use authlog::actors::{JwtSecret, UserRegistry};
+use authlog::actors::UserRegistry;
 use authlog::config::{Settings, StoreSettings};
-use authlog::events::PostgresSettings;
+use authlog::events::{PostgresSettings, SqliteEventStore, SqliteSettings, events_after};
+use authlog::jwt::JwtSecret;
 use authlog::startup::Application;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -189,6 +191,41 @@ async fn connect(
     Ok(client)
 }
 
+/// An embedded log in a temporary directory (removed afterwards), for tests of the HTTP surface:
+/// the app writes it through the same handle the test reads.
+pub struct TestLog {
+    store: Arc<SqliteEventStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestLog {
+    pub async fn create() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path()))
+            .await
+            .expect("the embedded log opens");
+        Self {
+            store: Arc::new(store),
+            _dir: dir,
+        }
+    }
+
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings::Provided(self.store.clone())
+    }
+
+    /// The `(event_type, stream_version)` of every event, in position order.
+    pub async fn event_types(&self) -> Vec<(String, i32)> {
+        events_after(self.store.as_ref(), 0)
+            .collect()
+            .await
+            .expect("read events")
+            .iter()
+            .map(|e| (e.event.event_type().to_owned(), e.stream_version))
+            .collect()
+    }
+}
+
 /// A running application and a client for it.
 pub struct TestApp {
     pub address: String,
@@ -197,8 +234,15 @@ pub struct TestApp {
     pub http: reqwest::Client,
 }
 
+/// The app on a fresh embedded log. Keep the log alive as long as the app.
+pub async fn spawn_app() -> (TestApp, TestLog) {
+    let log = TestLog::create().await;
+    let app = spawn_app_with(test_settings(log.store_settings())).await;
+    (app, log)
+}
+
 /// The app on a fresh PostgreSQL database. Keep the database alive as long as the app.
-pub async fn spawn_app() -> (TestApp, TestDatabase) {
+pub async fn spawn_app_on_postgres() -> (TestApp, TestDatabase) {
     let db = TestDatabase::create().await;
     let app = spawn_app_with(test_settings(db.store_settings())).await;
     (app, db)
@@ -226,6 +270,15 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// `GET path`, asserting only that the request was sent.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
@@ -259,6 +312,13 @@ impl TestApp {
     pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
         self.post_json("/login", &json!({ "email": email, "password": password }))
             .await
+    }
+
+    /// Signs up, asserting 201; returns the body.
+    pub async fn signed_up(&self, email: &str, password: &str) -> Value {
+        let response = self.signup(email, password).await;
+        assert_eq!(response.status(), 201, "sign-up of {email:?}");
+        response.json().await.expect("json")
     }
 
     /// Logs in and returns the access token, asserting success.

@@ -1,18 +1,16 @@
 //! The REST contract, row by row, and the tutorial's walk-through, against the app on port 0 with
 //! a real PostgreSQL database per test.
 
-mod common;
-
 use std::time::Duration;
 
-use authlog::actors::JwtKeys;
-use authlog::domain::{Email, UserId};
-use authlog::projection::UserSummary;
-use chrono::Utc;
-use common::{
+use crate::common::{
     TUTORIAL_EMAIL, TUTORIAL_PASSWORD, TestApp, assert_error, assert_unauthorized, jwt_secret,
     spawn_app,
 };
+use authlog::domain::{Email, UserId};
+use authlog::jwt::JwtKeys;
+use authlog::projection::UserSummary;
+use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -576,7 +574,7 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
         )
         .expect("sign");
     let other_key = {
-        let secret = authlog::actors::JwtSecret::parse(
+        let secret = authlog::jwt::JwtSecret::parse(
             "a-different-secret-of-at-least-32-bytes".to_owned().into(),
         )
         .expect("long enough");

@@ -6,17 +6,15 @@
 //! sign-up retried after the restart gets 201, or 409 and then logs in with its password; tokens
 //! issued before a crash still work after it.
 
-mod common;
-
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use authlog::events::{Event, SqliteEventStore, SqliteSettings, for_each_after};
-use common::TestDatabase;
-use common::service::{Service, embedded_env};
+use crate::common::TestDatabase;
+use crate::common::service::{Service, embedded_env};
+use authlog::events::{Event, SqliteEventStore, SqliteSettings, events_after};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
@@ -38,7 +36,7 @@ impl Store {
                 ("DATABASE_URL".to_owned(), db.url()),
                 (
                     "AUTHLOG_JWT_SECRET".to_owned(),
-                    common::TEST_SECRET.to_owned(),
+                    crate::common::TEST_SECRET.to_owned(),
                 ),
             ],
         }
@@ -58,15 +56,17 @@ impl Store {
                 let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path()))
                     .await
                     .expect("the log opens after the crashes");
-                let mut registered = HashSet::new();
-                for_each_after(&store, 0, |event| {
-                    if let Event::UserRegistered(user) = event.event {
-                        registered.insert(user.email.as_str().to_owned());
-                    }
-                })
-                .await
-                .expect("the log reads back");
-                registered
+                let events = events_after(&store, 0)
+                    .collect()
+                    .await
+                    .expect("the log reads back");
+                events
+                    .into_iter()
+                    .filter_map(|event| match event.event {
+                        Event::UserRegistered(user) => Some(user.email.as_str().to_owned()),
+                        _ => None,
+                    })
+                    .collect::<HashSet<_>>()
             }
             Store::Postgres(db) => db
                 .client()
@@ -298,12 +298,12 @@ async fn kill_9_mid_signup(store: Store) {
     );
 }
 
-#[actix_rt::test]
+#[actix_web::test]
 async fn kill_9_mid_signup_on_the_embedded_store() {
     kill_9_mid_signup(Store::Embedded(tempfile::tempdir().expect("temp dir"))).await;
 }
 
-#[actix_rt::test]
+#[actix_web::test]
 async fn kill_9_mid_signup_on_postgres() {
     kill_9_mid_signup(Store::Postgres(Box::new(TestDatabase::create().await))).await;
 }

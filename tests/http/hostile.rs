@@ -1,17 +1,15 @@
 //! The hostile suite: what people who try to get in send, each case with its exact status and
 //! an exact `{"detail": ...}` body. Tables, so each row is one case; the totals are asserted.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    TEST_SECRET, TUTORIAL_EMAIL, TUTORIAL_PASSWORD, TestApp, TestDatabase, assert_error, spawn_app,
+    spawn_app_on_postgres, spawn_app_with, test_settings,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use common::{
-    TEST_SECRET, TUTORIAL_EMAIL, TUTORIAL_PASSWORD, TestApp, TestDatabase, assert_error, spawn_app,
-    spawn_app_with, test_settings,
-};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -399,7 +397,7 @@ async fn hostile_passwords() {
 
 #[actix_web::test]
 async fn injection_looking_input_is_just_data() {
-    let (app, db) = spawn_app().await;
+    let (app, db) = spawn_app_on_postgres().await;
     let inputs = [
         ("' OR '1'='1'--@example.com", "' OR '1'='1"),
         ("robert@example.com", "'); DROP TABLE events; --"),

@@ -2,11 +2,9 @@
 //! serves, with the status codes each can answer, the `{"detail"}` error body, and the two
 //! security schemes Swagger UI's Authorize button offers. Also: `/docs` serves Swagger UI.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{TUTORIAL_EMAIL, TUTORIAL_PASSWORD, spawn_app};
+use crate::common::{TUTORIAL_EMAIL, TUTORIAL_PASSWORD, spawn_app};
 use serde_json::Value;
 
 /// The API's routes and every status each can answer, from the README's contract.
@@ -20,14 +18,9 @@ const CONTRACT: &[(&str, &str, &[u16])] = &[
     ("get", "/metrics", &[200]),
 ];
 
-async fn spec() -> (common::TestApp, common::TestDatabase, Value) {
+async fn spec() -> (crate::common::TestApp, crate::common::TestLog, Value) {
     let (app, db) = spawn_app().await;
-    let response = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/openapi.json").await;
     assert_eq!(response.status(), 200);
     let spec: Value = response.json().await.expect("the document is JSON");
     (app, db, spec)

@@ -1,17 +1,17 @@
 //! Operating authlog: health probes, metrics, structured logs without secrets, graceful
 //! shutdown under load (fault F7).
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::service::{Service, embedded_env};
+use crate::common::{
+    TestDatabase, assert_error, spawn_app, spawn_app_on_postgres, spawn_app_with, test_settings,
+};
 use authlog::config::StoreSettings;
 use authlog::events::InMemoryEventStore;
-use common::service::{Service, embedded_env};
-use common::{TestDatabase, assert_error, spawn_app, spawn_app_with, test_settings};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "operations-password-1";
@@ -93,7 +93,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 #[actix_web::test]
 async fn metrics_report_requests_bcrypt_appends_projection_queue_and_pool() {
-    let (app, _db) = spawn_app().await;
+    let (app, _db) = spawn_app_on_postgres().await;
     let scrape = || async {
         let response = app
             .http
@@ -352,7 +352,7 @@ async fn sigterm_under_load_loses_nothing_on_postgres() {
         ("DATABASE_URL".to_owned(), db.url()),
         (
             "AUTHLOG_JWT_SECRET".to_owned(),
-            common::TEST_SECRET.to_owned(),
+            crate::common::TEST_SECRET.to_owned(),
         ),
     ])
     .await;

@@ -1,7 +1,5 @@
 //! Driving the actors directly, without HTTP, as programs and tests that embed authlog do.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,7 +15,9 @@ use authlog::events::{
     StoreFuture,
 };
 use authlog::hashing::PasswordHasher;
-use authlog::projection::{Directory, UserSummary};
+use authlog::projection::UserSummary;
+use authlog::state::State;
+use authlog::throttle::ThrottlePolicy;
 use futures_util::future::join_all;
 
 fn hasher() -> PasswordHasher {
@@ -44,7 +44,7 @@ async fn register(
     raw: &str,
     password: &str,
 ) -> Result<UserSummary, RegistryError> {
-    let password_hash = common::password_hash(password).await;
+    let password_hash = crate::common::password_hash(password).await;
     registry
         .send(Register {
             email: email(raw),
@@ -78,7 +78,7 @@ fn types(events: &[RecordedEvent]) -> Vec<(&'static str, i32)> {
         .collect()
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn register_appends_user_registered_and_answers_after_commit() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
@@ -101,7 +101,7 @@ async fn register_appends_user_registered_and_answers_after_commit() {
     assert_eq!(found, Some(user));
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn a_registry_started_while_the_store_is_down_answers_loading_then_serves() {
     let store = Arc::new(InMemoryEventStore::new());
     store.set_offline(true);
@@ -158,7 +158,7 @@ async fn a_registry_started_while_the_store_is_down_answers_loading_then_serves(
         .expect("logs in");
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn a_duplicate_registration_is_refused_and_appends_nothing() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
@@ -170,20 +170,20 @@ async fn a_duplicate_registration_is_refused_and_appends_nothing() {
     assert_eq!(store.events().len(), 1);
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn of_50_concurrent_registrations_of_one_email_exactly_one_wins() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
-    let outcome = common::race_registrations(&[&registry], "race@example.com", 50).await;
+    let outcome = crate::common::race_registrations(&[&registry], "race@example.com", 50).await;
     assert_eq!(outcome, (1, 49));
     assert_eq!(store.events().len(), 1);
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn concurrent_registrations_of_different_emails_all_commit() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
-    let hash = common::password_hash("password1").await;
+    let hash = crate::common::password_hash("password1").await;
     let attempts = (0..200).map(|i| {
         registry.send(Register {
             email: email(&format!("user{i}@example.com")),
@@ -198,7 +198,7 @@ async fn concurrent_registrations_of_different_emails_all_commit() {
     assert_eq!(directory.len(), 200);
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn login_appends_login_succeeded_with_the_next_stream_version() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
@@ -221,20 +221,48 @@ async fn login_appends_login_succeeded_with_the_next_stream_version() {
     );
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn concurrent_logins_take_consecutive_stream_versions() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
     register(&registry, "a@example.com", "password1")
         .await
         .expect("registered");
-    let logins = (0..20).map(|_| authenticate(&registry, "a@example.com", "password1"));
+    // Two checks at a time and eight waiting: as many as one account and address may have in
+    // flight (`throttle::turns`).
+    let logins = (0..10).map(|_| authenticate(&registry, "a@example.com", "password1"));
     assert!(join_all(logins).await.iter().all(Result::is_ok));
     let versions: Vec<i32> = store.events().iter().map(|e| e.stream_version).collect();
-    assert_eq!(versions, (1..=21).collect::<Vec<_>>());
+    assert_eq!(versions, (1..=11).collect::<Vec<_>>());
 }
 
-#[actix::test]
+#[actix_web::test]
+async fn logins_beyond_the_parallel_bound_are_refused_at_once() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let registry = start(store.clone()).await;
+    register(&registry, "a@example.com", "password1")
+        .await
+        .expect("registered");
+    let logins = (0..20).map(|_| authenticate(&registry, "a@example.com", "password1"));
+    let results = join_all(logins).await;
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(RegistryError::Busy(_))))
+        .count();
+    let succeeded = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!((succeeded, refused), (10, 10), "{results:?}");
+    assert_eq!(
+        store.events().len(),
+        11,
+        "only the checked logins are events"
+    );
+    // Once they are done, the account logs in as usual.
+    authenticate(&registry, "a@example.com", "password1")
+        .await
+        .expect("login");
+}
+
+#[actix_web::test]
 async fn wrong_password_and_unknown_email_are_refused_alike() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
@@ -258,7 +286,7 @@ async fn wrong_password_and_unknown_email_are_refused_alike() {
     );
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn rebuilding_from_the_log_reproduces_the_projection() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
@@ -275,10 +303,13 @@ async fn rebuilding_from_the_log_reproduces_the_projection() {
         }
     }
     let live = registry.send(GetDirectory).await.expect("answers");
-    let replayed = Directory::rebuild(store.as_ref()).await.expect("replays");
-    assert_eq!(replayed, live);
+    let replayed = State::replay(store.as_ref(), ThrottlePolicy::default())
+        .await
+        .expect("replays");
+    let replayed = replayed.directory();
+    assert_eq!(*replayed, live);
     assert_eq!(replayed.len(), 10);
-    assert_eq!(replayed.users().map(|u| u.logins).sum::<u64>(), 9);
+    assert_eq!(replayed.users().iter().map(|u| u.logins).sum::<u64>(), 9);
 
     // A second registry on the same log serves the same users.
     let restarted = start(store.clone()).await;
@@ -289,7 +320,7 @@ async fn rebuilding_from_the_log_reproduces_the_projection() {
     assert!(matches!(duplicate, Err(RegistryError::EmailTaken)));
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn a_failed_append_leaves_memory_untouched_and_recovers() {
     let store = Arc::new(InMemoryEventStore::new());
     let registry = start(store.clone()).await;
@@ -354,7 +385,7 @@ impl EventStore for LostReplyStore {
     }
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn after_an_ambiguous_append_the_registry_rereads_the_log() {
     let store = Arc::new(LostReplyStore {
         inner: InMemoryEventStore::new(),
@@ -380,7 +411,7 @@ async fn after_an_ambiguous_append_the_registry_rereads_the_log() {
     );
 }
 
-#[actix::test]
+#[actix_web::test]
 async fn two_registries_on_one_log_never_register_an_email_twice() {
     // Two processes sharing a database: neither sees the other's memory, only the log.
     let store = Arc::new(InMemoryEventStore::new());
@@ -416,4 +447,69 @@ async fn two_registries_on_one_log_never_register_an_email_twice() {
         ]
     );
     assert!(matches!(store.events()[0].event, Event::UserRegistered(_)));
+}
+
+/// Unreachable at first, then reachable with a schema it refuses to migrate.
+struct RefusesToMigrate {
+    inner: InMemoryEventStore,
+    attempts: std::sync::atomic::AtomicUsize,
+}
+
+impl EventStore for RefusesToMigrate {
+    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        self.inner.append(events)
+    }
+
+    fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        self.inner.read_after(after, limit)
+    }
+
+    fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
+        self.inner.read_rows_after(after, limit)
+    }
+
+    fn prepare(&self) -> StoreFuture<'_, ()> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            if attempt == 0 {
+                Err(StoreError::unavailable("connection refused"))
+            } else {
+                Err(StoreError::Migration {
+                    what: "error applying migration V9__broken: ERROR: boom (SQLSTATE 42601)"
+                        .to_owned(),
+                })
+            }
+        })
+    }
+}
+
+#[actix_web::test]
+async fn a_registry_waiting_for_its_store_stops_retrying_when_a_migration_fails() {
+    let store = Arc::new(RefusesToMigrate {
+        inner: InMemoryEventStore::new(),
+        attempts: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let dummy_hash = hasher().dummy_hash().await.expect("hash");
+    let error = match UserRegistry::load_with(store.clone(), hasher(), dummy_hash.clone()).await {
+        Err(LoadError::Replay(error @ StoreError::Unavailable(_))) => error,
+        other => panic!("expected an unreachable store, got {:?}", other.err()),
+    };
+    let registry = UserRegistry::unloaded(store.clone(), hasher(), dummy_hash, &error).start();
+    let mut failed = None;
+    for _ in 0..100 {
+        if let Readiness::Failed { error } = registry.send(GetReadiness).await.expect("answers") {
+            failed = Some(error);
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let failed = failed.expect("the registry gives up on a failed migration");
+    assert!(failed.contains("V9__broken"), "{failed}");
+    // It does not keep retrying: one attempt at start-up, one in the background.
+    actix_rt::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(store.attempts.load(Ordering::SeqCst), 2);
+    assert!(matches!(
+        register(&registry, "a@example.com", "password1").await,
+        Err(RegistryError::Loading)
+    ));
 }

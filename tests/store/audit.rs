@@ -1,11 +1,10 @@
 //! The auditors' view: tampering caught by `verify` on both stores, `events` and `replay` output
 //! on a known log, and the chain checked without authlog by `docs/verify_chain.py`.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 
+use crate::common::TestDatabase;
 use authlog::audit::{self, EventFilter, ReplayPoint, VerifyOutcome};
 use authlog::domain::{Email, UserId};
 use authlog::events::{
@@ -13,7 +12,6 @@ use authlog::events::{
     PostgresSettings, SqliteEventStore, SqliteSettings, UserRegistered,
 };
 use authlog::throttle::ThrottlePolicy;
-use common::TestDatabase;
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -223,17 +221,17 @@ async fn tampering_is_caught(
     assert!(text.contains("no event at position 6"), "{text}");
 }
 
-#[actix_rt::test]
+#[actix_web::test]
 async fn tampering_with_postgres_is_caught() {
     tampering_is_caught(|| Box::pin(Log::postgres())).await;
 }
 
-#[actix_rt::test]
+#[actix_web::test]
 async fn tampering_with_the_embedded_store_is_caught() {
     tampering_is_caught(|| Box::pin(Log::sqlite())).await;
 }
 
-#[actix_rt::test]
+#[actix_web::test]
 async fn events_lists_filters_and_never_shows_a_hash() {
     let log = Log::sqlite().await;
     let (alice, _) = known_log(log.store()).await;
@@ -344,7 +342,7 @@ async fn replay(store: &dyn EventStore, point: ReplayPoint, user: &str) -> Strin
     String::from_utf8(out).expect("utf-8")
 }
 
-#[actix_rt::test]
+#[actix_web::test]
 async fn replay_answers_who_could_log_in_when() {
     let log = Log::sqlite().await;
     let (alice, _) = known_log(log.store()).await;
@@ -396,7 +394,7 @@ async fn replay_answers_who_could_log_in_when() {
     assert!(later.contains("from any address"), "{later}");
 }
 
-#[actix_rt::test]
+#[actix_web::test]
 async fn the_binary_exits_1_on_a_broken_chain_and_the_python_script_agrees() {
     let log = Log::sqlite().await;
     known_log(log.store()).await;
@@ -455,7 +453,7 @@ async fn the_binary_exits_1_on_a_broken_chain_and_the_python_script_agrees() {
     );
 }
 
-#[actix_rt::test]
+#[actix_web::test]
 async fn the_python_script_verifies_postgres_from_psql() {
     let log = Log::postgres().await;
     known_log(log.store()).await;

@@ -5,18 +5,16 @@
 //! in-memory store cannot have (durability, and refusing SQL that rewrites history) are declared
 //! by its `DURABLE` constant, and the cases check that declaration instead of skipping.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::common::TestDatabase;
 use authlog::domain::{Email, PasswordHash, UserId};
 use authlog::events::{
     Conflict, Event, EventMetadata, EventStore, InMemoryEventStore, LoginSucceeded, NewEvent,
     PostgresEventStore, PostgresSettings, RecordedEvent, SqliteEventStore, SqliteSettings,
-    StoreError, UserRegistered, for_each_after,
+    StoreError, UserRegistered, events_after,
 };
-use common::TestDatabase;
 use futures_util::future::join_all;
 use secrecy::SecretString;
 
@@ -234,11 +232,7 @@ fn login(user: UserId, stream_version: i32) -> NewEvent {
 }
 
 async fn read_all(store: &dyn EventStore) -> Vec<RecordedEvent> {
-    let mut events = Vec::new();
-    for_each_after(store, 0, |event| events.push(event))
-        .await
-        .expect("reads");
-    events
+    events_after(store, 0).collect().await.expect("reads")
 }
 
 fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, expected: Conflict) {
@@ -575,7 +569,7 @@ macro_rules! every_case {
     };
     ($backend:ty; $($case:ident),* $(,)?) => {
         $(
-            #[actix_rt::test]
+            #[actix_web::test]
             async fn $case() {
                 super::$case::<$backend>().await;
             }

@@ -1,19 +1,17 @@
 //! Database faults, on a throwaway PostgreSQL cluster (never the machine's own):
 //! F1, the database restarts mid-load; F4, the database is down at boot.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use authlog::actors::JwtKeys;
+use crate::common::cluster::Cluster;
+use crate::common::{TestApp, assert_error, jwt_secret, spawn_app_with, test_settings};
 use authlog::domain::{Email, UserId};
 use authlog::events::PostgresSettings;
+use authlog::jwt::JwtKeys;
 use authlog::projection::UserSummary;
 use chrono::Utc;
-use common::cluster::Cluster;
-use common::{TestApp, assert_error, jwt_secret, spawn_app_with, test_settings};
 use secrecy::SecretString;
 
 const PASSWORD: &str = "fault-test-password";

@@ -1,21 +1,19 @@
 //! Guarantees kept by PostgreSQL itself, restarts, and outages. Each test gets a fresh database.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    TUTORIAL_EMAIL, TUTORIAL_PASSWORD, TcpProxy, TestDatabase, assert_error, spawn_app_on_postgres,
+    spawn_app_with, test_settings,
+};
 use actix::{Actor, Addr};
 use authlog::actors::{Authenticate, GetDirectory, Register, UserRegistry};
 use authlog::config::StoreSettings;
 use authlog::domain::{Email, Password};
 use authlog::events::{EventMetadata, EventStore, PostgresEventStore, PostgresSettings};
 use authlog::hashing::PasswordHasher;
-use common::{
-    TUTORIAL_EMAIL, TUTORIAL_PASSWORD, TcpProxy, TestDatabase, assert_error, spawn_app,
-    spawn_app_with, test_settings,
-};
 use futures_util::future::join_all;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -53,7 +51,7 @@ async fn migrations_are_tracked_and_idempotent() {
 
 #[actix_web::test]
 async fn the_event_table_is_append_only() {
-    let (app, db) = spawn_app().await;
+    let (app, db) = spawn_app_on_postgres().await;
     assert_eq!(
         app.signup(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await.status(),
         201
@@ -81,7 +79,7 @@ async fn the_event_table_is_append_only() {
 
 #[actix_web::test]
 async fn the_database_itself_refuses_a_second_registration_or_stream_version() {
-    let (app, db) = spawn_app().await;
+    let (app, db) = spawn_app_on_postgres().await;
     assert_eq!(
         app.signup(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await.status(),
         201
@@ -118,7 +116,8 @@ async fn two_registries_on_one_database_never_register_an_email_twice() {
     let second = registry_on(store_for(&db).await).await;
     // 25 attempts on each registry at once. Neither registry's memory knows about the other's;
     // only the database's unique index can stop the second registration.
-    let outcome = common::race_registrations(&[&first, &second], "race@example.com", 50).await;
+    let outcome =
+        crate::common::race_registrations(&[&first, &second], "race@example.com", 50).await;
     assert_eq!(outcome, (1, 49));
     assert_eq!(db.event_types().await, [("UserRegistered".to_owned(), 1)]);
 
@@ -146,7 +145,7 @@ async fn two_registries_appending_at_once_keep_one_valid_chain() {
         registry_on(store_for(&db).await).await,
         registry_on(store_for(&db).await).await,
     ];
-    let hash = common::password_hash("password1").await;
+    let hash = crate::common::password_hash("password1").await;
     let signups = (0..60).map(|i| {
         let registry = registries[i % 2].clone();
         let password_hash = hash.clone();
@@ -292,7 +291,7 @@ async fn a_corrupt_log_stops_start_up_instead_of_serving_a_wrong_directory() {
     .await
     .err()
     .expect("refuses to start");
-    let chain = authlog::error::error_chain(&error);
+    let chain = authlog::diagnostics::error_chain(&error);
     assert!(
         chain.contains("position 1") && chain.contains("UserTeleported"),
         "{chain}"
@@ -303,7 +302,7 @@ async fn a_corrupt_log_stops_start_up_instead_of_serving_a_wrong_directory() {
 async fn rows_from_before_the_chain_are_linked_at_start_up() {
     let db = TestDatabase::create().await;
     let registry = registry_on(store_for(&db).await).await;
-    let hash = common::password_hash("password1").await;
+    let hash = crate::common::password_hash("password1").await;
     for i in 0..3 {
         registry
             .send(Register {
@@ -342,4 +341,30 @@ async fn rows_from_before_the_chain_are_linked_at_start_up() {
     // The append-only trigger is back.
     let error = db.client().await.batch_execute("DELETE FROM events").await;
     assert!(error.is_err(), "still append-only");
+}
+
+#[actix_web::test]
+async fn a_migration_the_database_refuses_stops_start_up_naming_it_and_the_reason() {
+    let db = TestDatabase::create().await;
+    // Something in V1's way: a table with the log's name and another shape.
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE events (id integer)")
+        .await
+        .expect("create the obstacle");
+    // Before, any failure of `prepare` counted as "unreachable": the app started unready and
+    // retried forever.
+    let error = match authlog::startup::Application::build(test_settings(db.store_settings())).await
+    {
+        Ok(_) => panic!("start-up must fail, not retry"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(
+        error.contains("V1__event_log"),
+        "names the migration: {error}"
+    );
+    assert!(
+        error.contains("\"events\" already exists") && error.contains("42P07"),
+        "carries the database's message: {error}"
+    );
 }

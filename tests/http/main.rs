@@ -1,0 +1,16 @@
+//! The HTTP surface, one test binary: the REST contract row by row, the OpenAPI document, the
+//! hostile suite, operations (probes, metrics, logs, shutdown), and the real binary under
+//! `kill -9` and under a login flood.
+//!
+//! Contract tests run on the embedded store (a fresh temporary directory each); the tests that
+//! are about PostgreSQL itself use a fresh database each, dropped afterwards.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod contract;
+mod crash;
+mod hostile;
+mod openapi;
+mod operations;
+mod overload;
