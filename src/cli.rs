@@ -232,6 +232,11 @@ pub struct ServeArgs {
     /// [default: none: the TCP peer is the client].
     #[arg(long, env = "AUTHLOG_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
+    /// Connections one client address may hold at once; past it, requests get 429 and the
+    /// connection is closed. Trusted proxies are exempt (0: no limit).
+    #[arg(long, env = "AUTHLOG_MAX_CONNECTIONS_PER_ADDRESS",
+          default_value_t = defaults::MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
     /// The embedded store's directory (events.db and the generated token key).
     #[command(flatten)]
     pub store: StoreArgs,
@@ -305,6 +310,7 @@ impl ServeArgs {
         settings.shutdown_timeout = Duration::from_secs(self.shutdown_timeout_seconds);
         settings.throttle = self.throttle.policy(self.signup_rate_per_minute);
         settings.trusted_proxies = self.trusted_proxies;
+        settings.max_connections_per_address = self.max_connections_per_address;
         settings.token_issuer = self.token_issuer;
         settings.token_audience = self.token_audience;
         if let Some(workers) = self.workers {

@@ -31,6 +31,10 @@ pub mod defaults {
     pub const ACTOR_TIMEOUT: Duration = Duration::from_secs(30);
     /// `iss` and `aud` of tokens.
     pub const ISSUER: &str = crate::jwt::DEFAULT_ISSUER;
+    /// Connections one client address may hold at once. Browsers open 6 per origin and API
+    /// clients pool a few dozen; 256 leaves room for a NAT'd office while one address cannot
+    /// take more than a small share of the descriptors a server has.
+    pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 }
 
 /// Where the event log lives.
@@ -85,6 +89,8 @@ pub struct Settings {
     pub throttle: ThrottlePolicy,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Connections one client address may hold at once (0: no limit); trusted proxies are exempt.
+    pub max_connections_per_address: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,7 @@ impl Settings {
             token_audience: defaults::ISSUER.to_owned(),
             throttle: ThrottlePolicy::DEFAULT,
             trusted_proxies: Vec::new(),
+            max_connections_per_address: defaults::MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// 413: the body is larger than the endpoint accepts.
     #[error("Request body is too large (at most {limit} bytes)")]
     PayloadTooLarge { limit: usize },
+    /// 408: the body did not arrive in time (the connection is closed after the reply).
+    #[error("Request body not received within {seconds} seconds")]
+    BodyTimeout { seconds: u64 },
     /// 415: the body's declared type is not one the endpoint reads.
     #[error("Content-Type must be {accepted}")]
     UnsupportedMediaType { accepted: &'static str },
@@ -85,6 +88,7 @@ impl ApiError {
         match self {
             ApiError::MalformedBody(_)
             | ApiError::PayloadTooLarge { .. }
+            | ApiError::BodyTimeout { .. }
             | ApiError::UnsupportedMediaType { .. }
             | ApiError::UnsupportedGrantType
             | ApiError::Unprocessable(_) => "bad_request",
@@ -105,6 +109,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::MalformedBody(_) | ApiError::UnsupportedGrantType => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UserExists => StatusCode::CONFLICT,
@@ -146,6 +151,10 @@ impl ResponseError for ApiError {
             }
             ApiError::TooManyRequests { retry_after, .. } => {
                 response.insert_header((RETRY_AFTER, retry_after.to_string()));
+            }
+            // The rest of the body may never come: do not wait for it on this connection.
+            ApiError::BodyTimeout { .. } => {
+                response.force_close();
             }
             _ => {}
         }

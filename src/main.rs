@@ -36,6 +36,12 @@ async fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings_from_env()?;
+    // Each connection holds a descriptor; the soft limit (often 1,024) is far below what the
+    // hard limit allows, so take what is allowed, as servers commonly do.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
     let app = Application::build(settings).await?;
     app.run_until_stopped().await?;
     tracing::info!("authlog stopped");

@@ -78,6 +78,11 @@ impl Application {
     ///
     /// Bind to port 0 to get a free port; [`Application::port`] tells which.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Bound first: a port in use fails here, before any store is opened or actor started
+        // (an actor started and then dropped with the runtime would panic on the way out).
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("cannot listen on {} (AUTHLOG_BIND)", settings.bind))?;
+        let address = listener.local_addr()?;
         let (store, store_name) = open_store(&settings.store).await?;
         let jwt_secret = jwt_secret(&settings)?;
         // Build the metrics now, not on the first request that records one.
@@ -126,16 +131,18 @@ impl Application {
             hasher,
             actor_timeout: settings.actor_timeout,
         });
-        let listener = TcpListener::bind(&settings.bind)
-            .with_context(|| format!("cannot listen on {} (AUTHLOG_BIND)", settings.bind))?;
-        let address = listener.local_addr()?;
         let trusted_proxies = settings.trusted_proxies.clone();
+        let connections = http::ConnectionCounts::new(
+            settings.max_connections_per_address,
+            settings.trusted_proxies.clone(),
+        );
         let server = HttpServer::new(move || {
             // Runs on each worker's thread: this TokenActor lives on that worker's arbiter.
             let tokens = web::Data::new(TokenActor::new(Arc::clone(&keys)).start());
             App::new()
                 .app_data(state.clone())
                 .app_data(tokens)
+                .wrap(http::ConnectionLimit)
                 .wrap(http::Observe::new(&trusted_proxies))
                 .configure(http::configure)
         })
@@ -144,6 +151,7 @@ impl Application {
         // started yet (a login waiting for its turn or for bcrypt), instead of finishing it for
         // nobody. No HTTP client this API serves half-closes and then waits for a reply.
         .h1_allow_half_closed(false)
+        .on_connect(move |io, data| connections.on_connect(io, data))
         // SIGTERM/SIGINT: stop accepting, let requests in flight finish (each waits for its
         // append to commit or fail), then return from `run_until_stopped`.
         .shutdown_timeout(settings.shutdown_timeout.as_secs())

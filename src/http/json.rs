@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::CONTENT_LENGTH;
@@ -17,6 +18,11 @@ use crate::error::ApiError;
 
 /// Credentials fit in a few hundred bytes; anything much larger is not a real client.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+/// How long a body may take to arrive once the head has. 4 KiB crosses the slowest mobile link
+/// in well under a second; a body that is announced and never sent would otherwise hold its
+/// connection (and a file descriptor) for ever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A JSON request body, deserialised into `T`.
 pub struct JsonBody<T>(pub T);
@@ -99,18 +105,35 @@ impl LimitedBody {
         {
             return Err(too_large);
         }
-        // Chunked bodies have no declared length: count as they arrive.
-        let mut body = Vec::new();
-        while let Some(chunk) = self.payload.next().await {
-            let chunk = chunk.map_err(|error| {
-                ApiError::MalformedBody(format!("Request body could not be read: {error}"))
-            })?;
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(too_large);
+        let read = async {
+            // Chunked bodies have no declared length: count as they arrive.
+            let mut body = Vec::new();
+            while let Some(chunk) = self.payload.next().await {
+                let chunk = chunk.map_err(|error| {
+                    ApiError::MalformedBody(format!("Request body could not be read: {error}"))
+                })?;
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(too_large);
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
+            Ok(body)
+        };
+        if let Ok(result) = tokio::time::timeout(BODY_TIMEOUT, read).await {
+            return result;
         }
-        Ok(body)
+        // Keep reading (and discarding) in the background while the 408 goes out. A body whose
+        // reader is gone counts as "drainable" to actix-http when it is chunked, and it would
+        // keep the connection open waiting for the end; with a reader still there, it closes
+        // the connection after the reply, which ends this task too.
+        let mut payload = self.payload;
+        actix_web::rt::spawn(async move {
+            let discard = async { while payload.next().await.is_some() {} };
+            let _ = tokio::time::timeout(BODY_TIMEOUT, discard).await;
+        });
+        Err(ApiError::BodyTimeout {
+            seconds: BODY_TIMEOUT.as_secs(),
+        })
     }
 }
 

@@ -100,6 +100,8 @@ pub(crate) struct TokenResponse {
             `grant_type` is not `password`", body = ErrorBody),
         (status = 401, description = "Invalid credentials", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 408, description = "The body did not arrive within 10 seconds; the \
+            connection is closed", body = ErrorBody),
         (status = 413, description = "The body is over 4 KiB", body = ErrorBody),
         (status = 415, description = "The body is neither JSON nor a form", body = ErrorBody),
         (status = 422, description = "A field is missing or mistyped", body = ErrorBody),

@@ -4,6 +4,7 @@
 
 mod bearer;
 pub mod client;
+mod connections;
 mod health;
 mod json;
 mod login;
@@ -27,6 +28,7 @@ use crate::events::{EventMetadata, EventStore};
 use crate::hashing::PasswordHasher;
 
 pub use bearer::BearerToken;
+pub use connections::{ConnectionCounts, ConnectionLimit};
 pub use json::{JsonBody, MAX_BODY_BYTES};
 pub use observe::{Observe, REQUEST_ID};
 pub use openapi::{ApiDoc, DOCS_PATH, SPEC_PATH};

@@ -46,6 +46,8 @@ pub(crate) struct SignupResponse {
         (status = 201, description = "Registered", body = SignupResponse),
         (status = 400, description = "The body is not well-formed JSON", body = ErrorBody),
         (status = 409, description = "User already exists", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within 10 seconds; the \
+            connection is closed", body = ErrorBody),
         (status = 413, description = "The body is over 4 KiB", body = ErrorBody),
         (status = 415, description = "The body is not declared as JSON", body = ErrorBody),
         (status = 422, description = "A field is missing or mistyped, or the email or password \

@@ -25,29 +25,77 @@ pub fn embedded_env(data_dir: &Path) -> Vec<(String, String)> {
     )]
 }
 
+/// The binary with the tests' usual environment (cost 4, loopback, no inherited store or key)
+/// plus `env`, not started yet.
+pub fn command(env: &[(String, String)]) -> Command {
+    wrapped(Command::new(env!("CARGO_BIN_EXE_authlog")), env)
+}
+
+/// The binary run by `program` with `args` before it (such as `prlimit --nofile=…`), with the
+/// same environment as [`command`].
+pub fn command_under(program: &str, args: &[&str], env: &[(String, String)]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args).arg(env!("CARGO_BIN_EXE_authlog"));
+    wrapped(command, env)
+}
+
+fn wrapped(mut command: Command, env: &[(String, String)]) -> Command {
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("AUTHLOG_JWT_SECRET")
+        .env_remove("AUTHLOG_LOG_FORMAT")
+        .env("AUTHLOG_BIND", "127.0.0.1:0")
+        .env("AUTHLOG_BCRYPT_COST", "4")
+        .env("AUTHLOG_WORKERS", "2")
+        // These tests sign up hundreds of users from 127.0.0.1: the per-address sign-up
+        // limit is off for them (and only that limit).
+        .env("AUTHLOG_SIGNUP_RATE_PER_MINUTE", "0")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+/// Runs the binary with `args` until it exits (at most 60 s); its status, stdout and stderr.
+pub fn run(env: &[(String, String)], args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = command(env)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the authlog binary");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("poll the child").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("authlog {args:?} did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("collect the output");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 impl Service {
     /// Starts the binary on 127.0.0.1:0 with bcrypt cost 4 and `env`, and waits for its address.
     pub fn start(env: &[(String, String)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_authlog"));
-        command
-            .env_remove("DATABASE_URL")
-            .env_remove("AUTHLOG_JWT_SECRET")
-            .env_remove("AUTHLOG_LOG_FORMAT")
-            .env("AUTHLOG_BIND", "127.0.0.1:0")
-            .env("AUTHLOG_BCRYPT_COST", "4")
-            .env("AUTHLOG_WORKERS", "2")
-            // These tests sign up hundreds of users from 127.0.0.1: the per-address sign-up
-            // limit is off for them (and only that limit).
-            .env("AUTHLOG_SIGNUP_RATE_PER_MINUTE", "0")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
+        Self::spawn(command(env))
+    }
+
+    /// Starts `command` (from [`command`], perhaps wrapped) and waits for its address.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("start the authlog binary");
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the authlog binary");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (found, address) = mpsc::channel();
@@ -91,6 +139,20 @@ impl Service {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// `host:port`, for raw TCP.
+    pub fn socket_address(&self) -> String {
+        self.address.trim_start_matches("http://").to_owned()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every line logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("not poisoned").clone()
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -10,6 +10,7 @@ mod common;
 
 mod contract;
 mod crash;
+mod hardening;
 mod hostile;
 mod openapi;
 mod operations;

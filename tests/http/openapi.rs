@@ -10,8 +10,16 @@ use serde_json::Value;
 /// The API's routes and every status each can answer, from the README's contract.
 const CONTRACT: &[(&str, &str, &[u16])] = &[
     ("get", "/", &[200]),
-    ("post", "/signup", &[201, 400, 409, 413, 415, 422, 429, 503]),
-    ("post", "/login", &[200, 400, 401, 413, 415, 422, 429, 503]),
+    (
+        "post",
+        "/signup",
+        &[201, 400, 408, 409, 413, 415, 422, 429, 503],
+    ),
+    (
+        "post",
+        "/login",
+        &[200, 400, 401, 408, 413, 415, 422, 429, 503],
+    ),
     ("get", "/profile", &[200, 401, 503]),
     ("get", "/health/live", &[200]),
     ("get", "/health/ready", &[200, 503]),
