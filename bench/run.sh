@@ -8,8 +8,9 @@
 #                                runs (CI); its figures mean nothing
 #
 # Traffic goes to 127.0.0.1 only, from wrk (Debian's, installed if missing), in runs of a fixed
-# duration. Every sign-up comes from 127.0.0.1, so the per-address sign-up limit is turned off
-# (AUTHLOG_SIGNUP_RATE_PER_MINUTE=0); login throttling stays on. PostgreSQL must be reachable as
+# duration. Every sign-up, login and connection comes from 127.0.0.1, so the per-address limits
+# are turned off (AUTHLOG_SIGNUP_RATE_PER_MINUTE=0, AUTHLOG_LOGIN_RATE_PER_MINUTE=0,
+# AUTHLOG_MAX_CONNECTIONS_PER_ADDRESS=0); account throttling stays on. PostgreSQL must be reachable as
 # DATABASE_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres); the benchmark creates
 # and drops its own databases.
 set -euo pipefail
@@ -84,7 +85,9 @@ sleep 1
 start_authlog() { # store log-level data-dir: starts authlog, sets AUTHLOG_PID
     local store=$1 level=$2 data=$3
     env=(AUTHLOG_BIND=127.0.0.1:$PORT AUTHLOG_BCRYPT_COST=$COST AUTHLOG_WORKERS=2
-         AUTHLOG_SIGNUP_RATE_PER_MINUTE=0 RUST_LOG=$level AUTHLOG_DATA_DIR="$data")
+         AUTHLOG_SIGNUP_RATE_PER_MINUTE=0 AUTHLOG_LOGIN_RATE_PER_MINUTE=0
+         AUTHLOG_MAX_CONNECTIONS_PER_ADDRESS=0
+         RUST_LOG=$level AUTHLOG_DATA_DIR="$data")
     if [ "$store" = postgres ]; then
         env+=(DATABASE_URL="$(fresh_db)" AUTHLOG_JWT_SECRET="$(cat "$RESULTS/secret")")
     fi

@@ -329,8 +329,13 @@ async fn abandon(
     }
     let waiting = sample(&http, address, "authlog_login_waiting").await?;
     drop(open);
+    // Another user, from another address (loopback has all of 127.0.0.0/8).
+    let other = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()?;
     let started = Instant::now();
-    let response = http
+    let response = other
         .post(format!("http://{address}/login"))
         .json(&json!({ "email": bystander, "password": password }))
         .send()

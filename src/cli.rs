@@ -160,9 +160,10 @@ pub struct ReplayArgs {
 }
 
 impl ReplayArgs {
-    /// The service's login rules; sign-ups do not matter to a replay.
+    /// The service's login rules; the per-address rates do not matter to a replay (they are
+    /// counted in memory, not from the log).
     pub fn policy(&self) -> ThrottlePolicy {
-        self.throttle.policy(0)
+        self.throttle.policy(0, 0)
     }
 }
 
@@ -228,6 +229,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHLOG_SIGNUP_RATE_PER_MINUTE",
           default_value_t = ThrottlePolicy::DEFAULT.signups_per_minute)]
     pub signup_rate_per_minute: u32,
+    /// Login attempts per client address in any minute, past which they get 429 before any
+    /// password check (0: no limit).
+    #[arg(long, env = "AUTHLOG_LOGIN_RATE_PER_MINUTE",
+          default_value_t = ThrottlePolicy::DEFAULT.logins_per_minute)]
+    pub login_rate_per_minute: u32,
     /// Proxies whose X-Forwarded-For is believed, as IP addresses or CIDR ranges, comma-separated
     /// [default: none: the TCP peer is the client].
     #[arg(long, env = "AUTHLOG_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -269,14 +275,15 @@ pub struct LoginThrottleArgs {
 }
 
 impl LoginThrottleArgs {
-    /// The policy these settings describe, with this sign-up rate.
-    pub fn policy(&self, signups_per_minute: u32) -> ThrottlePolicy {
+    /// The policy these settings describe, with these per-address rates (sign-ups, logins).
+    pub fn policy(&self, signups_per_minute: u32, logins_per_minute: u32) -> ThrottlePolicy {
         ThrottlePolicy {
             login_max_failures: self.login_max_failures,
             lockout_base: Duration::from_secs(self.login_lockout_seconds),
             lockout_max: Duration::from_secs(self.login_lockout_max_seconds),
             account_failures_per_hour: self.account_max_failures_per_hour,
             signups_per_minute,
+            logins_per_minute,
         }
     }
 }
@@ -308,7 +315,9 @@ impl ServeArgs {
         settings.bcrypt_cost = self.bcrypt_cost;
         settings.token_ttl = Duration::from_secs(self.token_ttl_minutes * 60);
         settings.shutdown_timeout = Duration::from_secs(self.shutdown_timeout_seconds);
-        settings.throttle = self.throttle.policy(self.signup_rate_per_minute);
+        settings.throttle = self
+            .throttle
+            .policy(self.signup_rate_per_minute, self.login_rate_per_minute);
         settings.trusted_proxies = self.trusted_proxies;
         settings.max_connections_per_address = self.max_connections_per_address;
         settings.token_issuer = self.token_issuer;

@@ -169,6 +169,7 @@ impl From<RegistryError> for ApiError {
         match error {
             RegistryError::EmailTaken => ApiError::UserExists,
             RegistryError::InvalidCredentials => ApiError::InvalidCredentials,
+            RegistryError::Hashing(cause @ HashError::Busy) => ApiError::Unavailable(cause.into()),
             RegistryError::Hashing(cause) => ApiError::Internal(cause.into()),
             RegistryError::Throttled(throttled) => ApiError::TooManyRequests {
                 retry_after: throttled.retry_after_seconds(),
@@ -177,6 +178,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::Busy(throttled) => ApiError::TooManyRequests {
                 retry_after: throttled.retry_after_seconds(),
                 what: "login attempts in parallel for this account",
+            },
+            RegistryError::AddressBusy(throttled) => ApiError::TooManyRequests {
+                retry_after: throttled.retry_after_seconds(),
+                what: "login attempts from this address",
             },
             error @ (RegistryError::Unavailable(_)
             | RegistryError::Contention
@@ -204,6 +209,10 @@ impl From<MailboxError> for ApiError {
 
 impl From<HashError> for ApiError {
     fn from(error: HashError) -> Self {
-        ApiError::Internal(error.into())
+        match error {
+            // Every slot taken and the line full: 503 at once, with Retry-After.
+            HashError::Busy => ApiError::Unavailable(error.into()),
+            error => ApiError::Internal(error.into()),
+        }
     }
 }

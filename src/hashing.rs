@@ -1,9 +1,11 @@
 //! bcrypt on a bounded blocking pool, so password work never runs on an actor or HTTP worker.
 
-use crate::metrics::METRICS;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
+
+use crate::metrics::METRICS;
 
 use crate::domain::{Password, PasswordHash};
 
@@ -11,11 +13,29 @@ use crate::domain::{Password, PasswordHash};
 ///
 /// The semaphore queues work fairly (FIFO) instead of starting hundreds of threads that would
 /// share the cores anyway: with one permit per core, a login waits in line rather than slowing
-/// every other login down.
+/// every other login down. The line is bounded ([`QUEUE_PER_CORE`] per core): past it a caller
+/// hears [`HashError::Busy`] at once (503 with `Retry-After`) instead of waiting until it times
+/// out.
 #[derive(Clone)]
 pub struct PasswordHasher {
     cost: u32,
+    parallelism: usize,
     permits: Arc<Semaphore>,
+    /// Callers waiting for a permit now.
+    queued: Arc<AtomicUsize>,
+}
+
+/// Callers that may wait for a bcrypt slot, per core. At cost 12 (about 250 ms a hash) 32 per
+/// core is an 8-second line, well inside the 30 s a handler waits.
+pub const QUEUE_PER_CORE: usize = 32;
+
+/// Leaves the line when dropped, however the wait ends.
+struct InLine(Arc<AtomicUsize>);
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,15 +44,26 @@ pub enum HashError {
     Bcrypt(#[from] bcrypt::BcryptError),
     #[error("the hashing task did not finish")]
     Task(#[from] tokio::task::JoinError),
+    /// Every bcrypt slot is taken and the line in front of them is full: retry later.
+    #[error("too many password checks waiting")]
+    Busy,
 }
 
 impl PasswordHasher {
     /// `cost` is bcrypt's work factor (4 to 31); `parallelism` is usually the number of cores.
     pub fn new(cost: u32, parallelism: usize) -> Self {
+        let parallelism = parallelism.max(1);
         Self {
             cost,
-            permits: Arc::new(Semaphore::new(parallelism.max(1))),
+            parallelism,
+            permits: Arc::new(Semaphore::new(parallelism)),
+            queued: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Checks that run at once: one per core.
+    pub fn parallelism(&self) -> usize {
+        self.parallelism
     }
 
     pub fn cost(&self) -> u32 {
@@ -91,9 +122,15 @@ impl PasswordHasher {
         operation: &'static str,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
+        let waiting = self.queued.fetch_add(1, Ordering::Relaxed);
+        let in_line = InLine(Arc::clone(&self.queued));
+        if waiting >= QUEUE_PER_CORE * self.parallelism {
+            return Err(HashError::Busy);
+        }
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, run unthrottled
         // rather than refuse logins.
         let permit = Arc::clone(&self.permits).acquire_owned().await.ok();
+        drop(in_line);
         let output = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _timer = METRICS
@@ -170,6 +207,32 @@ mod tests {
                 .await
                 .expect("verify")
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_line_is_refused_at_once() {
+        let hasher = PasswordHasher::new(4, 1);
+        // Hold the only slot, and fill the line behind it.
+        let slot = Arc::clone(&hasher.permits)
+            .acquire_owned()
+            .await
+            .expect("the slot");
+        let waiting: Vec<_> = (0..QUEUE_PER_CORE)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash(password("queued-password-1")).await })
+            })
+            .collect();
+        while hasher.queued.load(Ordering::Relaxed) < QUEUE_PER_CORE {
+            tokio::task::yield_now().await;
+        }
+        let refused = hasher.hash(password("one-too-many-1")).await;
+        assert!(matches!(refused, Err(HashError::Busy)), "{refused:?}");
+        drop(slot);
+        for task in waiting {
+            assert!(task.await.expect("joined").is_ok(), "the line is served");
+        }
+        assert_eq!(hasher.queued.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

@@ -75,6 +75,10 @@ pub enum RegistryError {
     /// ([`crate::throttle::turns`]); refused at once instead of queueing without limit.
     #[error("too many login attempts in parallel; retry in {:?}", .0.retry_after)]
     Busy(Throttled),
+    /// Too many logins from this address, all accounts together, are waiting, or it has made
+    /// too many this minute.
+    #[error("too many login attempts from this address; retry in {:?}", .0.retry_after)]
+    AddressBusy(Throttled),
 }
 
 impl From<CommitError> for RegistryError {
@@ -323,7 +327,7 @@ impl UserRegistry {
             loaded: Arc::new(AtomicBool::new(matches!(load, Load::Ready))),
             load,
             commits: CommitQueue::new(),
-            turns: Turns::new(),
+            turns: Turns::new(u32::try_from(hasher.parallelism()).unwrap_or(u32::MAX)),
             hasher,
             dummy_hash,
         }
@@ -514,12 +518,17 @@ impl UserRegistry {
             return Err(RegistryError::Loading);
         }
         let subject = self.subject(email);
-        let throttle = self.state.throttle();
+        let now = Utc::now();
         // Refused at once while locked out, without waiting in line.
-        throttle
-            .check_login(&subject, client, Utc::now())
+        self.state
+            .throttle()
+            .check_login(&subject, client, now)
             .map_err(RegistryError::Throttled)?;
-        let allowance = throttle.allowance(&subject, client);
+        self.state
+            .throttle_mut()
+            .admit_login(client, now)
+            .map_err(RegistryError::AddressBusy)?;
+        let allowance = self.state.throttle().allowance(&subject, client);
         let key = (subject, client);
         let turn = match self.turns.admit(&key, allowance) {
             Admission::Go => Turn::Now(self.check(email, key, ctx)),
@@ -534,8 +543,13 @@ impl UserRegistry {
                 );
                 Turn::Later(granted)
             }
-            Admission::Full => {
+            Admission::AccountFull => {
                 return Err(RegistryError::Busy(Throttled {
+                    retry_after: BUSY_RETRY,
+                }));
+            }
+            Admission::AddressFull => {
+                return Err(RegistryError::AddressBusy(Throttled {
                     retry_after: BUSY_RETRY,
                 }));
             }
@@ -564,27 +578,33 @@ impl UserRegistry {
         }
     }
 
-    /// A turn of `key` ended: hands turns to its waiters while the throttle allows, or refuses
-    /// them all if it now locks the key.
+    /// A turn of `key` ended: hands turns to the waiters of its address while there is room and
+    /// the throttle allows, and refuses those it now locks out.
     fn end_turn(&mut self, key: &TurnKey, ctx: &mut Context<Self>) {
         self.turns.end(key);
         loop {
+            let now = Utc::now();
             let throttle = self.state.throttle();
-            if let Err(throttled) = throttle.check_login(&key.0, key.1, Utc::now()) {
-                for waiter in self.turns.drain(key) {
+            let handed = self.turns.next(key.1, |key| {
+                throttle.check_login(&key.0, key.1, now)?;
+                Ok(throttle.allowance(&key.0, key.1))
+            });
+            let mut freed = false;
+            for (key, waiter, outcome) in handed {
+                if let Err(throttled) = outcome {
                     let _ = waiter.grant.send(Err(RegistryError::Throttled(throttled)));
+                    continue;
                 }
-                break;
+                let check = self.check(&waiter.email, key.clone(), ctx);
+                if let Err(Ok(check)) = waiter.grant.send(Ok(check)) {
+                    // Its caller left just now: take the turn back here, without a message.
+                    check.turn.disarm();
+                    self.turns.end(&key);
+                    freed = true;
+                }
             }
-            let allowance = throttle.allowance(&key.0, key.1);
-            let Some(waiter) = self.turns.next(key, allowance) else {
+            if !freed {
                 break;
-            };
-            let check = self.check(&waiter.email, key.clone(), ctx);
-            if let Err(Ok(check)) = waiter.grant.send(Ok(check)) {
-                // Its caller left just now: take the turn back here, without a message.
-                check.turn.disarm();
-                self.turns.end(key);
             }
         }
         METRICS.login_waiting.set(gauge(self.turns.waiting()));

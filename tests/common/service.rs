@@ -47,9 +47,10 @@ fn wrapped(mut command: Command, env: &[(String, String)]) -> Command {
         .env("AUTHLOG_BIND", "127.0.0.1:0")
         .env("AUTHLOG_BCRYPT_COST", "4")
         .env("AUTHLOG_WORKERS", "2")
-        // These tests sign up hundreds of users from 127.0.0.1: the per-address sign-up
-        // limit is off for them (and only that limit).
+        // These tests sign up and log in hundreds of users from 127.0.0.1: the per-address
+        // sign-up and login rates are off for them (and only those limits).
         .env("AUTHLOG_SIGNUP_RATE_PER_MINUTE", "0")
+        .env("AUTHLOG_LOGIN_RATE_PER_MINUTE", "0")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());

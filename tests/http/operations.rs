@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use authlog::throttle::turns::MAX_WAITING_PER_ADDRESS;
+
 use crate::common::service::{Service, embedded_env};
 use crate::common::{
     TestDatabase, assert_error, spawn_app, spawn_app_on_postgres, spawn_app_with, test_settings,
@@ -322,7 +324,9 @@ async fn sigterm_under_load(env: Vec<(String, String)>) {
     let service = Service::start(&env);
     let http = reqwest::Client::new();
     let emails: Vec<&String> = acknowledged.iter().collect();
-    for chunk in emails.chunks(64) {
+    // One address may have this many logins waiting at once (and more get 429): log in that
+    // many at a time.
+    for chunk in emails.chunks(MAX_WAITING_PER_ADDRESS) {
         let replies = futures_util::future::join_all(chunk.iter().map(|email| {
             http.post(service.url("/login"))
                 .json(&json!({"email": email, "password": PASSWORD}))

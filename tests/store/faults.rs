@@ -21,8 +21,10 @@ fn app_settings(cluster: &Cluster) -> authlog::config::Settings {
     // Bounded waits, so an outage shows as quick 503s rather than hung requests.
     postgres.timeout = Duration::from_secs(2);
     let mut settings = test_settings(authlog::config::StoreSettings::Postgres(postgres));
-    // The load signs up many users from 127.0.0.1: the per-address sign-up limit is off.
+    // The load signs up and logs in many users from 127.0.0.1: the per-address sign-up and
+    // login rates are off.
     settings.throttle.signups_per_minute = 0;
+    settings.throttle.logins_per_minute = 0;
     settings
 }
 
