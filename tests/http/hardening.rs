@@ -383,3 +383,40 @@ async fn a_full_bcrypt_queue_is_503_at_once() {
         "{outcomes:?}"
     );
 }
+
+/// At `RUST_LOG=debug` the PostgreSQL driver logged every statement's parameters: events'
+/// payloads, with emails and password hashes.
+#[actix_web::test]
+async fn debug_logs_on_postgres_hold_no_hash_email_or_password() {
+    let db = crate::common::TestDatabase::create().await;
+    let env = vec![
+        ("DATABASE_URL".to_owned(), db.url()),
+        (
+            "AUTHLOG_JWT_SECRET".to_owned(),
+            crate::common::TEST_SECRET.to_owned(),
+        ),
+        ("RUST_LOG".to_owned(), "debug".to_owned()),
+    ];
+    let service = Service::start(&env);
+    let http = reqwest::Client::new();
+    let (email, password) = ("debug-logs@example.com", "debug-logs-password-1");
+    for path in ["/signup", "/login"] {
+        let status = http
+            .post(service.url(path))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("sent")
+            .status();
+        assert!(status.is_success(), "{path}: {status}");
+    }
+    let (_, log) = service.terminate(Duration::from_secs(30));
+    assert!(
+        log.iter().any(|line| line.contains("DEBUG")),
+        "debug logging is on"
+    );
+    for secret in [email, password, "$2b$"] {
+        let leaks: Vec<&String> = log.iter().filter(|line| line.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret:?} logged: {leaks:?}");
+    }
+}
