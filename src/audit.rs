@@ -25,8 +25,36 @@ pub enum AuditError {
     Store(#[from] StoreError),
     #[error("cannot write the output")]
     Output(#[from] std::io::Error),
-    #[error("--expect must be HASH@POSITION, e.g. 3f2a…9c@1200")]
-    BadExpect,
+}
+
+/// A chain head recorded earlier, `HASH@POSITION`, that `verify --expect` must find again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedHead {
+    pub hash: String,
+    pub position: i64,
+}
+
+impl std::str::FromStr for ExpectedHead {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let usage = || {
+            format!(
+                "{raw:?} is not HASH@POSITION: 64 hex digits, '@', a position, as `verify` \
+                 printed them (e.g. {}@1200)",
+                "3f2a".repeat(16)
+            )
+        };
+        let (hash, position) = raw.rsplit_once('@').ok_or_else(usage)?;
+        let position = position.parse().map_err(|_| usage())?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) || position < 1 {
+            return Err(usage());
+        }
+        Ok(Self {
+            hash: hash.to_ascii_lowercase(),
+            position,
+        })
+    }
 }
 
 /// What `verify` found.
@@ -44,10 +72,9 @@ pub enum VerifyOutcome {
 /// 0 for `Intact`, 1 otherwise.
 pub async fn verify(
     store: &dyn EventStore,
-    expect: Option<&str>,
+    expected: Option<&ExpectedHead>,
     out: &mut impl Write,
 ) -> Result<VerifyOutcome, AuditError> {
-    let expected = expect.map(parse_expect).transpose()?;
     // Verify up to the end, remembering the hash at the expected position on the way.
     let verifier = chain::verify(store).await?;
     let Verifier {
@@ -63,7 +90,8 @@ pub async fn verify(
         writeln!(out, "BROKEN at position {position}: {why}")?;
         return Ok(VerifyOutcome::Broken(*position, why.to_string()));
     }
-    if let Some((hash, position)) = expected {
+    if let Some(ExpectedHead { hash, position }) = expected {
+        let (hash, position) = (hash.clone(), *position);
         let found = hash_at(store, position).await?;
         if found.as_deref() != Some(hash.as_str()) {
             let message = match found {
@@ -77,15 +105,6 @@ pub async fn verify(
     }
     writeln!(out, "chain intact")?;
     Ok(VerifyOutcome::Intact)
-}
-
-fn parse_expect(raw: &str) -> Result<(String, i64), AuditError> {
-    let (hash, position) = raw.rsplit_once('@').ok_or(AuditError::BadExpect)?;
-    let position = position.parse().map_err(|_| AuditError::BadExpect)?;
-    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(AuditError::BadExpect);
-    }
-    Ok((hash.to_ascii_lowercase(), position))
 }
 
 async fn hash_at(store: &dyn EventStore, position: i64) -> Result<Option<String>, StoreError> {
@@ -259,6 +278,9 @@ fn event_json(event: &RecordedEvent) -> Value {
     })
 }
 
+/// How far past `replay --at` the log is still read for events recorded earlier.
+const TIME_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
 /// Up to when `replay` applies the log.
 #[derive(Debug, Clone, Copy)]
 pub enum ReplayPoint {
@@ -281,12 +303,17 @@ pub async fn replay(
     let mut last_time = None;
     events_after(store, 0)
         .for_each(|event| {
-            let beyond = match point {
-                ReplayPoint::At(at) => event.recorded_at > at,
-                ReplayPoint::Position(to) => event.position > to,
-            };
-            if beyond {
-                return ControlFlow::Break(());
+            // By time, every event recorded up to `at`, as `events --until` lists them. Appends
+            // take their time under the log's lock, so times never go backwards; in logs
+            // written before they did, two writers' times could, by milliseconds. So later
+            // events are skipped rather than ending the replay, until a minute past `at`.
+            match point {
+                ReplayPoint::At(at) if event.recorded_at > at + TIME_SKEW => {
+                    return ControlFlow::Break(());
+                }
+                ReplayPoint::At(at) if event.recorded_at > at => return ControlFlow::Continue(()),
+                ReplayPoint::Position(to) if event.position > to => return ControlFlow::Break(()),
+                _ => {}
             }
             last_time = Some(event.recorded_at);
             state.apply(&event);

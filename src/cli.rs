@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use secrecy::SecretString;
 
+use crate::audit::ExpectedHead;
 use crate::config::{ConfigError, JwtSecretSource, Settings, StoreSettings, defaults, key_file};
-use crate::events::{DEFAULT_STORE_TIMEOUT, PostgresSettings, SqliteSettings};
+use crate::events::{DEFAULT_STORE_TIMEOUT, Event, PostgresSettings, SqliteSettings};
 use crate::jwt::JwtSecret;
 use crate::telemetry::LogFormat;
 use crate::throttle::ThrottlePolicy;
@@ -105,6 +106,22 @@ impl StoreArgs {
     }
 }
 
+const AUDIT_HELP: &str = "\
+The log to read, from the environment:
+  DATABASE_URL        PostgreSQL URL holding the event log, read in read-only transactions
+                      [default: unset, the embedded log in --data-dir, opened read-only;
+                      it must exist]
+
+Exit status: 0 success (verify: the chain is intact); 1 verify found the log changed (a broken
+chain, or the --expect head is gone); 2 a usage error; 3 the log could not be read.";
+
+/// A time on the command line: RFC 3339, with a message that says so.
+fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|_| format!("{raw:?} is not an RFC 3339 time; write it like 2026-11-27T09:00:00Z"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     Table,
@@ -112,27 +129,27 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(after_help = SECRETS_HELP)]
+#[command(after_help = AUDIT_HELP)]
 pub struct EventsArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// First position to list.
-    #[arg(long)]
+    /// First position to list (positions start at 1).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub from: Option<i64>,
     /// Last position to list.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub to: Option<i64>,
     /// Only events recorded at or after this time (RFC 3339, e.g. 2026-11-27T09:00:00Z).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_time)]
     pub since: Option<DateTime<Utc>>,
     /// Only events recorded at or before this time.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_time)]
     pub until: Option<DateTime<Utc>>,
     /// Only this user's events: an email or a user id.
     #[arg(long)]
     pub user: Option<String>,
-    /// Only events of this type, e.g. LoginFailed.
-    #[arg(long = "type")]
+    /// Only events of this type.
+    #[arg(long = "type", value_parser = clap::builder::PossibleValuesParser::new(Event::TYPES))]
     pub event_type: Option<String>,
     /// A readable table, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -140,16 +157,16 @@ pub struct EventsArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(after_help = SECRETS_HELP)]
+#[command(after_help = AUDIT_HELP)]
 #[command(group(clap::ArgGroup::new("point").required(true).args(["at", "to"])))]
 pub struct ReplayArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Replay the events recorded up to this time (RFC 3339).
-    #[arg(long)]
+    /// Replay the events recorded up to this time (RFC 3339, e.g. 2026-11-27T09:00:00Z).
+    #[arg(long, value_parser = parse_time)]
     pub at: Option<DateTime<Utc>>,
     /// Replay the events up to this position.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub to: Option<i64>,
     /// Show this user's history and whether they could log in then: an email or a user id.
     #[arg(long)]
@@ -168,14 +185,14 @@ impl ReplayArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(after_help = SECRETS_HELP)]
+#[command(after_help = AUDIT_HELP)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     /// A head recorded earlier, as HASH@POSITION: fails if the log no longer contains it
     /// (rewritten from scratch, or its tail removed).
     #[arg(long)]
-    pub expect: Option<String>,
+    pub expect: Option<ExpectedHead>,
 }
 
 impl Cli {

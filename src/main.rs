@@ -8,8 +8,14 @@ use std::io::Write as _;
 
 use authlog::audit::{self, EventFilter, ReplayPoint, VerifyOutcome};
 use authlog::cli::{Cli, CliCommand, EventsArgs, OutputFormat, ReplayArgs, ServeArgs, VerifyArgs};
-use authlog::startup::{Application, open_store};
+use authlog::startup::{Application, open_for_audit};
 use clap::Parser;
+
+/// The auditors' commands' exit statuses (their `--help` and docs/auditing.md say the same):
+/// 0 success, 1 `verify` found the log changed, 2 a usage error (clap's own), 3 the log could not
+/// be read.
+const LOG_CHANGED: u8 = 1;
+const LOG_UNREADABLE: u8 = 3;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -18,20 +24,27 @@ async fn main() -> ExitCode {
         eprintln!("authlog: {message}");
         return ExitCode::from(2);
     }
-    let outcome = match cli.into_command() {
-        CliCommand::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+    let audit = match cli.into_command() {
+        CliCommand::Serve(args) => {
+            return match serve(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    // One log line with the whole cause chain; no backtrace, which helps nobody
+                    // running it.
+                    tracing::error!("authlog stopped: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         CliCommand::Events(args) => events(args).await,
         CliCommand::Replay(args) => replay(args).await,
         CliCommand::Verify(args) => verify(args).await,
     };
-    match outcome {
-        Ok(code) => code,
-        Err(error) => {
-            // One line with the whole cause chain; no backtrace, which helps nobody running it.
-            tracing::error!("authlog stopped: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    audit.unwrap_or_else(|error| {
+        // An auditor's script reads this: a plain message, not a log line.
+        eprintln!("authlog: error: {error:#}");
+        ExitCode::from(LOG_UNREADABLE)
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -49,18 +62,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let (store, _) = open_store(&args.store.store_settings()).await?;
+    let store = open_for_audit(&args.store.store_settings()).await?;
     let mut out = std::io::stdout().lock();
-    let outcome = audit::verify(store.as_ref(), args.expect.as_deref(), &mut out).await?;
+    let outcome = audit::verify(store.as_ref(), args.expect.as_ref(), &mut out).await?;
     out.flush()?;
     Ok(match outcome {
         VerifyOutcome::Intact => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
+        _ => ExitCode::from(LOG_CHANGED),
     })
 }
 
 async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let (store, _) = open_store(&args.store.store_settings()).await?;
+    let store = open_for_audit(&args.store.store_settings()).await?;
     let filter = EventFilter {
         from: args.from,
         to: args.to,
@@ -88,10 +101,11 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let (store, _) = open_store(&args.store.store_settings()).await?;
+    let store = open_for_audit(&args.store.store_settings()).await?;
     let point = match (args.at, args.to) {
         (Some(at), _) => ReplayPoint::At(at),
         (None, Some(to)) => ReplayPoint::Position(to),
+        // clap requires one of them (the `point` group).
         (None, None) => anyhow::bail!("give --at or --to"),
     };
     let mut out = std::io::stdout().lock();

@@ -43,6 +43,20 @@ pub async fn open_store(store: &StoreSettings) -> anyhow::Result<(Arc<dyn EventS
     })
 }
 
+/// The log the auditors' commands read: opened read-only, never created, migrated or written
+/// (a missing embedded log is an error, not an empty one).
+pub async fn open_for_audit(store: &StoreSettings) -> anyhow::Result<Arc<dyn EventStore>> {
+    Ok(match store {
+        StoreSettings::Postgres(postgres) => {
+            Arc::new(PostgresEventStore::connect_read_only(postgres)?)
+        }
+        StoreSettings::Sqlite(sqlite) => {
+            Arc::new(SqliteEventStore::open_read_only(&sqlite.path).await?)
+        }
+        StoreSettings::Provided(store) => Arc::clone(store),
+    })
+}
+
 /// The signing key, reading or generating the key file if that is where it comes from.
 fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
     let path = match &settings.jwt_secret {
@@ -159,7 +173,7 @@ impl Application {
         .run();
 
         tracing::info!(
-            ?readiness,
+            readiness = %readiness,
             bcrypt_cost = settings.bcrypt_cost,
             "authlog listening on http://{address} with the event log in {store_name}"
         );

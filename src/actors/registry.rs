@@ -160,6 +160,21 @@ pub enum Readiness {
     Failed { error: String },
 }
 
+impl std::fmt::Display for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Readiness::Ready { users, position } => {
+                write!(f, "ready: {users} users, log at position {position}")
+            }
+            Readiness::Loading { last_error: None } => f.write_str("replaying the log"),
+            Readiness::Loading {
+                last_error: Some(error),
+            } => write!(f, "waiting for the event store ({error})"),
+            Readiness::Failed { error } => write!(f, "failed: {error}"),
+        }
+    }
+}
+
 /// A copy of the committed directory, for tests and diagnostics (costs O(users)).
 #[derive(Message)]
 #[rtype(result = "Directory")]
@@ -478,7 +493,11 @@ impl UserRegistry {
                 METRICS.registry_ready.set(1);
                 act.flush(ctx);
             }
-            Err(error @ (StoreError::Migration { .. } | StoreError::Corrupt { .. })) => {
+            Err(
+                error @ (StoreError::Migration { .. }
+                | StoreError::Misconfigured(_)
+                | StoreError::Corrupt { .. }),
+            ) => {
                 let message = error_chain(&error);
                 tracing::error!(error = %message, "cannot serve this event log; not retrying");
                 act.load = Load::Failed(message);

@@ -63,6 +63,16 @@ pub struct ChainedRow {
     pub columns: StoredColumns,
     pub prev_hash: Option<String>,
     pub hash: Option<String>,
+    /// The JSON columns' text as stored, where the store keeps text (SQLite). PostgreSQL's
+    /// `jsonb` keeps the parsed value, so there is no other text to compare.
+    pub stored: Option<StoredText>,
+}
+
+/// The `payload` and `metadata` columns exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredText {
+    pub payload: String,
+    pub metadata: String,
 }
 
 /// Why the chain breaks at a position.
@@ -79,6 +89,9 @@ pub enum Break {
     Missing,
     /// The row cannot be read as an event row (for example, its payload is not JSON).
     Unreadable,
+    /// The stored JSON text is not the canonical encoding of its value: whitespace, key order
+    /// or a duplicate key was edited in. The hash covers the value, so this is checked apart.
+    NotCanonical,
 }
 
 impl std::fmt::Display for Break {
@@ -94,6 +107,10 @@ impl std::fmt::Display for Break {
             }
             Break::Missing => "no hash stored",
             Break::Unreadable => "the row cannot be read",
+            Break::NotCanonical => {
+                "the stored JSON is not the canonical encoding of its value: it was edited \
+                 (whitespace, key order or a duplicate key)"
+            }
         })
     }
 }
@@ -161,11 +178,22 @@ impl Verifier {
         if hash_row(prev_hash, &row.columns) != *hash {
             return fail(self, Break::HashMismatch);
         }
+        if let Some(stored) = &row.stored
+            && !(is_canonical(&stored.payload, &row.columns.payload)
+                && is_canonical(&stored.metadata, &row.columns.metadata))
+        {
+            return fail(self, Break::NotCanonical);
+        }
         self.count += 1;
         self.head_position = position;
         self.head_hash = hash.clone();
         true
     }
+}
+
+/// Whether `text` is exactly the canonical encoding of `value`.
+fn is_canonical(text: &str, value: &serde_json::Value) -> bool {
+    serde_json::to_string(value).is_ok_and(|canonical| canonical == text)
 }
 
 #[cfg(test)]

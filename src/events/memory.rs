@@ -7,8 +7,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use chrono::{SubsecRound, Utc};
-
 use super::chain::{self, ChainedRow};
 use super::{
     Conflict, Event, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, columns_of,
@@ -84,7 +82,7 @@ impl InMemoryEventStore {
                 return Err(StoreError::Conflict(Conflict::EmailTaken));
             }
         }
-        let recorded_at = Utc::now().trunc_subsecs(6);
+        let recorded_at = super::append_time(log.events.last().map(|e| e.recorded_at));
         let first = log.events.last().map_or(0, |e| e.position) + 1;
         let head = log
             .rows
@@ -98,6 +96,7 @@ impl InMemoryEventStore {
                 columns: columns_of(position, &new, recorded_at),
                 prev_hash: Some(prev_hash),
                 hash: Some(hash),
+                stored: None,
             });
             log.versions.insert((new.stream_id(), new.stream_version));
             if let Event::UserRegistered(registered) = &new.event {

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -94,6 +94,13 @@ impl Event {
     pub const LOGIN_SUCCEEDED: &'static str = "LoginSucceeded";
     pub const LOGIN_FAILED: &'static str = "LoginFailed";
     pub const PASSWORD_REHASHED: &'static str = "PasswordRehashed";
+    /// Every event type this build knows, for auditors' filters.
+    pub const TYPES: [&'static str; 4] = [
+        Self::USER_REGISTERED,
+        Self::LOGIN_SUCCEEDED,
+        Self::LOGIN_FAILED,
+        Self::PASSWORD_REHASHED,
+    ];
 
     /// The `event_type` column.
     pub fn event_type(&self) -> &'static str {
@@ -305,6 +312,10 @@ pub enum StoreError {
     /// of migrations disagrees with this build. Waiting does not fix it, so callers stop.
     #[error("the event log's schema cannot be migrated: {what}")]
     Migration { what: String },
+    /// The store refuses this configuration (no such database, wrong credentials): waiting
+    /// does not fix it, so callers stop, and the message says what to change.
+    #[error("{0}")]
+    Misconfigured(String),
     /// A stored event could not be decoded: the log holds something this build does not understand.
     #[error("event at position {position} cannot be decoded")]
     Corrupt {
@@ -379,6 +390,15 @@ pub(crate) fn columns_of(
         metadata: new.metadata.to_json(),
         recorded_at,
     }
+}
+
+/// The `recorded_at` of a batch appended after an event recorded at `latest`: now, in
+/// microseconds (what both SQL stores keep, so what is hashed is what is read back), and never
+/// before `latest`. Stores call it while they hold the append lock, so times never go backwards
+/// in position order, however many processes append and however their clocks drift.
+pub(crate) fn append_time(latest: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    let now = Utc::now().trunc_subsecs(6);
+    latest.map_or(now, |latest| now.max(latest))
 }
 
 /// Links `events` (to be stored at `first_position`, `first_position + 1`, …) after `head`,

@@ -8,7 +8,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{SubsecRound, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::error::SqlState;
@@ -36,7 +35,8 @@ const APPEND_LOCK: i64 = 0x0063_6861_696e;
 
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
-const HEAD_SQL: &str = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1";
+const HEAD_SQL: &str =
+    "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1";
 
 const APPEND_SQL: &str = "\
     INSERT INTO events (position, stream_id, stream_version, event_type, event_version, payload,
@@ -81,19 +81,37 @@ pub struct PostgresEventStore {
     timeout: Duration,
     /// `user@host:port/dbname`, for log lines; never includes the password.
     description: String,
+    /// The arguments of a `createdb` for this database, for the hint when it does not exist.
+    createdb: String,
 }
 
 impl PostgresEventStore {
     /// Builds the connection pool. Connections are opened lazily, so this does not touch the
     /// database; [`PostgresEventStore::migrate`] is the first call that does.
     pub fn connect(settings: &PostgresSettings) -> anyhow::Result<Self> {
+        Self::connect_with(settings, false)
+    }
+
+    /// [`PostgresEventStore::connect`] for the auditors' commands: every transaction of its
+    /// connections is read-only (`default_transaction_read_only`), so nothing is migrated or
+    /// written, whatever the database user may do.
+    pub fn connect_read_only(settings: &PostgresSettings) -> anyhow::Result<Self> {
+        Self::connect_with(settings, true)
+    }
+
+    fn connect_with(settings: &PostgresSettings, read_only: bool) -> anyhow::Result<Self> {
         let mut config = tokio_postgres::Config::from_str(settings.url.expose_secret())
             .context("DATABASE_URL is not a valid PostgreSQL connection string")?;
+        if read_only {
+            let options = config.get_options().unwrap_or_default().to_owned();
+            config.options(format!("{options} -c default_transaction_read_only=on").trim());
+        }
         config.connect_timeout(settings.timeout);
         if config.get_application_name().is_none() {
             config.application_name("authlog");
         }
         let description = describe(&config);
+        let createdb = createdb_arguments(&config);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -115,6 +133,7 @@ impl PostgresEventStore {
             pool,
             timeout: settings.timeout,
             description,
+            createdb,
         })
     }
 
@@ -125,12 +144,11 @@ impl PostgresEventStore {
     /// [`StoreError::Unavailable`] (worth retrying); one that refuses a migration is
     /// [`StoreError::Migration`], naming the migration and the database's message.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await.map_err(|error| {
-            StoreError::unavailable(anyhow::anyhow!(
-                "cannot connect to PostgreSQL at {}: {error}",
-                self.description
-            ))
-        })?;
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|error| self.connect_error(error))?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -147,6 +165,38 @@ impl PostgresEventStore {
         Ok(())
     }
 
+    /// Why connecting failed: a refusal no retry can fix (no such database, wrong credentials)
+    /// says what to change; anything else is an outage.
+    fn connect_error(&self, error: deadpool_postgres::PoolError) -> StoreError {
+        if let deadpool_postgres::PoolError::Backend(backend) = &error
+            && let Some(db) = backend.as_db_error()
+        {
+            let code = db.code();
+            if *code == SqlState::INVALID_CATALOG_NAME {
+                return StoreError::Misconfigured(format!(
+                    "PostgreSQL at {} says: {}. Create it (`createdb {}`) or point \
+                     DATABASE_URL at a database that exists",
+                    self.description,
+                    db.message(),
+                    self.createdb
+                ));
+            }
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            {
+                return StoreError::Misconfigured(format!(
+                    "PostgreSQL at {} says: {}. Check the user and password in DATABASE_URL",
+                    self.description,
+                    db.message()
+                ));
+            }
+        }
+        StoreError::unavailable(anyhow::anyhow!(
+            "cannot connect to PostgreSQL at {}: {error}",
+            self.description
+        ))
+    }
+
     /// `user@host:port/dbname`, safe to log.
     pub fn description(&self) -> &str {
         &self.description
@@ -156,26 +206,28 @@ impl PostgresEventStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // Microseconds, as timestamptz stores them, so what is hashed is what is read back.
-        let recorded_at = Utc::now().trunc_subsecs(6);
         let mut client = self.pool.get().await.map_err(StoreError::unavailable)?;
         let transaction = client.transaction().await.map_err(map_error)?;
         transaction
             .execute(LOCK_SQL, &[&APPEND_LOCK])
             .await
             .map_err(map_error)?;
-        let (last, head): (i64, Option<String>) = match transaction
+        let (last, head, latest) = match transaction
             .query_opt(HEAD_SQL, &[])
             .await
             .map_err(map_error)?
         {
             Some(row) => (
                 row.try_get(0).map_err(map_error)?,
-                row.try_get(1).map_err(map_error)?,
+                row.try_get::<_, Option<String>>(1).map_err(map_error)?,
+                Some(row.try_get(2).map_err(map_error)?),
             ),
-            None => (0, None),
+            None => (0, None, None),
         };
         let head = head.unwrap_or_else(|| chain::GENESIS.to_owned());
+        // Taken under the lock, and never before the head's: times never go backwards in
+        // position order, whichever process appends.
+        let recorded_at = super::append_time(latest);
         let links = link_batch(&head, last + 1, &events, recorded_at);
 
         let count = events.len();
@@ -410,7 +462,33 @@ fn chained_row(row: &Row) -> Result<ChainedRow, StoreError> {
         },
         prev_hash: row.try_get("prev_hash").map_err(map_error)?,
         hash: row.try_get("hash").map_err(map_error)?,
+        stored: None,
     })
+}
+
+/// `-h HOST -p PORT -U USER NAME`, from the configuration.
+fn createdb_arguments(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let mut arguments = Vec::new();
+    match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => arguments.push(format!("-h {host}")),
+        Some(Host::Unix(path)) => arguments.push(format!("-h {}", path.display())),
+        None => {}
+    }
+    if let Some(port) = config.get_ports().first() {
+        arguments.push(format!("-p {port}"));
+    }
+    if let Some(user) = config.get_user() {
+        arguments.push(format!("-U {user}"));
+    }
+    arguments.push(
+        config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("authlog")
+            .to_owned(),
+    );
+    arguments.join(" ")
 }
 
 fn describe(config: &tokio_postgres::Config) -> String {

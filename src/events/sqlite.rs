@@ -15,13 +15,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::chain::{self, ChainedRow};
+use super::chain::{self, ChainedRow, StoredText};
 use super::{
     Conflict, DecodeError, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture,
     StoredColumns, link_batch,
@@ -52,7 +52,8 @@ const APPEND_SQL: &str = "\
                         metadata, recorded_at, prev_hash, hash)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-const HEAD_SQL: &str = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1";
+const HEAD_SQL: &str =
+    "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1";
 
 const READ_AFTER_SQL: &str = "\
     SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
@@ -99,15 +100,43 @@ impl SqliteEventStore {
     /// Opens (creating if needed) the log file, applies the schema, and starts the thread that
     /// owns the connection.
     pub async fn open(settings: &SqliteSettings) -> anyhow::Result<Self> {
-        let path = settings.path.clone();
         let timeout = settings.timeout;
+        Self::start(settings.path.clone(), timeout, move |path| {
+            open_connection(path, timeout)
+        })
+        .await
+    }
+
+    /// Opens an existing log for reading only, as the auditors' commands do: nothing is
+    /// created, migrated or written, and a missing file is an error. A copy on read-only media
+    /// (where SQLite cannot keep its shared-memory file) is opened as immutable.
+    pub async fn open_read_only(path: &Path) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            path.is_file(),
+            "there is no event log at {} (is --data-dir or AUTHLOG_DATA_DIR right?)",
+            path.display()
+        );
+        Self::start(
+            path.to_owned(),
+            super::DEFAULT_STORE_TIMEOUT,
+            open_read_only_connection,
+        )
+        .await
+    }
+
+    /// Starts the thread that owns the connection `open` makes.
+    async fn start(
+        path: PathBuf,
+        timeout: Duration,
+        open: impl FnOnce(&Path) -> anyhow::Result<Connection> + Send + 'static,
+    ) -> anyhow::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (opened, ready) = oneshot::channel();
         let worker_path = path.clone();
         let worker = std::thread::Builder::new()
             .name("authlog-sqlite".to_owned())
             .spawn(move || {
-                let mut connection = match open_connection(&worker_path, timeout) {
+                let mut connection = match open(&worker_path) {
                     Ok(connection) => {
                         let _ = opened.send(Ok(()));
                         connection
@@ -184,7 +213,7 @@ impl EventStore for SqliteEventStore {
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
         Box::pin(self.call(move |connection| {
-            read_rows(connection, after, limit)?
+            read_rows(connection, after, limit, false)?
                 .into_iter()
                 .map(|row| RecordedEvent::from_columns(row.columns))
                 .collect()
@@ -192,7 +221,7 @@ impl EventStore for SqliteEventStore {
     }
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
-        Box::pin(self.call(move |connection| read_rows(connection, after, limit)))
+        Box::pin(self.call(move |connection| read_rows(connection, after, limit, true)))
     }
 }
 
@@ -225,6 +254,56 @@ fn open_connection(path: &Path, timeout: Duration) -> anyhow::Result<Connection>
     Ok(connection)
 }
 
+/// A read-only connection to an existing log at the schema this build knows: `mode=ro`, or
+/// `immutable` when even reading needs to write SQLite's shared-memory file (a read-only copy).
+fn open_read_only_connection(path: &Path) -> anyhow::Result<Connection> {
+    let readable = |connection: Connection| -> anyhow::Result<Connection> {
+        let version: i32 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        connection.query_row("SELECT count(*) FROM events WHERE 0", [], |_| Ok(()))?;
+        let latest = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        anyhow::ensure!(
+            version == latest,
+            "the event log has schema version {version}, this build reads {latest}: {}",
+            if version < latest {
+                "the service migrates it when it next starts on it"
+            } else {
+                "upgrade authlog"
+            }
+        );
+        Ok(connection)
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    let uri = |query: &str| format!("file:{}?{query}", uri_path(path));
+    match Connection::open_with_flags(uri("mode=ro"), flags).map_err(anyhow::Error::from) {
+        Ok(connection) => match readable(connection) {
+            Ok(connection) => Ok(connection),
+            Err(error) if is_cannot_open(&error) => readable(Connection::open_with_flags(
+                uri("mode=ro&immutable=1"),
+                flags,
+            )?),
+            Err(error) => Err(error),
+        },
+        Err(error) => Err(error),
+    }
+    .with_context(|| format!("cannot read the event log {}", path.display()))
+}
+
+/// SQLite could not open or map a file it needs (on read-only media: the `-shm` file).
+fn is_cannot_open(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        .is_some_and(|code| matches!(code, ErrorCode::CannotOpen | ErrorCode::ReadOnly))
+}
+
+/// `path` for a `file:` URI: the characters with a meaning there are escaped.
+fn uri_path(path: &Path) -> String {
+    path.to_string_lossy()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23")
+}
+
 /// Applies the steps of [`MIGRATIONS`] not applied yet, in one write transaction, so that two
 /// processes opening a new file at once migrate it exactly once.
 fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
@@ -253,7 +332,7 @@ fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
 /// Links the rows written before the chain existed, in position order. The UPDATE trigger is
 /// dropped and recreated around it, inside the migration's transaction.
 fn link_unchained(transaction: &rusqlite::Transaction<'_>) -> anyhow::Result<()> {
-    let rows = read_rows(transaction, 0, usize::MAX).map_err(anyhow::Error::new)?;
+    let rows = read_rows(transaction, 0, usize::MAX, false).map_err(anyhow::Error::new)?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -283,19 +362,24 @@ fn append_batch(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    // Stored with microseconds, as PostgreSQL does, so what is returned equals what is read back.
-    let recorded_at = Utc::now().trunc_subsecs(6);
-    let stamp = recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
     // IMMEDIATE takes the write lock first: the head read here is still the head at commit.
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_error)?;
-    let (last, head): (i64, Option<String>) = transaction
-        .query_row(HEAD_SQL, [], |row| Ok((row.get(0)?, row.get(1)?)))
+    let (last, head, latest): (i64, Option<String>, Option<String>) = transaction
+        .query_row(HEAD_SQL, [], |row| {
+            Ok((row.get(0)?, row.get(1)?, Some(row.get(2)?)))
+        })
         .optional()
         .map_err(map_error)?
-        .unwrap_or((0, None));
+        .unwrap_or((0, None, None));
     let head = head.unwrap_or_else(|| chain::GENESIS.to_owned());
+    // Under the write lock, and never before the head's time (see `append_time`).
+    let latest = latest
+        .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+        .map(|at| at.with_timezone(&Utc));
+    let recorded_at = super::append_time(latest);
+    let stamp = recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
     let links = link_batch(&head, last + 1, &events, recorded_at);
     let mut recorded = Vec::with_capacity(events.len());
     {
@@ -329,10 +413,12 @@ fn append_batch(
     Ok(recorded)
 }
 
+/// Rows after `after`; with `keep_text`, also the JSON columns exactly as stored (for `verify`).
 fn read_rows(
     connection: &Connection,
     after: i64,
     limit: usize,
+    keep_text: bool,
 ) -> Result<Vec<ChainedRow>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut select = connection
@@ -341,10 +427,19 @@ fn read_rows(
     let mut rows = select.query(params![after, limit]).map_err(map_error)?;
     let mut read = Vec::new();
     while let Some(row) = rows.next().map_err(map_error)? {
+        let stored = if keep_text {
+            Some(StoredText {
+                payload: row.get("payload").map_err(map_error)?,
+                metadata: row.get("metadata").map_err(map_error)?,
+            })
+        } else {
+            None
+        };
         read.push(ChainedRow {
             columns: columns(row)?,
             prev_hash: row.get("prev_hash").map_err(map_error)?,
             hash: row.get("hash").map_err(map_error)?,
+            stored,
         });
     }
     Ok(read)

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use crate::common::TestDatabase;
-use authlog::audit::{self, EventFilter, ReplayPoint, VerifyOutcome};
+use authlog::audit::{self, EventFilter, ExpectedHead, ReplayPoint, VerifyOutcome};
 use authlog::domain::{Email, UserId};
 use authlog::events::{
     Event, EventMetadata, EventStore, LoginFailed, LoginSucceeded, NewEvent, PostgresEventStore,
@@ -129,7 +129,8 @@ async fn known_log(store: &dyn EventStore) -> (UserId, UserId) {
 
 async fn verify(store: &dyn EventStore, expect: Option<&str>) -> (VerifyOutcome, String) {
     let mut out = Vec::new();
-    let outcome = audit::verify(store, expect, &mut out)
+    let expect = expect.map(|raw| raw.parse::<ExpectedHead>().expect("HASH@POSITION"));
+    let outcome = audit::verify(store, expect.as_ref(), &mut out)
         .await
         .expect("verifies");
     (outcome, String::from_utf8(out).expect("utf-8"))
@@ -500,4 +501,264 @@ fn the_auditing_doc_shows_the_tested_script_and_query() {
         doc.contains(PSQL_QUERY),
         "docs/auditing.md must show the tested psql query"
     );
+}
+
+/// The binary, reading the embedded log in `data_dir` (no DATABASE_URL); status and output.
+fn authlog(data_dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_authlog"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("AUTHLOG_DATA_DIR", data_dir)
+        .output()
+        .expect("runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The finding: JSON text edited so that it decodes to the same value (whitespace, a leading
+/// duplicate key) kept the chain intact, yet SQL's json_extract, and so the unique-email index,
+/// saw the attacker's email.
+#[actix_web::test]
+async fn edits_that_decode_to_the_same_event_are_caught() {
+    for (name, edit) in [
+        (
+            "whitespace",
+            "UPDATE events SET payload = replace(payload, ',', ', ') WHERE position = 3",
+        ),
+        (
+            "a leading duplicate key",
+            "UPDATE events SET payload = '{\"email\":\"attacker@evil.example\",' \
+             || substr(payload, 2) WHERE position = 3",
+        ),
+        (
+            "metadata key order",
+            "UPDATE events SET metadata = '{\"user_agent\":\"audit-test\",\"client_ip\":\"198.51.100.2\"}' \
+             WHERE position = 3",
+        ),
+    ] {
+        let log = Log::sqlite().await;
+        known_log(log.store()).await;
+        log.tamper("", edit).await;
+        let Log::Sqlite(dir, _) = &log else {
+            unreachable!()
+        };
+        let (outcome, text) = verify(log.store(), None).await;
+        assert_eq!(broken_at(&outcome), Some(3), "{name}: {text}");
+        assert!(
+            text.contains("not the canonical encoding"),
+            "{name}: {text}"
+        );
+        let script = Command::new("python3")
+            .args(["docs/verify_chain.py", "--sqlite"])
+            .arg(dir.path().join("events.db"))
+            .output()
+            .expect("python3 runs");
+        assert_eq!(script.status.code(), Some(1), "{name}: the script agrees");
+        assert_eq!(
+            String::from_utf8_lossy(&script.stdout).trim(),
+            "BROKEN at position 3",
+            "{name}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn audit_commands_refuse_a_store_that_does_not_exist_and_create_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("no").join("such").join("dir");
+    for args in [&["verify"][..], &["events"], &["replay", "--to", "1"]] {
+        let (status, stdout, stderr) = authlog(&missing, args);
+        assert_eq!(status, Some(3), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.starts_with("authlog: error: there is no event log at "),
+            "{args:?}: a plain message, not a log line: {stderr}"
+        );
+        assert!(!stdout.contains("chain intact"), "{stdout}");
+    }
+    assert!(!dir.path().join("no").exists(), "nothing was created");
+}
+
+#[actix_web::test]
+async fn a_read_only_copy_verifies_with_authlog_and_the_script() {
+    let log = Log::sqlite().await;
+    known_log(log.store()).await;
+    let Log::Sqlite(dir, store) = log else {
+        unreachable!()
+    };
+    drop(store);
+    // A copy on read-only media: a directory and file nobody may write, read as another user
+    // when the tests run as root (root may write anything).
+    let copy = tempfile::tempdir().expect("temp dir");
+    let file = copy.path().join("events.db");
+    std::fs::copy(dir.path().join("events.db"), &file).expect("copy");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    let as_reader = |program: &str| {
+        let mut command = if root {
+            let mut command = Command::new("setpriv");
+            command.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+            command
+        } else {
+            Command::new(program)
+        };
+        command.env_remove("DATABASE_URL");
+        command
+    };
+    let output = as_reader(env!("CARGO_BIN_EXE_authlog"))
+        .args(["verify", "--data-dir"])
+        .arg(copy.path())
+        .output()
+        .expect("runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("events: 6") && stdout.contains("chain intact"),
+        "{stdout}"
+    );
+    // The system's Python when reading as another user: root's may live under /root.
+    let python = if root && std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let output = as_reader(python)
+        .arg(
+            std::env::current_dir()
+                .expect("cwd")
+                .join("docs/verify_chain.py"),
+        )
+        .arg("--sqlite")
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let untouched: Vec<_> = std::fs::read_dir(copy.path())
+        .expect("list")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        untouched,
+        ["events.db"],
+        "nothing was written beside the copy"
+    );
+}
+
+#[actix_web::test]
+async fn auditors_arguments_are_checked_and_usage_errors_exit_2() {
+    let log = Log::sqlite().await;
+    known_log(log.store()).await;
+    let Log::Sqlite(dir, _) = &log else {
+        unreachable!()
+    };
+    for (args, says) in [
+        (&["events", "--from=-9223372036854775808"][..], "--from"),
+        (&["events", "--from", "0"], "--from"),
+        (&["events", "--type", "LoginFail"], "LoginFailed"),
+        (&["verify", "--expect", "abc"], "is not HASH@POSITION"),
+        (&["replay", "--at", "yesterday"], "2026-11-27T09:00:00Z"),
+        (&["events", "--until", "tomorrow"], "RFC 3339"),
+    ] {
+        let (status, stdout, stderr) = authlog(dir.path(), args);
+        assert_eq!(status, Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("ERROR authlog"),
+            "not a log line: {stderr}"
+        );
+    }
+    // The documented statuses: 0 intact, 1 changed.
+    let (status, _, _) = authlog(dir.path(), &["verify"]);
+    assert_eq!(status, Some(0));
+    let (_, help, _) = authlog(dir.path(), &["verify", "--help"]);
+    assert!(help.contains("Exit status: 0 success"), "{help}");
+    assert!(
+        !help.contains("AUTHLOG_JWT_SECRET"),
+        "auditors need no token key: {help}"
+    );
+}
+
+/// The finding: `recorded_at` was taken before the append lock, so with two writers times went
+/// backwards in position order, and `replay --at T` (which stopped at the first later time)
+/// disagreed with `events --until T`.
+#[actix_web::test]
+async fn two_writers_never_record_times_out_of_order_and_replay_agrees_with_events() {
+    use actix::Actor;
+    use authlog::actors::{Register, UserRegistry};
+    use authlog::hashing::PasswordHasher;
+    let log = Log::postgres().await;
+    let Log::Postgres(db, _) = &log else {
+        unreachable!()
+    };
+    let mut registries = Vec::new();
+    for _ in 0..2 {
+        let store =
+            PostgresEventStore::connect(&PostgresSettings::new(SecretString::from(db.url())))
+                .expect("connects");
+        registries.push(
+            UserRegistry::load(Arc::new(store), PasswordHasher::new(4, 2))
+                .await
+                .expect("loads")
+                .start(),
+        );
+    }
+    let hash = crate::common::password_hash("password1").await;
+    let sends = (0..400).map(|i| {
+        registries[i % 2].send(Register {
+            email: Email::parse(&format!("writer{i}@example.com")).expect("valid"),
+            password_hash: hash.clone(),
+            metadata: EventMetadata::default(),
+        })
+    });
+    for reply in futures_util::future::join_all(sends).await {
+        reply.expect("answers").expect("registers");
+    }
+    let events = log.store().read_after(0, 1000).await.expect("reads");
+    assert_eq!(events.len(), 400);
+    let backwards = events
+        .windows(2)
+        .filter(|pair| pair[1].recorded_at < pair[0].recorded_at)
+        .count();
+    assert_eq!(backwards, 0, "times went backwards in position order");
+    for at in [50, 150, 250, 399].map(|i| events[i].recorded_at) {
+        let mut out = Vec::new();
+        audit::replay(
+            log.store(),
+            ReplayPoint::At(at),
+            None,
+            ThrottlePolicy::default(),
+            &mut out,
+        )
+        .await
+        .expect("replays");
+        let replayed = String::from_utf8(out).expect("utf-8");
+        let filter = EventFilter {
+            until: Some(at),
+            event_type: Some("UserRegistered".to_owned()),
+            ..Default::default()
+        };
+        let listed = audit::events(log.store(), &filter, true, &mut Vec::new())
+            .await
+            .expect("lists");
+        assert!(
+            replayed.contains(&format!("users: {listed}\n")),
+            "events --until lists {listed}, replay --at says:\n{replayed}"
+        );
+    }
 }

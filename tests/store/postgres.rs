@@ -368,3 +368,23 @@ async fn a_migration_the_database_refuses_stops_start_up_naming_it_and_the_reaso
         "carries the database's message: {error}"
     );
 }
+
+#[actix_web::test]
+async fn a_database_that_does_not_exist_stops_start_up_with_a_createdb_hint() {
+    let db = TestDatabase::create().await;
+    let url = db
+        .url()
+        .replace(db.name(), &format!("{}_missing", db.name()));
+    let settings = test_settings(StoreSettings::Postgres(PostgresSettings::new(
+        SecretString::from(url),
+    )));
+    let error = match authlog::startup::Application::build(settings).await {
+        Ok(_) => panic!("start-up must fail, not wait for ever"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("does not exist"), "{error}");
+    assert!(
+        error.contains("createdb -h 127.0.0.1 -p 5432 -U postgres"),
+        "{error}"
+    );
+}
