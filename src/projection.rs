@@ -93,8 +93,10 @@ impl Directory {
     pub fn apply(&mut self, recorded: &RecordedEvent) {
         match &recorded.event {
             Event::UserRegistered(registered) => {
+                // Keyed by today's form of the address, so one registered under older rules is
+                // found by the spelling sign-up and login parse to now.
                 self.by_email
-                    .insert(registered.email.clone(), registered.user_id);
+                    .insert(registered.email.canonical(), registered.user_id);
                 self.users.insert(
                     registered.user_id,
                     UserEntry {

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization as _;
+use unicode_security::MixedScript as _;
 
 /// RFC 5321 caps a forward path at 256 octets, including the two angle brackets.
 const MAX_BYTES: usize = 254;
@@ -28,17 +29,31 @@ pub enum EmailError {
     Invalid,
     #[error("must not contain invisible or control characters")]
     Invisible,
+    #[error("must not mix scripts (such as Latin and Cyrillic) in one part")]
+    MixedScripts,
+    #[error("must be a plain address: no quoted local part")]
+    Quoted,
+    #[error(
+        "must have a domain name made of letters, digits and hyphens, with a name as its last label"
+    )]
+    NotAHostname,
 }
 
 impl Email {
     /// Trims surrounding whitespace, applies Unicode NFKC (so fullwidth `ｕｓｅｒ` is `user`),
     /// lowercases, refuses invisible and control characters (zero-width spaces, bidi controls),
-    /// then validates with the `email_address` crate. Two spellings that look the same to a
-    /// person are one address, so they can never be two accounts.
+    /// maps an internationalised domain to its one ASCII form (UTS #46: `bücher.de` is
+    /// `xn--bcher-kva.de`), refuses a local part or domain label that mixes scripts (UTS #39:
+    /// `usеr` with a Cyrillic `е`), then validates with the `email_address` crate. Two spellings
+    /// that look the same to a person are one address, or one of them is refused, so they can
+    /// never be two accounts. (Two addresses each written wholly in a different script, such as
+    /// Cyrillic `асе` and Latin `ace`, stay two addresses.)
     ///
-    /// Beyond RFC 5322 syntax we require a dotted domain (no `user@localhost`), and reject domain
-    /// literals (`user@[10.0.0.1]`) and display names (`Name <user@example.com>`): none of them
-    /// is an address a person signs up with.
+    /// Beyond RFC 5322 syntax we require a hostname (letters, digits and hyphens; a dotted name
+    /// whose last label is not a number: no `user@localhost`, `ip@127.0.0.1`, `u@ex_ample.com`),
+    /// and reject quoted local parts (`"user"@example.com`), domain literals (`user@[10.0.0.1]`)
+    /// and display names (`Name <user@example.com>`): none of them is an address a person signs
+    /// up with.
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
         let normalized: String = raw.trim().nfkc().collect::<String>().to_lowercase();
         if normalized.is_empty() {
@@ -56,12 +71,60 @@ impl Email {
             .without_display_text();
         email_address::EmailAddress::parse_with_options(&normalized, options)
             .map_err(|_| EmailError::Invalid)?;
-        Ok(Self(normalized))
+        let (local, domain) = normalized.rsplit_once('@').ok_or(EmailError::Invalid)?;
+        if local.starts_with('"') {
+            return Err(EmailError::Quoted);
+        }
+        let (unicode, mapped) = idna::domain_to_unicode(domain);
+        mapped.map_err(|_| EmailError::Invalid)?;
+        if !local.is_single_script() || !unicode.split('.').all(|label| label.is_single_script()) {
+            return Err(EmailError::MixedScripts);
+        }
+        let ascii = idna::domain_to_ascii(domain).map_err(|_| EmailError::Invalid)?;
+        if !is_hostname(&ascii) {
+            return Err(EmailError::NotAHostname);
+        }
+        let address = format!("{local}@{ascii}");
+        if address.len() > MAX_BYTES {
+            return Err(EmailError::TooLong);
+        }
+        Ok(Self(address))
+    }
+
+    /// The form [`Email::parse`] gives today to an address read back from the log, which may
+    /// have been written under older rules (before domains were mapped to ASCII): what lookups
+    /// by email use. ASCII addresses are already in that form.
+    pub fn canonical(&self) -> Self {
+        if self.0.is_ascii() {
+            return self.clone();
+        }
+        Self::parse(&self.0).unwrap_or_else(|_| self.clone())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A DNS hostname in ASCII (after UTS #46): at least two labels of letters, digits and hyphens,
+/// none starting or ending with a hyphen, each 1 to 63 bytes, and a last label that is not all
+/// digits (so not an IPv4 address).
+fn is_hostname(ascii: &str) -> bool {
+    let labels: Vec<&str> = ascii.split('.').collect();
+    labels.len() >= 2
+        && ascii.len() <= 253
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Control characters, and the format characters that render as nothing: zero-width spaces
@@ -115,6 +178,33 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn one_form_for_internationalised_domains_and_no_mixed_scripts() {
+        let ascii = Email::parse("idn@xn--bcher-kva.de").expect("valid");
+        assert_eq!(Email::parse("idn@bücher.de").expect("valid"), ascii);
+        assert_eq!(Email::parse("IDN@BÜCHER.DE").expect("valid"), ascii);
+        assert_eq!(ascii.as_str(), "idn@xn--bcher-kva.de");
+        // One script per part is fine, whichever script it is.
+        assert!(Email::parse("иван@пример.рф").is_ok());
+        assert!(Email::parse("müller@example.com").is_ok());
+        for raw in ["us\u{0435}r@example.com", "user@ex\u{0430}mple.com"] {
+            assert_eq!(Email::parse(raw), Err(EmailError::MixedScripts), "{raw}");
+        }
+        assert_eq!(
+            Email::parse("\"user\"@example.com"),
+            Err(EmailError::Quoted)
+        );
+        for raw in ["ip@127.0.0.1", "u@ex_ample.com", "nt@example.123"] {
+            assert_eq!(Email::parse(raw), Err(EmailError::NotAHostname), "{raw}");
+        }
+        for raw in ["h@-example.com", "h@example-.com", "user@[127.0.0.1]"] {
+            assert!(Email::parse(raw).is_err(), "{raw}");
+        }
+        // An address written under the old rules finds today's form.
+        let old = Email(String::from("idn@bücher.de"));
+        assert_eq!(old.canonical(), ascii);
+    }
 
     #[test]
     fn trims_and_lowercases_before_validating() {

@@ -420,3 +420,51 @@ async fn debug_logs_on_postgres_hold_no_hash_email_or_password() {
         assert!(leaks.is_empty(), "{secret:?} logged: {leaks:?}");
     }
 }
+
+/// The replies actix-web's HTTP/1 parser sends before a request reaches authlog: they cannot
+/// carry the `{"detail"}` body or authlog's headers, and the README lists exactly these.
+#[actix_web::test]
+async fn the_parsers_own_replies_are_exactly_the_documented_ones() {
+    let (app, _log) = spawn_app().await;
+    let address = format!("127.0.0.1:{}", app.port);
+    let many_headers: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "not HTTP",
+            "GARBAGE\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            "more than 96 header fields",
+            format!("GET / HTTP/1.1\r\n{many_headers}\r\n"),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            "a head not finished within 5 s",
+            "GET / HTTP/1.1\r\nHost: x\r\n".to_owned(),
+            "HTTP/1.1 408 Request Timeout",
+        ),
+    ];
+    let replies = cases.iter().map(|(_, request, _)| {
+        exchange(
+            &address,
+            [127, 0, 0, 1],
+            request.as_bytes(),
+            Duration::from_secs(20),
+        )
+    });
+    for ((name, _, status), (reply, _)) in cases
+        .iter()
+        .zip(futures_util::future::join_all(replies).await)
+    {
+        assert!(reply.starts_with(status), "{name}: {reply}");
+        assert!(reply.contains("content-length: 0"), "{name}: {reply}");
+    }
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    for status in ["400", "408", "431"] {
+        assert!(
+            readme.contains(&format!("`{status}` from the HTTP parser")),
+            "the README lists the parser's {status}"
+        );
+    }
+}

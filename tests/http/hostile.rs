@@ -252,6 +252,31 @@ async fn hostile_fields_and_look_alike_emails() {
                 "email: must not contain invisible or control characters",
             ),
         ),
+        (
+            "quoted local part",
+            json!({"email": "\"user\"@example.com", "password": "mypassword123"}),
+            Expect::Error(422, "email: must be a plain address: no quoted local part"),
+        ),
+        (
+            "an IPv4 address as the domain",
+            json!({"email": "ip@127.0.0.1", "password": "mypassword123"}),
+            Expect::Error(422, NOT_A_HOSTNAME),
+        ),
+        (
+            "an underscore in the domain",
+            json!({"email": "u@ex_ample.com", "password": "mypassword123"}),
+            Expect::Error(422, NOT_A_HOSTNAME),
+        ),
+        (
+            "a numeric last label",
+            json!({"email": "nt@example.123", "password": "mypassword123"}),
+            Expect::Error(422, NOT_A_HOSTNAME),
+        ),
+        (
+            "a domain literal",
+            json!({"email": "user@[127.0.0.1]", "password": "mypassword123"}),
+            Expect::Error(422, "email: is not a valid email address"),
+        ),
     ];
     for (name, body, expect) in &cases {
         check(name, signup(body.clone()).await, expect).await;
@@ -262,7 +287,7 @@ async fn hostile_fields_and_look_alike_emails() {
         app.signup(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await.status(),
         201
     );
-    let spellings: [(&str, &str, Expect); 5] = [
+    let spellings: [(&str, &str, Expect); 7] = [
         (
             "upper case",
             "USER@EXAMPLE.COM",
@@ -294,6 +319,16 @@ async fn hostile_fields_and_look_alike_emails() {
                 "email: must not contain invisible or control characters",
             ),
         ),
+        (
+            "a Cyrillic е in the local part",
+            "us\u{0435}r@example.com",
+            Expect::Error(422, MIXED_SCRIPTS),
+        ),
+        (
+            "a Cyrillic а in the domain",
+            "user@ex\u{0430}mple.com",
+            Expect::Error(422, MIXED_SCRIPTS),
+        ),
     ];
     for (name, email, expect) in &spellings {
         check(name, app.signup(email, "another-password-9").await, expect).await;
@@ -312,8 +347,34 @@ async fn hostile_fields_and_look_alike_emails() {
             .status(),
         200
     );
-    eprintln!("hostile fields: {} cases", cases.len() + spellings.len());
+    // An internationalised domain has one form, whichever way it is written.
+    assert_eq!(
+        app.signup("idn@bücher.de", TUTORIAL_PASSWORD)
+            .await
+            .status(),
+        201
+    );
+    check(
+        "the same domain in ASCII",
+        app.signup("idn@xn--bcher-kva.de", "another-password-9")
+            .await,
+        &Expect::Error(409, "User already exists"),
+    )
+    .await;
+    assert_eq!(
+        app.login("IDN@XN--BCHER-KVA.DE", TUTORIAL_PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    eprintln!(
+        "hostile fields: {} cases",
+        cases.len() + spellings.len() + 2
+    );
 }
+
+const NOT_A_HOSTNAME: &str = "email: must have a domain name made of letters, digits and hyphens, with a name as its last label";
+const MIXED_SCRIPTS: &str = "email: must not mix scripts (such as Latin and Cyrillic) in one part";
 
 #[actix_web::test]
 async fn hostile_passwords() {
