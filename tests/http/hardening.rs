@@ -468,3 +468,15 @@ async fn the_parsers_own_replies_are_exactly_the_documented_ones() {
         );
     }
 }
+
+#[actix_web::test]
+async fn the_start_up_line_says_the_readiness_in_words() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let service = Service::start(&embedded_env(dir.path()));
+    let line = &service.startup_line;
+    assert!(line.contains("readiness=ready: 0 users"), "{line}");
+    assert!(
+        !line.contains("Ready {") && !line.contains("Loading {"),
+        "{line}"
+    );
+}
