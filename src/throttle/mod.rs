@@ -266,20 +266,14 @@ impl Throttle {
         client: Option<IpAddr>,
         now: DateTime<Utc>,
     ) -> Result<(), Throttled> {
-        let limit = self.policy.signups_per_minute as usize;
-        if limit == 0 {
-            return Ok(());
-        }
+        let limit = self.policy.signups_per_minute;
         let window = self.signups.entry(client).or_default();
         window.forget_before(now - MINUTE);
-        match window.times.front() {
-            Some(oldest) if window.times.len() >= limit => Err(throttled(*oldest + MINUTE - now)),
-            _ => {
-                window.times.push_back(now);
-                window.unmatched += 1;
-                Ok(())
-            }
+        admit_per_minute(&mut window.times, limit, now)?;
+        if limit > 0 {
+            window.unmatched += 1;
         }
+        Ok(())
     }
 
     /// Whether `client` may start another login attempt now; if so, it counts against its rate.
@@ -288,19 +282,9 @@ impl Throttle {
         client: Option<IpAddr>,
         now: DateTime<Utc>,
     ) -> Result<(), Throttled> {
-        let limit = self.policy.logins_per_minute as usize;
-        if limit == 0 {
-            return Ok(());
-        }
         let times = self.logins.entry(client).or_default();
         drop_before(times, now - MINUTE);
-        match times.front() {
-            Some(oldest) if times.len() >= limit => Err(throttled(*oldest + MINUTE - now)),
-            _ => {
-                times.push_back(now);
-                Ok(())
-            }
-        }
+        admit_per_minute(times, self.policy.logins_per_minute, now)
     }
 
     /// A failed login on an email with no account: counted here, since it leaves no event.
@@ -363,6 +347,25 @@ impl SignupWindow {
     fn forget_before(&mut self, since: DateTime<Utc>) {
         drop_before(&mut self.times, since);
         self.unmatched = self.unmatched.min(self.times.len());
+    }
+}
+
+/// One more attempt at `now` against `limit` a minute (0: no limit), given the attempts of the
+/// last minute, oldest first; counted if admitted.
+fn admit_per_minute(
+    times: &mut VecDeque<DateTime<Utc>>,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> Result<(), Throttled> {
+    if limit == 0 {
+        return Ok(());
+    }
+    match times.front() {
+        Some(oldest) if times.len() >= limit as usize => Err(throttled(*oldest + MINUTE - now)),
+        _ => {
+            times.push_back(now);
+            Ok(())
+        }
     }
 }
 

@@ -151,6 +151,27 @@ impl Service {
         self.child.id()
     }
 
+    /// One sample of a series on the service's `/metrics`, 0 when absent. Scraped from
+    /// 127.0.0.3, an address of its own, so the per-address limits a test's load runs into never
+    /// refuse the scrape.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let scraper = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+            .build()
+            .expect("client");
+        let response = scraper
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answered");
+        assert_eq!(response.status(), 200, "the metrics scrape");
+        let text = response.text().await.expect("text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Every line logged so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().expect("not poisoned").clone()

@@ -218,22 +218,6 @@ async fn login_status(http: &reqwest::Client, url: &str, email: &str, password: 
         .as_u16()
 }
 
-/// One sample of a series on the service's `/metrics`.
-async fn sample(http: &reqwest::Client, service: &Service, series: &str) -> f64 {
-    let text = http
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The finding: logins for new unknown emails from one address, 64 at a time, made a real
 /// user's login wait behind all of them (20 s at cost 12). Now one address gets one check per
 /// core, so the other address's login waits behind a couple of checks, not dozens.
@@ -277,11 +261,11 @@ async fn one_address_flooding_unknown_emails_cannot_monopolise_bcrypt() {
     // Let the flood fill every queue.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let verify = r#"authlog_bcrypt_duration_seconds_count{operation="verify"}"#;
-    let before = sample(&user, &service, verify).await;
+    let before = service.metric(verify).await;
     let started = Instant::now();
     let status = login_status(&user, &login_url, "real@example.com", "real-password-1").await;
     let took = started.elapsed();
-    let checks = sample(&user, &service, verify).await - before;
+    let checks = service.metric(verify).await - before;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut flood_statuses = Vec::new();
     for lane in flood {

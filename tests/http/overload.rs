@@ -28,22 +28,6 @@ const CONNECTIONS: usize = 1000;
 /// `throttle::turns::MAX_WAITING`: attempts of one account and address parked at once.
 const MAX_WAITING: f64 = 8.0;
 
-/// One sample of the service's `/metrics`.
-async fn metric(http: &reqwest::Client, service: &Service, series: &str) -> f64 {
-    let text = http
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics answered")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn login(http: &reqwest::Client, service: &Service, email: &str) -> reqwest::Response {
     http.post(service.url("/login"))
         .json(&json!({ "email": email, "password": PASSWORD }))
@@ -80,7 +64,7 @@ async fn abandoned_logins_for_one_account_cost_the_attacker_not_everyone_else() 
         assert_eq!(response.status(), 201, "sign-up of {email}");
     }
     let verify = r#"authlog_bcrypt_duration_seconds_count{operation="verify"}"#;
-    let checks_before = metric(&http, &service, verify).await;
+    let checks_before = service.metric(verify).await;
 
     // The attack.
     let address = service
@@ -103,8 +87,8 @@ async fn abandoned_logins_for_one_account_cost_the_attacker_not_everyone_else() 
             .expect("send the login");
         connections.push(stream);
     }
-    let waiting = metric(&http, &service, "authlog_login_waiting").await;
-    let queued = metric(&http, &service, "authlog_registry_queue_depth").await;
+    let waiting = service.metric("authlog_login_waiting").await;
+    let queued = service.metric("authlog_registry_queue_depth").await;
     drop(connections);
 
     // Another user logs in at once.
@@ -129,10 +113,10 @@ async fn abandoned_logins_for_one_account_cost_the_attacker_not_everyone_else() 
     // Once the clients are gone, their attempts cost nothing more: the number of password
     // checks stops growing, far below one per connection.
     let settled = async {
-        let mut last = metric(&http, &service, verify).await;
+        let mut last = service.metric(verify).await;
         loop {
             actix_rt::time::sleep(Duration::from_millis(500)).await;
-            let now = metric(&http, &service, verify).await;
+            let now = service.metric(verify).await;
             if now == last {
                 return now;
             }
