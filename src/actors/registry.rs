@@ -27,7 +27,7 @@ use crate::commit::{CommitError, CommitQueue, Next, Outcome};
 use crate::decide::{Command, Rejection};
 use crate::diagnostics::error_chain;
 use crate::domain::{Email, Password, PasswordHash, UserId};
-use crate::events::{EventMetadata, EventStore, RecordedEvent, StoreError, events_after};
+use crate::events::{EventMetadata, EventStore, StoreError, events_after};
 use crate::hashing::{HashError, PasswordHasher};
 use crate::metrics::METRICS;
 use crate::projection::{Directory, DirectoryView, UserSummary};
@@ -387,11 +387,6 @@ impl UserRegistry {
         matches!(self.load, Load::Ready)
     }
 
-    /// Applies one committed event, whoever wrote it.
-    fn apply(&mut self, event: &RecordedEvent) {
-        self.state.apply(event);
-    }
-
     /// Queues a command for the next batch; `respond` hears its outcome after commit.
     fn enqueue(
         &mut self,
@@ -456,7 +451,7 @@ impl UserRegistry {
                     tracing::info!(events = events.len(), "caught up with the log");
                 }
                 for event in &events {
-                    act.apply(event);
+                    act.state.apply(event);
                 }
                 METRICS.projection_users.set(gauge(act.state.directory().len()));
                 act.commits.caught_up();

@@ -23,18 +23,12 @@ fn header(response: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
-async fn signed_up(app: &TestApp, email: &str, password: &str) -> Value {
-    let response = app.signup(email, password).await;
-    assert_eq!(response.status(), 201, "signup of {email:?}");
-    response.json().await.expect("json")
-}
-
 // ---- GET / ----
 
 #[actix_web::test]
 async fn root_says_the_api_is_running() {
     let (app, _db) = spawn_app().await;
-    let response = app.http.get(app.url("/")).send().await.expect("sent");
+    let response = app.get("/").await;
     assert_eq!(response.status(), 200);
     assert!(header(&response, "content-type").starts_with("application/json"));
     let body: Value = response.json().await.expect("json");
@@ -46,7 +40,9 @@ async fn root_says_the_api_is_running() {
 #[actix_web::test]
 async fn signup_returns_201_with_a_uuid_and_the_normalised_email() {
     let (app, db) = spawn_app().await;
-    let body = signed_up(&app, "  New.User@Example.COM ", TUTORIAL_PASSWORD).await;
+    let body = app
+        .signed_up("  New.User@Example.COM ", TUTORIAL_PASSWORD)
+        .await;
     let object = body.as_object().expect("object");
     assert_eq!(object.len(), 2, "only id and email: {body}");
     assert_eq!(body["email"], "new.user@example.com");
@@ -59,7 +55,7 @@ async fn signup_returns_201_with_a_uuid_and_the_normalised_email() {
 #[actix_web::test]
 async fn signup_of_an_existing_email_is_409_whatever_its_case_or_spacing() {
     let (app, db) = spawn_app().await;
-    signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    app.signed_up(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     for variant in [
         TUTORIAL_EMAIL,
         "USER@example.com",
@@ -153,7 +149,7 @@ async fn signup_password_must_be_8_to_72_bytes() {
         ("d@example.com", "x7".repeat(4)),
         ("e@example.com", "y".repeat(72)),
     ] {
-        signed_up(&app, email, &password).await;
+        app.signed_up(email, &password).await;
         assert_eq!(app.login(email, &password).await.status(), 200);
     }
     // At 72 bytes every byte counts: a different last byte is a different password.
@@ -260,7 +256,7 @@ async fn signup_above_the_body_limit_is_413() {
 #[actix_web::test]
 async fn login_returns_a_bearer_token_that_must_not_be_cached() {
     let (app, db) = spawn_app().await;
-    signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    app.signed_up(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     let response = app.login(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "cache-control"), "no-store");
@@ -282,7 +278,7 @@ async fn login_returns_a_bearer_token_that_must_not_be_cached() {
 #[actix_web::test]
 async fn login_accepts_any_casing_of_the_email() {
     let (app, _db) = spawn_app().await;
-    signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    app.signed_up(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     for email in ["USER@EXAMPLE.COM", " User@Example.com "] {
         assert_eq!(
             app.login(email, TUTORIAL_PASSWORD).await.status(),
@@ -295,7 +291,7 @@ async fn login_accepts_any_casing_of_the_email() {
 #[actix_web::test]
 async fn login_failure_is_identical_for_unknown_email_and_wrong_password() {
     let (app, db) = spawn_app().await;
-    signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    app.signed_up(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     let attempts = [
         (TUTORIAL_EMAIL, "wrongpassword"),
         ("nobody@example.com", TUTORIAL_PASSWORD),
@@ -377,7 +373,7 @@ async fn login_form(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response
 async fn login_form_gives_the_same_token_body_as_json() {
     let (app, db) = spawn_app().await;
     let password = "p@ss w&rd=1+2 ✓";
-    signed_up(&app, TUTORIAL_EMAIL, password).await;
+    app.signed_up(TUTORIAL_EMAIL, password).await;
     // As Swagger UI sends it, with grant_type and the empty extras; and the bare minimum.
     for fields in [
         &[
@@ -411,7 +407,7 @@ async fn login_form_gives_the_same_token_body_as_json() {
 #[actix_web::test]
 async fn login_form_failures_match_json_failures() {
     let (app, _db) = spawn_app().await;
-    signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    app.signed_up(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     let json_reply = app.login(TUTORIAL_EMAIL, "wrongpassword").await;
     let json_challenge = header(&json_reply, "www-authenticate");
     let json_body = json_reply.text().await.expect("body");
@@ -500,7 +496,7 @@ async fn login_form_failures_match_json_failures() {
 #[actix_web::test]
 async fn profile_with_a_valid_token_grants_access() {
     let (app, _db) = spawn_app().await;
-    let user = signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    let user = app.signed_up(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     let token = app.token_for(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let response = app.profile(Some(&format!("{scheme} {token}"))).await;
@@ -516,7 +512,7 @@ async fn profile_with_a_valid_token_grants_access() {
 #[actix_web::test]
 async fn profile_without_a_token_is_not_authenticated() {
     let (app, _db) = spawn_app().await;
-    signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    app.signed_up(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     let token = app.token_for(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
 
     assert_unauthorized(app.profile(None).await, "Not authenticated").await;
@@ -547,7 +543,7 @@ async fn profile_without_a_token_is_not_authenticated() {
 #[actix_web::test]
 async fn profile_with_a_bad_token_is_invalid_or_expired() {
     let (app, _db) = spawn_app().await;
-    let user = signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    let user = app.signed_up(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     let token = app.token_for(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     let user_id: UserId = serde_json::from_value(user["id"].clone()).expect("uuid");
     let email = Email::parse(TUTORIAL_EMAIL).expect("valid");
@@ -618,7 +614,7 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
 #[actix_web::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let (app, _db) = spawn_app().await;
-    let response = app.http.get(app.url("/nope")).send().await.expect("sent");
+    let response = app.get("/nope").await;
     assert_eq!(assert_error(response, 404).await, "Not Found");
     let response = app
         .http
@@ -650,7 +646,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
 async fn responses_are_not_cached_or_sniffed() {
     let (app, _db) = spawn_app().await;
     for response in [
-        app.http.get(app.url("/")).send().await.expect("sent"),
+        app.get("/").await,
         app.signup(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await,
         app.profile(None).await,
     ] {
@@ -666,7 +662,7 @@ async fn the_tutorial_walk_through_works() {
     let (app, _db) = spawn_app().await;
 
     // Step 2: sign up.
-    let user = signed_up(&app, TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    let user = app.signed_up(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
     assert_eq!(user["email"], TUTORIAL_EMAIL);
 
     // Step 3: log in and receive a JWT.

@@ -179,11 +179,11 @@ async fn the_document_declares_bearer_and_the_oauth2_password_flow() {
 #[actix_web::test]
 async fn docs_redirects_to_swagger_ui_served_from_the_binary() {
     let (app, _db) = spawn_app().await;
-    let response = app.http.get(app.url("/docs")).send().await.expect("sent");
+    let response = app.get("/docs").await;
     assert_eq!(response.status(), 308);
     assert_eq!(response.headers()["location"], "/docs/");
 
-    let response = app.http.get(app.url("/docs/")).send().await.expect("sent");
+    let response = app.get("/docs/").await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -195,12 +195,7 @@ async fn docs_redirects_to_swagger_ui_served_from_the_binary() {
     assert!(page.contains("swagger-ui"), "{page}");
 
     // The initializer points the UI at this service's document.
-    let response = app
-        .http
-        .get(app.url("/docs/swagger-initializer.js"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/docs/swagger-initializer.js").await;
     assert_eq!(response.status(), 200);
     let script = response.text().await.expect("script");
     assert!(script.contains("/openapi.json"), "{script}");

@@ -22,12 +22,7 @@ const WRONG_PASSWORD: &str = "operations-wrong-password";
 #[actix_web::test]
 async fn liveness_and_readiness_when_all_is_well() {
     let (app, _db) = spawn_app().await;
-    let response = app
-        .http
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/health/live").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.expect("json")["status"],
@@ -38,12 +33,7 @@ async fn liveness_and_readiness_when_all_is_well() {
         app.signup("ready@example.com", PASSWORD).await.status(),
         201
     );
-    let response = app
-        .http
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/health/ready").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["status"], "ready");
@@ -56,32 +46,17 @@ async fn readiness_is_503_naming_the_store_when_it_does_not_answer() {
     let store = Arc::new(InMemoryEventStore::new());
     let app = spawn_app_with(test_settings(StoreSettings::Provided(store.clone()))).await;
     store.set_offline(true);
-    let response = app
-        .http
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/health/ready").await;
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(
         assert_error(response, 503).await,
         "not ready: the event store does not answer"
     );
     // Liveness does not depend on the store.
-    let response = app
-        .http
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/health/live").await;
     assert_eq!(response.status(), 200);
     store.set_offline(false);
-    let response = app
-        .http
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/health/ready").await;
     assert_eq!(response.status(), 200);
 }
 
@@ -97,12 +72,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 async fn metrics_report_requests_bcrypt_appends_projection_queue_and_pool() {
     let (app, _db) = spawn_app_on_postgres().await;
     let scrape = || async {
-        let response = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .expect("sent");
+        let response = app.get("/metrics").await;
         assert_eq!(response.status(), 200);
         assert!(
             response.headers()["content-type"]

@@ -56,12 +56,7 @@ async fn f4_database_down_at_boot() {
     let cluster = Cluster::init(); // created, not started
     let app = spawn_app_with(app_settings(&cluster)).await;
 
-    let response = app
-        .http
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/health/ready").await;
     assert!(response.headers().contains_key("retry-after"));
     let detail = assert_error(response, 503).await;
     assert!(
@@ -72,12 +67,7 @@ async fn f4_database_down_at_boot() {
         detail.contains("the event log has not been replayed yet"),
         "{detail}"
     );
-    let response = app
-        .http
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/health/live").await;
     assert_eq!(response.status(), 200, "alive even without the database");
 
     assert_503(app.signup("early@example.com", PASSWORD).await, "signup").await;
