@@ -141,6 +141,34 @@ impl TestDatabase {
             .expect("connect to the test database")
     }
 
+    /// Waits until no other session is connected to this database. A process killed with
+    /// `kill -9` may have sent a `COMMIT` that its server backend has yet to finish: the backend
+    /// commits it regardless and exits only then, so reading the log before that can miss a
+    /// commit that lands a moment later.
+    pub async fn settled(&self) {
+        let client = self.client().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let others: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .expect("read pg_stat_activity")
+                .get(0);
+            if others == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{others} sessions of a killed process are still connected after 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The `(event_type, stream_version)` of every event, in position order.
     pub async fn event_types(&self) -> Vec<(String, i32)> {
         self.client()

@@ -70,18 +70,20 @@ impl Store {
                     })
                     .collect::<HashSet<_>>()
             }
-            Store::Postgres(db) => db
-                .client()
-                .await
-                .query(
-                    "SELECT payload->>'email' FROM events WHERE event_type = 'UserRegistered'",
-                    &[],
-                )
-                .await
-                .expect("read the log")
-                .iter()
-                .map(|row| row.get(0))
-                .collect(),
+            Store::Postgres(db) => {
+                db.settled().await;
+                db.client()
+                    .await
+                    .query(
+                        "SELECT payload->>'email' FROM events WHERE event_type = 'UserRegistered'",
+                        &[],
+                    )
+                    .await
+                    .expect("read the log")
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect()
+            }
         }
     }
 }
