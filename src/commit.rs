@@ -158,6 +158,9 @@ impl CommitQueue {
             return Next::Idle;
         }
         if self.stale {
+            // Cleared as the read starts: whatever marks the queue stale while it is in
+            // flight (a notification, a waiter) gets a read of its own after this one.
+            self.stale = false;
             self.busy = true;
             return Next::CatchUp;
         }
@@ -279,17 +282,62 @@ impl CommitQueue {
     /// The catch-up read succeeded and its events were applied.
     pub fn caught_up(&mut self) {
         self.busy = false;
-        self.stale = false;
     }
 
     /// The catch-up read failed: queued commands fail fast instead of piling up against a store
     /// that is down, and the next command tries again (nothing retries in a loop).
-    pub fn catch_up_failed(&mut self, error: StoreError) {
+    pub fn catch_up_failed(&mut self, error: Arc<StoreError>) {
         self.busy = false;
-        let error = Arc::new(error);
+        self.stale = true;
         for pending in self.queue.drain(..) {
             pending.answer(Err(CommitError::Unavailable(Arc::clone(&error))));
         }
+    }
+}
+
+/// Single-flight catch-up: what waits for the registry to have read the log to its head.
+///
+/// A waiter must be served by a read that *started* after it arrived, or it could miss what
+/// committed just before. So waiters that arrive while a read is in flight wait for the next
+/// one, which serves all of them at once: at most one read in flight, and one to follow,
+/// however many requests wait.
+#[derive(Debug)]
+pub struct Syncs<T> {
+    /// Arrived since the read in flight started (or with none in flight).
+    waiting: Vec<T>,
+    /// Served by the read in flight.
+    reading: Vec<T>,
+}
+
+impl<T> Default for Syncs<T> {
+    fn default() -> Self {
+        Self {
+            waiting: Vec::new(),
+            reading: Vec::new(),
+        }
+    }
+}
+
+impl<T> Syncs<T> {
+    /// `waiter` needs a read that starts from now on.
+    pub fn push(&mut self, waiter: T) {
+        self.waiting.push(waiter);
+    }
+
+    /// A read starts now: it serves everything waiting so far.
+    pub fn started(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        self.reading.extend(waiting);
+    }
+
+    /// The read that started last has finished: the waiters it serves, in arrival order.
+    pub fn finished(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.reading)
+    }
+
+    /// Whether anything waits for a read that has not started yet.
+    pub fn wants_read(&self) -> bool {
+        !self.waiting.is_empty()
     }
 }
 
@@ -466,7 +514,7 @@ mod tests {
         // Queued meanwhile: the catch-up fails too, and the queue answers rather than piling up.
         let queued = push(&mut queue, register("b@example.com"));
         assert!(matches!(queue.next(state.directory()), Next::CatchUp));
-        queue.catch_up_failed(StoreError::unavailable("still down"));
+        queue.catch_up_failed(Arc::new(StoreError::unavailable("still down")));
         assert!(matches!(
             outcome(&queued),
             Some(Err(CommitError::Unavailable(_)))
@@ -506,5 +554,32 @@ mod tests {
             state.apply(event);
         });
         assert_eq!(released.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn given_a_read_in_flight_when_a_waiter_arrives_then_the_next_read_serves_it() {
+        let mut syncs = Syncs::default();
+        syncs.push("before");
+        syncs.started();
+        syncs.push("during");
+        assert!(syncs.wants_read());
+        assert_eq!(syncs.finished(), ["before"]);
+        syncs.started();
+        assert!(!syncs.wants_read());
+        assert_eq!(syncs.finished(), ["during"]);
+        assert!(syncs.finished().is_empty());
+    }
+
+    #[test]
+    fn given_a_catch_up_in_flight_when_the_queue_is_marked_stale_then_another_read_follows() {
+        let mut queue = CommitQueue::new();
+        let directory = Directory::new();
+        queue.mark_stale();
+        assert!(matches!(queue.next(&directory), Next::CatchUp));
+        queue.mark_stale(); // a notification arrives while the read is in flight
+        queue.caught_up();
+        assert!(matches!(queue.next(&directory), Next::CatchUp));
+        queue.caught_up();
+        assert!(matches!(queue.next(&directory), Next::Idle));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -17,6 +17,12 @@ use prometheus::{
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
+];
+
+/// Propagation buckets in seconds: fine below 50 ms, where the target is.
+const TAIL_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
 ];
 
 pub struct Metrics {
@@ -45,6 +51,23 @@ pub struct Metrics {
     pub registry_ready: IntGauge,
     /// `authlog_db_pool_connections{state="max"|"open"|"idle"|"waiting"}` (PostgreSQL only).
     pub db_pool: IntGaugeVec,
+    /// `authlog_log_applied_position`: the last event this instance applied.
+    pub log_applied_position: IntGauge,
+    /// `authlog_log_head_position`: the last event this instance knows the log holds (its own
+    /// appends, notifications, tail reads).
+    pub log_head_position: IntGauge,
+    /// `authlog_log_lag_seconds`: how long this instance has known of events it has not
+    /// applied yet; 0 when it is current.
+    pub log_lag_seconds: Gauge,
+    /// `authlog_log_listening`: 1 while the instance listens for other instances' appends
+    /// (PostgreSQL), 0 while it polls instead.
+    pub log_listening: IntGauge,
+    /// `authlog_tail_delay_seconds`: from an event's `recorded_at` (taken under the append lock,
+    /// just before its commit) to this instance applying it from the tail: how long another
+    /// instance's write takes to reach this one.
+    pub tail_delay: Histogram,
+    /// `authlog_tail_delay_max_seconds`: the longest such delay since start-up.
+    pub tail_delay_max: Gauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -122,6 +145,39 @@ impl Metrics {
                 &["state"],
             )
             .expect("valid metric"),
+            log_applied_position: IntGauge::new(
+                "log_applied_position",
+                "Position of the last event this instance applied",
+            )
+            .expect("valid metric"),
+            log_head_position: IntGauge::new(
+                "log_head_position",
+                "Position of the last event this instance knows the log holds",
+            )
+            .expect("valid metric"),
+            log_lag_seconds: Gauge::new(
+                "log_lag_seconds",
+                "How long this instance has known of events it has not applied; 0 when current",
+            )
+            .expect("valid metric"),
+            log_listening: IntGauge::new(
+                "log_listening",
+                "1 while listening for other instances' appends, 0 while polling",
+            )
+            .expect("valid metric"),
+            tail_delay: Histogram::with_opts(
+                HistogramOpts::new(
+                    "tail_delay_seconds",
+                    "From another instance's append to this instance applying it",
+                )
+                .buckets(TAIL_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            tail_delay_max: Gauge::new(
+                "tail_delay_max_seconds",
+                "Longest delay from another instance's append to applying it here",
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -129,7 +185,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.bcrypt_duration.clone()),
@@ -141,6 +197,12 @@ impl Metrics {
             Box::new(self.login_waiting.clone()),
             Box::new(self.registry_ready.clone()),
             Box::new(self.db_pool.clone()),
+            Box::new(self.log_applied_position.clone()),
+            Box::new(self.log_head_position.clone()),
+            Box::new(self.log_lag_seconds.clone()),
+            Box::new(self.log_listening.clone()),
+            Box::new(self.tail_delay.clone()),
+            Box::new(self.tail_delay_max.clone()),
         ];
         for collector in collectors {
             // Names are fixed and distinct, so registering cannot collide.

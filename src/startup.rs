@@ -43,6 +43,44 @@ pub async fn open_store(store: &StoreSettings) -> anyhow::Result<(Arc<dyn EventS
     })
 }
 
+/// Held by a server on an embedded log for as long as it serves: the embedded store is one
+/// process per data directory (its directory and throttle live in that process's memory, and
+/// it watches no other writer), so a second `authlog serve` on the same directory is refused.
+/// The auditors' read-only commands take no lock and keep working.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Locks `<log file>.lock` next to the log, or says which process holds it.
+    pub fn acquire(log: &std::path::Path) -> anyhow::Result<Self> {
+        let path = log.with_extension("db.lock");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another authlog server is already serving the embedded log in {} (it holds \
+                 {}); the embedded store is one process per data directory. Stop it, use \
+                 another --data-dir, or run several instances on PostgreSQL (DATABASE_URL)",
+                log.parent().unwrap_or(log).display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(error)) => Err(anyhow::Error::new(error)
+                .context(format!("cannot lock {}", path.display()))),
+        }
+    }
+}
+
 /// The log the auditors' commands read: opened read-only, never created, migrated or written
 /// (a missing embedded log is an error, not an empty one).
 pub async fn open_for_audit(store: &StoreSettings) -> anyhow::Result<Arc<dyn EventStore>> {
@@ -82,6 +120,8 @@ fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
 pub struct Application {
     address: SocketAddr,
     server: Server,
+    /// Held while serving an embedded log.
+    lock: Option<DataDirLock>,
     registry: Addr<UserRegistry>,
     tokens: Addr<TokenActor>,
 }
@@ -97,6 +137,10 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {} (AUTHLOG_BIND)", settings.bind))?;
         let address = listener.local_addr()?;
+        let lock = match &settings.store {
+            StoreSettings::Sqlite(sqlite) => Some(DataDirLock::acquire(&sqlite.path)?),
+            _ => None,
+        };
         let (store, store_name) = open_store(&settings.store).await?;
         let jwt_secret = jwt_secret(&settings)?;
         // Build the metrics now, not on the first request that records one.
@@ -180,6 +224,7 @@ impl Application {
         Ok(Self {
             address,
             server,
+            lock,
             registry,
             tokens,
         })
@@ -204,6 +249,8 @@ impl Application {
 
     /// Serves until the server is stopped (SIGINT or SIGTERM, or the System shutting down).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        drop(self.lock);
+        served
     }
 }

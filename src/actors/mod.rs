@@ -8,7 +8,7 @@ mod reply;
 pub mod token;
 
 pub use registry::{
-    AdmitSignup, Authenticate, FindUser, GetDirectory, GetReadiness, LoadError, Readiness,
+    AdmitSignup, Authenticate, CatchUp, FindUser, GetDirectory, GetReadiness, LoadError, Readiness,
     Register, RegistryError, RegistryView, UserRegistry,
 };
 pub use reply::Cancellable;

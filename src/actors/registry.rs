@@ -9,25 +9,33 @@
 //! writes in place after each commit, published as a [`RegistryView`] that HTTP workers read on
 //! their own threads.
 //!
+//! Several instances may share one PostgreSQL log. Each applies every committed event in position
+//! order, whoever wrote it: the store's change feed ([`EventStore::watch`]) wakes a tail read,
+//! and an own append that lands past events not applied yet first reads those. Before a decision
+//! that other instances' events could change (a login, a sign-up's rate, an unknown user), the
+//! registry catches up to the log's head, one read shared by every request that waits for it
+//! ([`Syncs`]).
+//!
 //! A registry can also start before the log is reachable (database down at boot): it then answers
 //! every command with [`RegistryError::Loading`] (503), never a 401 from an empty directory, and
 //! retries the replay in the background until it succeeds.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
 use tokio::sync::oneshot;
 
 use super::reply::Cancellable;
-use crate::commit::{CommitError, CommitQueue, Next, Outcome};
+use crate::commit::{Batch, CommitError, CommitQueue, Next, Outcome, Syncs};
 use crate::decide::{Command, Rejection};
 use crate::diagnostics::error_chain;
 use crate::domain::{Email, Password, PasswordHash, UserId};
-use crate::events::{EventMetadata, EventStore, StoreError, events_after};
+use crate::events::{Change, EventMetadata, EventStore, RecordedEvent, StoreError, events_after};
 use crate::hashing::{HashError, PasswordHasher};
 use crate::metrics::METRICS;
 use crate::projection::{Directory, DirectoryView, UserSummary};
@@ -44,6 +52,10 @@ const RELOAD_MAX_DELAY: Duration = Duration::from_secs(2);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// `Retry-After` for an attempt refused because too many of its kind are in flight.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// How often the lag gauge is refreshed.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+/// Known-email login outcomes whose commit waits are kept, to pad unknown-email failures with.
+const KEPT_WAITS: usize = 64;
 
 /// Why the registry refused or could not carry out a command.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +155,13 @@ pub struct Authenticate {
 pub struct FindUser {
     pub user_id: UserId,
 }
+
+/// Catches up with the log's head, then answers: whatever any instance committed before this
+/// message was sent is applied once it returns Ok. For a reader that found no user where a
+/// token names one (read-your-writes). Answers at once on a store this process alone writes.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct CatchUp;
 
 /// Whether the directory has been rebuilt from the log, and if not, why.
 #[derive(Message)]
@@ -262,10 +281,33 @@ impl Waiter for WaitingLogin {
     }
 }
 
-/// Whether a login checks now or later.
+/// Where a login hears that its turn has come (or why it will not).
+type Grant = oneshot::Sender<Result<Check, RegistryError>>;
+
+/// Whether a login checks now or waits for a turn.
 enum Turn {
     Now(Check),
-    Later(oneshot::Receiver<Result<Check, RegistryError>>),
+    Wait(TurnKey),
+}
+
+/// What waits until the registry has caught up with the log's head ([`Syncs`]), on a store
+/// other processes write too.
+enum AfterSync {
+    /// A login, admitted once the state holds every instance's events.
+    Login {
+        email: Email,
+        client: Option<IpAddr>,
+        grant: Grant,
+    },
+    /// A sign-up's rate check.
+    Signup {
+        client: Option<IpAddr>,
+        reply: oneshot::Sender<Result<(), RegistryError>>,
+    },
+    /// Turns freed at this address, to hand to its waiters.
+    Handoff(Option<IpAddr>),
+    /// A reader's [`CatchUp`].
+    Reply(oneshot::Sender<Result<(), RegistryError>>),
 }
 
 enum Load {
@@ -289,6 +331,16 @@ pub struct UserRegistry {
     hasher: PasswordHasher,
     /// Verified against when the email is unknown, so unknown emails cost a full bcrypt check.
     dummy_hash: PasswordHash,
+    /// Other processes append to this store (it has a change feed): catch up before decisions.
+    shared: bool,
+    syncs: Syncs<AfterSync>,
+    /// The highest position this registry knows the log holds.
+    head: i64,
+    /// Since when it has known of events it has not applied.
+    behind_since: Option<Instant>,
+    /// How long recent known-email logins waited for their outcome to commit, newest last: an
+    /// unknown-email failure, which commits nothing, waits as long as one of them.
+    waits: Arc<std::sync::Mutex<VecDeque<Duration>>>,
 }
 
 impl UserRegistry {
@@ -345,6 +397,11 @@ impl UserRegistry {
             turns: Turns::new(u32::try_from(hasher.parallelism()).unwrap_or(u32::MAX)),
             hasher,
             dummy_hash,
+            shared: false,
+            syncs: Syncs::default(),
+            head: 0,
+            behind_since: None,
+            waits: Arc::default(),
         }
     }
 
@@ -405,7 +462,10 @@ impl UserRegistry {
         METRICS.registry_queue_depth.set(gauge(self.commits.len()));
         match next {
             Next::Idle => {}
-            Next::CatchUp => self.catch_up(ctx),
+            Next::CatchUp => {
+                self.syncs.started();
+                self.catch_up(ctx);
+            }
             Next::Append(batch) => {
                 METRICS.append_batch_size.observe(batch.len() as f64);
                 let store = Arc::clone(&self.store);
@@ -415,54 +475,214 @@ impl UserRegistry {
                     store.append(events).await
                 };
                 ctx.spawn(append.into_actor(self).map(move |result, act, ctx| {
-                    if let Ok(recorded) = &result {
-                        for event in recorded {
-                            METRICS
-                                .events_appended
-                                .with_label_values(&[event.event.event_type()])
-                                .inc();
+                    match result {
+                        Ok(recorded) if act.lands_past_a_gap(&recorded) => {
+                            act.fill_gap(batch, recorded, ctx);
                         }
+                        result => act.finish_append(batch, result, ctx),
                     }
-                    act.commits.finish(batch, result, |event| {
-                        act.state.apply(event);
-                    });
-                    METRICS
-                        .projection_users
-                        .set(gauge(act.state.directory().len()));
-                    act.flush(ctx);
                 }));
             }
         }
     }
 
+    /// Whether an append committed past events this registry has not applied: another
+    /// instance appended in between. Those must be applied first, in position order, or a
+    /// catch-up after this append's position would never read them.
+    fn lands_past_a_gap(&self, recorded: &[RecordedEvent]) -> bool {
+        recorded
+            .first()
+            .is_some_and(|first| first.position > self.state.position() + 1)
+    }
+
+    /// Reads and applies the events between the applied position and an own append that
+    /// landed past them, then finishes that append. If the read fails, the append's callers
+    /// hear 503 (their events committed, but this registry cannot apply them in order yet) and
+    /// the next step re-reads the log.
+    fn fill_gap(&mut self, batch: Batch, recorded: Vec<RecordedEvent>, ctx: &mut Context<Self>) {
+        let store = Arc::clone(&self.store);
+        let after = self.state.position();
+        let first = recorded.first().map_or(after + 1, |event| event.position);
+        let read = async move {
+            let mut gap = Vec::new();
+            events_after(store.as_ref(), after)
+                .for_each(|event| {
+                    if event.position >= first {
+                        return std::ops::ControlFlow::Break(());
+                    }
+                    let done = event.position + 1 >= first;
+                    gap.push(event);
+                    if done {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
+                })
+                .await?;
+            Ok::<_, StoreError>(gap)
+        };
+        ctx.spawn(read.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(gap) => {
+                act.apply_tail(&gap);
+                act.finish_append(batch, Ok(recorded), ctx);
+            }
+            Err(error) => act.finish_append(batch, Err(error), ctx),
+        }));
+    }
+
+    /// An append returned (and any gap before it was applied): apply, answer, go on.
+    fn finish_append(
+        &mut self,
+        batch: Batch,
+        result: Result<Vec<RecordedEvent>, StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Ok(recorded) = &result {
+            for event in recorded {
+                METRICS
+                    .events_appended
+                    .with_label_values(&[event.event.event_type()])
+                    .inc();
+            }
+        }
+        self.commits.finish(batch, result, |event| {
+            self.state.apply(event);
+        });
+        self.applied();
+        self.flush(ctx);
+    }
+
+    /// Applies events read from the log (written by any process), timing how long each took
+    /// to get here since its append.
+    fn apply_tail(&mut self, events: &[RecordedEvent]) {
+        let now = Utc::now();
+        for event in events {
+            if self.state.apply(event) {
+                let delay = (now - event.recorded_at).to_std().unwrap_or_default();
+                let seconds = delay.as_secs_f64();
+                METRICS.tail_delay.observe(seconds);
+                if seconds > METRICS.tail_delay_max.get() {
+                    METRICS.tail_delay_max.set(seconds);
+                }
+            }
+        }
+        self.applied();
+    }
+
+    /// The state moved on: refresh what the gauges and the lag say.
+    fn applied(&mut self) {
+        let position = self.state.position();
+        self.head = self.head.max(position);
+        if position >= self.head {
+            self.behind_since = None;
+        }
+        METRICS.log_applied_position.set(position);
+        METRICS.log_head_position.set(self.head);
+        METRICS
+            .projection_users
+            .set(gauge(self.state.directory().len()));
+    }
+
+    /// The log holds at least `head`.
+    fn learn_head(&mut self, head: i64) {
+        self.head = self.head.max(head);
+        if self.head > self.state.position() && self.behind_since.is_none() {
+            self.behind_since = Some(Instant::now());
+        }
+        METRICS.log_head_position.set(self.head);
+    }
+
     /// Applies whatever the log holds past the state's position, then resumes flushing.
     ///
-    /// Runs as soon as the state may be stale (another writer, or an append whose outcome is
-    /// unknown), so that logins, which read the directory before queueing anything, see what
-    /// another writer added. If the read fails, queued commands fail fast and the next command
-    /// tries again.
+    /// Runs as soon as the state may be stale (another writer's notification, a decision that
+    /// waits for the head, an append whose outcome is unknown). If the read fails, queued
+    /// commands and waiters fail fast, and the next command tries again.
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
         let store = Arc::clone(&self.store);
         let after = self.state.position();
         let read = async move { events_after(store.as_ref(), after).collect().await };
         ctx.spawn(read.into_actor(self).map(|result, act, ctx| match result {
             Ok(events) => {
-                if !events.is_empty() {
+                if events.len() > 1_000 {
                     tracing::info!(events = events.len(), "caught up with the log");
                 }
-                for event in &events {
-                    act.state.apply(event);
-                }
-                METRICS.projection_users.set(gauge(act.state.directory().len()));
+                act.apply_tail(&events);
                 act.commits.caught_up();
+                for waiter in act.syncs.finished() {
+                    act.after_sync(waiter, Ok(()), ctx);
+                }
                 act.flush(ctx);
             }
             Err(error) => {
                 tracing::warn!(error = %error_chain(&error), "cannot re-read the log; answering 503");
-                act.commits.catch_up_failed(error);
+                let error = Arc::new(error);
+                act.commits.catch_up_failed(Arc::clone(&error));
+                for waiter in act.syncs.finished() {
+                    act.after_sync(waiter, Err(RegistryError::Unavailable(Arc::clone(&error))), ctx);
+                }
                 METRICS.registry_queue_depth.set(gauge(act.commits.len()));
             }
         }));
+    }
+
+    /// Runs `waiter` once the state holds everything committed so far: after a catch-up on a
+    /// store other processes write, at once on one this process alone writes.
+    fn sync(&mut self, waiter: AfterSync, ctx: &mut Context<Self>) {
+        if !self.shared || !self.is_loaded() {
+            self.after_sync(waiter, Ok(()), ctx);
+            return;
+        }
+        self.syncs.push(waiter);
+        self.commits.mark_stale();
+        self.flush(ctx);
+    }
+
+    fn after_sync(
+        &mut self,
+        waiter: AfterSync,
+        synced: Result<(), RegistryError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match (waiter, synced) {
+            (
+                AfterSync::Login {
+                    email,
+                    client,
+                    grant,
+                },
+                Ok(()),
+            ) => self.admit_login(email, client, grant, ctx),
+            (AfterSync::Login { grant, .. }, Err(error)) => {
+                let _ = grant.send(Err(error));
+            }
+            (AfterSync::Signup { client, reply }, Ok(())) => {
+                let _ = reply.send(self.admit_signup(client));
+            }
+            (AfterSync::Signup { reply, .. }, Err(error))
+            | (AfterSync::Reply(reply), Err(error)) => {
+                let _ = reply.send(Err(error));
+            }
+            // A freed turn is handed on even if the read failed: its check then fails on the
+            // store, instead of waiting forever.
+            (AfterSync::Handoff(address), _) => self.hand_turns(address, ctx),
+            (AfterSync::Reply(reply), Ok(())) => {
+                let _ = reply.send(if self.is_loaded() {
+                    Ok(())
+                } else {
+                    Err(RegistryError::Loading)
+                });
+            }
+        }
+    }
+
+    fn admit_signup(&mut self, client: Option<IpAddr>) -> Result<(), RegistryError> {
+        if !self.is_loaded() {
+            return Err(RegistryError::Loading);
+        }
+        self.state
+            .throttle_mut()
+            .admit_signup(client, Utc::now())
+            .map_err(RegistryError::Throttled)
     }
 
     /// One replay attempt; on failure, another after a growing delay, unless waiting cannot
@@ -484,7 +704,7 @@ impl UserRegistry {
                 );
                 act.load = Load::Ready;
                 act.loaded.store(true, Ordering::Release);
-                METRICS.projection_users.set(gauge(act.state.directory().len()));
+                act.applied();
                 METRICS.registry_ready.set(1);
                 act.flush(ctx);
             }
@@ -521,8 +741,29 @@ impl UserRegistry {
         )
     }
 
-    /// Decides whether a login may be checked now, must wait its turn, or is refused.
+    /// Decides whether a login may be checked now, must wait its turn, or is refused, and
+    /// tells it through `grant` (now, or once its turn comes).
     fn admit_login(
+        &mut self,
+        email: Email,
+        client: Option<IpAddr>,
+        grant: Grant,
+        ctx: &mut Context<Self>,
+    ) {
+        match self.try_admit(&email, client, ctx) {
+            // If its caller has left meanwhile, the check is dropped here and its turn ends.
+            Ok(Turn::Now(check)) => {
+                let _ = grant.send(Ok(check));
+            }
+            Ok(Turn::Wait(key)) => self.turns.wait(key, WaitingLogin { email, grant }),
+            Err(error) => {
+                let _ = grant.send(Err(error));
+            }
+        }
+        METRICS.login_waiting.set(gauge(self.turns.waiting()));
+    }
+
+    fn try_admit(
         &mut self,
         email: &Email,
         client: Option<IpAddr>,
@@ -542,34 +783,18 @@ impl UserRegistry {
             .throttle_mut()
             .admit_login(client, now)
             .map_err(RegistryError::AddressBusy)?;
-        let allowance = self.state.throttle().allowance(&subject, client);
+        let allowance = allowance(self.state.throttle(), self.shared, &subject, client);
         let key = (subject, client);
-        let turn = match self.turns.admit(&key, allowance) {
-            Admission::Go => Turn::Now(self.check(email, key, ctx)),
-            Admission::Wait => {
-                let (grant, granted) = oneshot::channel();
-                self.turns.wait(
-                    key,
-                    WaitingLogin {
-                        email: email.clone(),
-                        grant,
-                    },
-                );
-                Turn::Later(granted)
-            }
-            Admission::AccountFull => {
-                return Err(RegistryError::Busy(Throttled {
-                    retry_after: BUSY_RETRY,
-                }));
-            }
-            Admission::AddressFull => {
-                return Err(RegistryError::AddressBusy(Throttled {
-                    retry_after: BUSY_RETRY,
-                }));
-            }
-        };
-        METRICS.login_waiting.set(gauge(self.turns.waiting()));
-        Ok(turn)
+        match self.turns.admit(&key, allowance) {
+            Admission::Go => Ok(Turn::Now(self.check(email, key, ctx))),
+            Admission::Wait => Ok(Turn::Wait(key)),
+            Admission::AccountFull => Err(RegistryError::Busy(Throttled {
+                retry_after: BUSY_RETRY,
+            })),
+            Admission::AddressFull => Err(RegistryError::AddressBusy(Throttled {
+                retry_after: BUSY_RETRY,
+            })),
+        }
     }
 
     /// What a check whose turn has come compares the password with.
@@ -592,16 +817,16 @@ impl UserRegistry {
         }
     }
 
-    /// A turn of `key` ended: hands turns to the waiters of its address while there is room and
-    /// the throttle allows, and refuses those it now locks out.
-    fn end_turn(&mut self, key: &TurnKey, ctx: &mut Context<Self>) {
-        self.turns.end(key);
+    /// Hands turns to the waiters of `address` while there is room and the throttle allows,
+    /// and refuses those it now locks out.
+    fn hand_turns(&mut self, address: Option<IpAddr>, ctx: &mut Context<Self>) {
         loop {
             let now = Utc::now();
             let throttle = self.state.throttle();
-            let handed = self.turns.next(key.1, |key| {
+            let shared = self.shared;
+            let handed = self.turns.next(address, |key| {
                 throttle.check_login(&key.0, key.1, now)?;
-                Ok(throttle.allowance(&key.0, key.1))
+                Ok(allowance(throttle, shared, &key.0, key.1))
             });
             let mut freed = false;
             for (key, waiter, outcome) in handed {
@@ -644,7 +869,12 @@ impl UserRegistry {
                 self.state
                     .throttle_mut()
                     .unknown_failed(email, client, Utc::now());
-                let _ = reply.send(Err(RegistryError::InvalidCredentials));
+                // Nothing to commit, so wait as long as a known email's failure waits for its
+                // commit: the answer's timing does not tell whether the account exists.
+                ctx.run_later(self.commit_wait_sample(), move |_, _| {
+                    let _ = reply.send(Err(RegistryError::InvalidCredentials));
+                    drop(turn);
+                });
                 return;
             }
             (Err(error), _) => {
@@ -652,7 +882,15 @@ impl UserRegistry {
                 return;
             }
         };
+        let enqueued = Instant::now();
+        let waits = Arc::clone(&self.waits);
         let respond = move |outcome: Outcome| {
+            if let Ok(mut waits) = waits.lock() {
+                if waits.len() >= KEPT_WAITS {
+                    waits.pop_front();
+                }
+                waits.push_back(enqueued.elapsed());
+            }
             let answer = match outcome {
                 Ok(user) if succeeded => Ok(user),
                 Ok(_) => Err(RegistryError::InvalidCredentials),
@@ -663,6 +901,40 @@ impl UserRegistry {
             drop(turn);
         };
         self.enqueue(command, metadata, respond, ctx);
+    }
+}
+
+impl UserRegistry {
+    /// One of the recent known-email commit waits, chosen at random (none yet: no wait).
+    fn commit_wait_sample(&self) -> Duration {
+        let Ok(waits) = self.waits.lock() else {
+            return Duration::ZERO;
+        };
+        if waits.is_empty() {
+            return Duration::ZERO;
+        }
+        let pick = uuid::Uuid::new_v4().as_u128() % waits.len() as u128;
+        waits
+            .get(usize::try_from(pick).unwrap_or(0))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// How many checks of `subject` from `client` may run at once on this instance. On a shared
+/// store, with lockouts on, one: every check then starts from a state that holds every earlier
+/// outcome of this instance, so N instances run at most `max_failures + N - 1` checks before
+/// a lockout (one each may be in flight unseen by the others).
+fn allowance(
+    throttle: &crate::throttle::Throttle,
+    shared: bool,
+    subject: &Subject,
+    client: Option<IpAddr>,
+) -> u32 {
+    if shared && throttle.policy().login_max_failures > 0 {
+        1
+    } else {
+        throttle.allowance(subject, client)
     }
 }
 
@@ -678,9 +950,45 @@ impl Actor for UserRegistry {
         ctx.run_interval(PRUNE_EVERY, |act, _ctx| {
             act.state.throttle_mut().prune(Utc::now());
         });
+        ctx.run_interval(LAG_EVERY, |act, _ctx| {
+            let lag = act.behind_since.map_or(0.0, |since| since.elapsed().as_secs_f64());
+            METRICS.log_lag_seconds.set(lag);
+        });
+        if let Some(feed) = self.store.watch() {
+            self.shared = true;
+            ctx.add_stream(feed);
+        }
+        self.applied();
         if matches!(self.load, Load::Loading { .. }) {
             self.reload(ctx);
         }
+    }
+}
+
+impl StreamHandler<Change> for UserRegistry {
+    /// Another process (or this one) appended, or the feed asks for a poll: read the tail.
+    fn handle(&mut self, change: Change, ctx: &mut Self::Context) {
+        if !self.is_loaded() {
+            // The replay in progress reads everything anyway.
+            return;
+        }
+        match change {
+            Change::Appended(head) => {
+                self.learn_head(head);
+                if head <= self.state.position() {
+                    return;
+                }
+            }
+            Change::Lost => return,
+            Change::Listening | Change::Poll => {}
+        }
+        self.commits.mark_stale();
+        self.flush(ctx);
+    }
+
+    /// The feed never ends while the store lives; if it does, the registry keeps serving.
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        tracing::warn!("the store's change feed ended; other instances' appends are read only before decisions");
     }
 }
 
@@ -715,16 +1023,28 @@ impl Handler<Register> for UserRegistry {
 }
 
 impl Handler<AdmitSignup> for UserRegistry {
-    type Result = Result<(), RegistryError>;
+    type Result = ResponseFuture<Result<(), RegistryError>>;
 
-    fn handle(&mut self, msg: AdmitSignup, _ctx: &mut Self::Context) -> Self::Result {
-        if !self.is_loaded() {
-            return Err(RegistryError::Loading);
-        }
-        self.state
-            .throttle_mut()
-            .admit_signup(msg.client, Utc::now())
-            .map_err(RegistryError::Throttled)
+    fn handle(&mut self, msg: AdmitSignup, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, replied) = oneshot::channel();
+        self.sync(
+            AfterSync::Signup {
+                client: msg.client,
+                reply,
+            },
+            ctx,
+        );
+        Box::pin(async move { replied.await.unwrap_or(Err(RegistryError::Stopped)) })
+    }
+}
+
+impl Handler<CatchUp> for UserRegistry {
+    type Result = ResponseFuture<Result<(), RegistryError>>;
+
+    fn handle(&mut self, _msg: CatchUp, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, replied) = oneshot::channel();
+        self.sync(AfterSync::Reply(reply), ctx);
+        Box::pin(async move { replied.await.unwrap_or(Err(RegistryError::Stopped)) })
     }
 }
 
@@ -739,14 +1059,20 @@ impl Handler<Authenticate> for UserRegistry {
             password,
             metadata,
         } = msg;
-        let turn = self.admit_login(&email, metadata.client_ip, ctx);
+        let (grant, granted) = oneshot::channel();
+        let client = metadata.client_ip;
+        self.sync(
+            AfterSync::Login {
+                email: email.clone(),
+                client,
+                grant,
+            },
+            ctx,
+        );
         let hasher = self.hasher.clone();
         let registry = ctx.address();
         Cancellable::new(async move {
-            let check = match turn? {
-                Turn::Now(check) => check,
-                Turn::Later(granted) => granted.await.unwrap_or(Err(RegistryError::Stopped))?,
-            };
+            let check = granted.await.unwrap_or(Err(RegistryError::Stopped))?;
             let verified = hasher
                 .verify_and_rehash(password, check.hash.clone(), check.rehash)
                 .await;
@@ -776,8 +1102,11 @@ impl Handler<RecordAttempt> for UserRegistry {
 impl Handler<EndTurn> for UserRegistry {
     type Result = ();
 
+    /// On a shared store the freed turn is handed on after a catch-up, so the next check
+    /// starts from every instance's outcomes.
     fn handle(&mut self, msg: EndTurn, ctx: &mut Self::Context) {
-        self.end_turn(&msg.0, ctx);
+        self.turns.end(&msg.0);
+        self.sync(AfterSync::Handoff(msg.0.1), ctx);
     }
 }
 

@@ -4,6 +4,7 @@
 //! their own columns, so that old payloads can be upcast before they are deserialised.
 
 pub mod chain;
+pub mod listen;
 mod memory;
 pub mod pager;
 mod postgres;
@@ -338,6 +339,23 @@ pub const DEFAULT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// The future every store method returns: boxed, so `EventStore` can be used as `dyn EventStore`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// What a store's change feed ([`EventStore::watch`]) tells the registry. Every item means "the
+/// log may hold events you have not applied": read the tail after the last applied position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// An append committed (by any process); the log's head is now at least this position.
+    Appended(i64),
+    /// Listening, for the first time or again: whatever committed before may have been missed.
+    Listening,
+    /// The listening connection was lost; [`Change::Poll`] follows until it is back.
+    Lost,
+    /// About once a second while not listening, so the instance stays current meanwhile.
+    Poll,
+}
+
+/// An endless stream of [`Change`]s.
+pub type ChangeFeed = Pin<Box<dyn futures_util::Stream<Item = Change> + Send>>;
+
 /// An append-only, globally ordered log of events.
 ///
 /// Implementations must guarantee, in the store itself and not only in memory:
@@ -360,6 +378,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// nothing.
     fn prepare(&self) -> StoreFuture<'_, ()> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Changes made by other processes, for stores several processes append to (PostgreSQL).
+    /// `None` where the serving process is the only writer (the embedded store is one process
+    /// per data directory), so there is nothing to watch.
+    fn watch(&self) -> Option<ChangeFeed> {
+        None
+    }
+
+    /// The position of the log's last event (0 when empty), for stores other processes append
+    /// to; `None` where the serving process is the only writer, so its own position is the head.
+    fn head(&self) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(async { Ok(None) })
     }
 
     /// Refreshes the store's own metrics (such as connection pool gauges) before a scrape.

@@ -35,6 +35,8 @@ const APPEND_LOCK: i64 = 0x0063_6861_696e;
 
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
+const LAST_POSITION_SQL: &str = "SELECT coalesce(max(position), 0) FROM events";
+
 const HEAD_SQL: &str =
     "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1";
 
@@ -77,6 +79,8 @@ impl PostgresSettings {
 
 pub struct PostgresEventStore {
     pool: Pool,
+    /// For the listening session, which is not pooled ([`super::listen`]).
+    config: tokio_postgres::Config,
     /// Bounds each statement, so a database that stops answering cannot wedge the registry.
     timeout: Duration,
     /// `user@host:port/dbname`, for log lines; never includes the password.
@@ -113,7 +117,7 @@ impl PostgresEventStore {
         let description = describe(&config);
         let createdb = createdb_arguments(&config);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 // A closed connection is noticed here; one that dies later fails its statement,
@@ -131,6 +135,7 @@ impl PostgresEventStore {
             .context("cannot build the PostgreSQL connection pool")?;
         Ok(Self {
             pool,
+            config,
             timeout: settings.timeout,
             description,
             createdb,
@@ -372,6 +377,21 @@ impl EventStore for PostgresEventStore {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         Box::pin(self.bounded(self.read_rows(after, limit)))
+    }
+
+    fn watch(&self) -> Option<super::ChangeFeed> {
+        Some(super::listen::feed(self.config.clone()))
+    }
+
+    fn head(&self) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(self.bounded(async move {
+            let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            let row = client
+                .query_one(LAST_POSITION_SQL, &[])
+                .await
+                .map_err(map_error)?;
+            Ok(Some(row.try_get(0).map_err(map_error)?))
+        }))
     }
 
     fn observe(&self) {

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::actors::{GetReadiness, Readiness};
 use crate::error::{ApiError, ErrorBody};
+use crate::events::StoreError;
 use crate::metrics::METRICS;
 
 /// A readiness probe gives up on a part that has not answered by then.
@@ -27,8 +28,14 @@ pub(crate) struct Ready {
     status: &'static str,
     /// Users in the directory.
     users: usize,
-    /// Position of the last event applied.
+    /// Position of the last event this instance applied.
     position: i64,
+    /// Position of the log's last event, whoever wrote it.
+    head: i64,
+    /// Events committed that this instance has not applied yet: `head - position`.
+    behind: i64,
+    /// How long ago the oldest of those committed, in seconds; 0 when `behind` is 0.
+    lag_seconds: f64,
 }
 
 /// Liveness: 200 while the process runs and serves HTTP.
@@ -45,7 +52,8 @@ pub async fn live() -> HttpResponse {
         .body(r#"{"status":"alive"}"#)
 }
 
-/// Readiness: 200 only when the event store answers and the directory has been rebuilt.
+/// Readiness: 200 only when the event store answers and the directory has been rebuilt. The body
+/// says how far this instance trails the log's head (other instances' appends not applied yet).
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -58,21 +66,40 @@ pub async fn live() -> HttpResponse {
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (readiness, ping) = futures_util::future::join(
+    let (readiness, head) = futures_util::future::join(
         state.registry.send(GetReadiness).timeout(PROBE_TIMEOUT),
-        tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()),
+        tokio::time::timeout(PROBE_TIMEOUT, head(&state)),
     )
     .await;
     let mut missing = Vec::new();
-    if !matches!(ping, Ok(Ok(()))) {
-        missing.push("the event store does not answer");
-    }
+    let head = match head {
+        Ok(Ok(head)) => head,
+        _ => {
+            missing.push("the event store does not answer");
+            None
+        }
+    };
     let ready = match readiness {
-        Ok(Readiness::Ready { users, position }) => Some(Ready {
-            status: "ready",
-            users,
-            position,
-        }),
+        Ok(Readiness::Ready { users, position }) => {
+            let head = head.unwrap_or(position).max(position);
+            let lag_seconds = if head > position {
+                tokio::time::timeout(PROBE_TIMEOUT, lag_seconds(&state, position))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default()
+            } else {
+                0.0
+            };
+            Some(Ready {
+                status: "ready",
+                users,
+                position,
+                head,
+                behind: head - position,
+                lag_seconds,
+            })
+        }
         Ok(Readiness::Loading { .. }) => {
             missing.push("the event log has not been replayed yet");
             None
@@ -90,6 +117,26 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         Some(ready) if missing.is_empty() => Ok(HttpResponse::Ok().json(ready)),
         _ => Err(ApiError::NotReady(missing.join("; "))),
     }
+}
+
+/// The log's head on a store other processes write (which also proves the store answers), or
+/// `None` after a plain ping on one this process alone writes.
+async fn head(state: &AppState) -> Result<Option<i64>, StoreError> {
+    match state.store.head().await? {
+        Some(head) => Ok(Some(head)),
+        None => state.store.ping().await.map(|()| None),
+    }
+}
+
+/// Seconds since the oldest event after `position` committed.
+async fn lag_seconds(state: &AppState, position: i64) -> Result<f64, StoreError> {
+    let oldest = state.store.read_after(position, 1).await?;
+    Ok(oldest.first().map_or(0.0, |event| {
+        (chrono::Utc::now() - event.recorded_at)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64()
+    }))
 }
 
 /// Prometheus metrics, in the text exposition format.

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{AppState, BearerToken, Tokens, log_attempt};
-use crate::actors::VerifyToken;
+use crate::actors::{CatchUp, VerifyToken};
 use crate::domain::{Email, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::projection::UserSummary;
@@ -58,7 +58,9 @@ pub async fn profile(
 }
 
 /// The user a token belongs to, if it is valid and the log knows them. Both steps stay on this
-/// worker's thread: its own TokenActor, then the registry's published view.
+/// worker's thread: its own TokenActor, then the registry's published view. Only a user the view
+/// lacks costs a message: the registry catches up first, so a token from another instance's
+/// fresh sign-up works at once.
 async fn authorize(
     token: BearerToken,
     state: &AppState,
@@ -71,6 +73,15 @@ async fn authorize(
     // cannot be slower than this handler, and a timer per request would cost more than the check.
     let claims = tokens.send(verify).await??;
     // A correctly signed token is not enough: its user must exist in the log.
+    if let Some(user) = state.view.find_user(claims.sub)? {
+        return Ok(user);
+    }
+    // Perhaps another instance has just registered them: catch up with the log, then decide.
+    state
+        .registry
+        .send(CatchUp)
+        .timeout(state.actor_timeout)
+        .await??;
     state
         .view
         .find_user(claims.sub)?

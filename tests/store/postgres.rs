@@ -46,7 +46,7 @@ async fn migrations_are_tracked_and_idempotent() {
         .await
         .expect("history table")
         .get(0);
-    assert_eq!(applied, 2, "V1 and V2, each once");
+    assert_eq!(applied, 3, "V1, V2 and V3, each once");
 }
 
 #[actix_web::test]
