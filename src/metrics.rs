@@ -21,8 +21,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// Propagation buckets in seconds: fine below 50 ms, where the target is.
 const TAIL_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0,
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
 ];
 
 pub struct Metrics {

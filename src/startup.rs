@@ -75,8 +75,9 @@ impl DataDirLock {
                 log.parent().unwrap_or(log).display(),
                 path.display()
             ),
-            Err(std::fs::TryLockError::Error(error)) => Err(anyhow::Error::new(error)
-                .context(format!("cannot lock {}", path.display()))),
+            Err(std::fs::TryLockError::Error(error)) => {
+                Err(anyhow::Error::new(error).context(format!("cannot lock {}", path.display())))
+            }
         }
     }
 }

@@ -474,14 +474,16 @@ impl UserRegistry {
                     let _timer = METRICS.append_duration.start_timer();
                     store.append(events).await
                 };
-                ctx.spawn(append.into_actor(self).map(move |result, act, ctx| {
-                    match result {
-                        Ok(recorded) if act.lands_past_a_gap(&recorded) => {
-                            act.fill_gap(batch, recorded, ctx);
-                        }
-                        result => act.finish_append(batch, result, ctx),
-                    }
-                }));
+                ctx.spawn(
+                    append
+                        .into_actor(self)
+                        .map(move |result, act, ctx| match result {
+                            Ok(recorded) if act.lands_past_a_gap(&recorded) => {
+                                act.fill_gap(batch, recorded, ctx);
+                            }
+                            result => act.finish_append(batch, result, ctx),
+                        }),
+                );
             }
         }
     }
@@ -521,13 +523,16 @@ impl UserRegistry {
                 .await?;
             Ok::<_, StoreError>(gap)
         };
-        ctx.spawn(read.into_actor(self).map(move |result, act, ctx| match result {
-            Ok(gap) => {
-                act.apply_tail(&gap);
-                act.finish_append(batch, Ok(recorded), ctx);
-            }
-            Err(error) => act.finish_append(batch, Err(error), ctx),
-        }));
+        ctx.spawn(
+            read.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(gap) => {
+                        act.apply_tail(&gap);
+                        act.finish_append(batch, Ok(recorded), ctx);
+                    }
+                    Err(error) => act.finish_append(batch, Err(error), ctx),
+                }),
+        );
     }
 
     /// An append returned (and any gap before it was applied): apply, answer, go on.
@@ -951,7 +956,9 @@ impl Actor for UserRegistry {
             act.state.throttle_mut().prune(Utc::now());
         });
         ctx.run_interval(LAG_EVERY, |act, _ctx| {
-            let lag = act.behind_since.map_or(0.0, |since| since.elapsed().as_secs_f64());
+            let lag = act
+                .behind_since
+                .map_or(0.0, |since| since.elapsed().as_secs_f64());
             METRICS.log_lag_seconds.set(lag);
         });
         if let Some(feed) = self.store.watch() {
@@ -988,7 +995,9 @@ impl StreamHandler<Change> for UserRegistry {
 
     /// The feed never ends while the store lives; if it does, the registry keeps serving.
     fn finished(&mut self, _ctx: &mut Self::Context) {
-        tracing::warn!("the store's change feed ended; other instances' appends are read only before decisions");
+        tracing::warn!(
+            "the store's change feed ended; other instances' appends are read only before decisions"
+        );
     }
 }
 

@@ -21,7 +21,8 @@ use super::{Change, ChangeFeed};
 pub const CHANNEL: &str = "authlog_events";
 /// How often an instance that is not listening reads the tail anyway, and retries listening.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
-/// The listening session's `application_name`, so operators (and tests) can tell it apart.
+/// The listening session's `application_name` starts with this, followed by the process id, so
+/// operators (and tests) can tell which instance's session it is.
 pub const APPLICATION_NAME: &str = "authlog-listen";
 
 type Connecting =
@@ -36,7 +37,7 @@ struct Listening {
 
 /// Starts the feed on the current runtime. It runs until the returned stream is dropped.
 pub fn feed(mut config: tokio_postgres::Config) -> ChangeFeed {
-    config.application_name(APPLICATION_NAME);
+    config.application_name(format!("{APPLICATION_NAME} {}", std::process::id()));
     let (changes, mut feed) = mpsc::unbounded_channel();
     tokio::spawn(run(config, changes));
     Box::pin(futures_util::stream::poll_fn(move |cx| feed.poll_recv(cx)))
@@ -94,7 +95,9 @@ async fn run(config: tokio_postgres::Config, changes: mpsc::UnboundedSender<Chan
             }
         }
         crate::metrics::METRICS.log_listening.set(0);
-        tracing::warn!("lost the connection that listens for appends; polling the log every second");
+        tracing::warn!(
+            "lost the connection that listens for appends; polling the log every second"
+        );
         if changes.send(Change::Lost).is_err() {
             return;
         }

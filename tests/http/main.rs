@@ -12,6 +12,7 @@ mod contract;
 mod crash;
 mod hardening;
 mod hostile;
+mod instances;
 mod openapi;
 mod operations;
 mod overload;

@@ -251,3 +251,61 @@ async fn f1_database_restarts_mid_load() {
     }
     drop(cluster);
 }
+
+/// The change feed while the database is away: a poll about every second instead of
+/// notifications, then listening again once it is back, then notifications.
+#[actix_web::test]
+async fn the_change_feed_polls_while_the_database_is_away_and_listens_again() {
+    use authlog::events::{Change, EventStore, PostgresEventStore};
+    let cluster = Cluster::init(); // created, not started
+    let mut settings = PostgresSettings::new(SecretString::from(cluster.url()));
+    settings.timeout = Duration::from_secs(2);
+    let store = PostgresEventStore::connect(&settings).expect("pool");
+    let mut feed = store.watch().expect("PostgreSQL has a change feed");
+    let polling = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(next_change(&mut feed).await, Change::Poll);
+    }
+    assert!(
+        polling.elapsed() >= Duration::from_millis(1_900),
+        "about one a second"
+    );
+    let cluster = actix_rt::task::spawn_blocking(move || {
+        cluster.start();
+        cluster
+    })
+    .await
+    .expect("started");
+    let mut change = next_change(&mut feed).await;
+    while change == Change::Poll {
+        change = next_change(&mut feed).await;
+    }
+    assert_eq!(change, Change::Listening);
+    store.migrate().await.expect("migrations");
+    store
+        .append(vec![authlog::events::NewEvent {
+            stream_version: 1,
+            event: authlog::events::Event::UserRegistered(authlog::events::UserRegistered {
+                user_id: UserId::new(),
+                email: Email::parse("feed@example.com").expect("valid"),
+                password_hash: crate::common::password_hash("irrelevant").await,
+            }),
+            metadata: authlog::events::EventMetadata::default(),
+        }])
+        .await
+        .expect("append");
+    assert_eq!(next_change(&mut feed).await, Change::Appended(1));
+    actix_rt::task::spawn_blocking(move || cluster.stop_immediate())
+        .await
+        .expect("stopped");
+    assert_eq!(next_change(&mut feed).await, Change::Lost);
+    assert_eq!(next_change(&mut feed).await, Change::Poll);
+}
+
+async fn next_change(feed: &mut authlog::events::ChangeFeed) -> authlog::events::Change {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("the feed says something within 10 s")
+        .expect("the feed does not end")
+}
