@@ -123,13 +123,43 @@ for store in stores:
            f"{cold['replay_seconds']:.1f} s, {cold['bytes_per_user']:.0f} bytes/user; verify {cold['verify_seconds']:.1f} s",
            "< 10 s, < 300 bytes/user (issue 20)", cold["replay_seconds"] < 10 and cold["bytes_per_user"] < 300)
 
+cluster = None
+if "cluster-propagation" in raw:
+    one, a, b = raw["cluster-signup-one"], raw["cluster-signup-a"], raw["cluster-signup-b"]
+    p_one, p_a, p_b = raw["cluster-profile-one"], raw["cluster-profile-a"], raw["cluster-profile-b"]
+    prop = raw["cluster-propagation"]
+    errors = lambda *rs: sum(r["socket_errors"] + r["non_2xx"] for r in rs)
+    cluster = {
+        "propagation": prop,
+        "signup_one_per_second": one["per_second"],
+        "signup_two_per_second": a["per_second"] + b["per_second"],
+        "signup_two_to_one": (a["per_second"] + b["per_second"]) / one["per_second"],
+        "signup_errors": errors(one, a, b),
+        "profile_one_per_second": p_one["per_second"],
+        "profile_two_per_second": p_a["per_second"] + p_b["per_second"],
+        "profile_errors": errors(p_one, p_a, p_b),
+    }
+    p50, p99 = prop["p50_ms"], prop["p99_ms"]
+    target("commit on one instance to applied on the other, under a sign-up load",
+           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {prop['max_ms']:.1f} ms ({prop['events']:.0f} events)"
+           if p99 is not None else "no event crossed", "p99 < 50 ms", p99 is not None and p99 < 50)
+    target("two instances on one database, sign-ups split over both",
+           f"{cluster['signup_two_per_second']:,.1f}/s against {cluster['signup_one_per_second']:,.1f}/s on one "
+           f"({cluster['signup_two_to_one']:.0%}), {cluster['signup_errors']} errors",
+           "no errors; no lower than one instance (5 % noise allowed)",
+           cluster["signup_errors"] == 0 and cluster["signup_two_to_one"] >= 0.95)
+    target("GET /profile on two instances at once",
+           f"{cluster['profile_two_per_second']:,.0f}/s in sum ({p_a['per_second']:,.0f} + {p_b['per_second']:,.0f}; "
+           f"one instance alone {cluster['profile_one_per_second']:,.0f}/s), {cluster['profile_errors']} errors",
+           "no errors; report the sum", cluster["profile_errors"] == 0)
+
 report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "smoke": smoke, "machine": raw["machine"],
           "bounds": {"bcrypt_hashes_per_second": bcrypt, "bcrypt_cost": raw["bcrypt"]["cost"],
                      "bcrypt_ms_per_hash": bcrypt_ms,
                      "bcrypt10_hashes_per_second": raw.get("bcrypt10", {}).get("hashes_per_second"),
                      "http_ceiling_per_second": {p: h["ceiling_per_second"] for p, h in http.items()}},
-          "http": http, "figures": figures, "targets": targets, "raw": raw}
+          "http": http, "figures": figures, "cluster": cluster, "targets": targets, "raw": raw}
 (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
 m = raw["machine"]
@@ -182,6 +212,23 @@ for store in stores:
     lines.append(f"| {store} | {st['group_commit']['per_second']:,.0f}/s | {st['one_per_transaction']['per_second']:,.0f}/s | "
                  f"{figures[store]['group_commit_to_single']:.1f}× | {cold['replay_seconds']:.1f} s ({cold['users']:,} users, "
                  f"{cold['logins']:,} logins) | {cold['bytes_per_user']:.0f} B | {cold['verify_seconds']:.1f} s ({cold['verified_events']:,} events) |")
+if cluster:
+    prop = cluster["propagation"]
+    lines += ["", "## Several instances on one PostgreSQL database", "",
+              "Two `authlog serve` processes share the database (and the machine's 2 cores, so a second "
+              "instance adds availability, not capacity, here). Propagation is each event's `recorded_at` "
+              "(taken under the append lock, just before its commit) to the other instance applying it, from "
+              "both instances' `authlog_tail_delay_seconds` histograms (quantiles interpolated within buckets) "
+              "and `authlog_tail_delay_max_seconds`.", "",
+              "| measurement | figure |", "|---|---|",
+              f"| POST /signup, 16 connections, one instance | {cluster['signup_one_per_second']:,.1f}/s |",
+              f"| POST /signup, 8 + 8 connections over two instances | {cluster['signup_two_per_second']:,.1f}/s "
+              f"({cluster['signup_two_to_one']:.0%} of one), {cluster['signup_errors']} errors |",
+              f"| propagation during that load | p50 {prop['p50_ms'] or 0:.1f} ms, p99 {prop['p99_ms'] or 0:.1f} ms, "
+              f"max {prop['max_ms']:.1f} ms, {prop['events']:.0f} events |",
+              f"| GET /profile, 64 connections, one instance | {cluster['profile_one_per_second']:,.0f}/s |",
+              f"| GET /profile, 64 connections on each of two at once | {cluster['profile_two_per_second']:,.0f}/s in sum, "
+              f"{cluster['profile_errors']} errors |"]
 lines += ["", "Every acknowledged event was found committed in both store measurements.", "",
           "## Targets", "", "| figure | measured | target | met |", "|---|---|---|---|"]
 for t in targets:

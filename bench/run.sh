@@ -143,6 +143,76 @@ for store in embedded postgres; do
     rm -rf "$data"
 done
 
+log "several instances: two authlog processes on one PostgreSQL database"
+CLUSTER_URL=$(fresh_db)
+start_instance() { # port: starts authlog on the shared database; appends its pid to INSTANCE_PIDS
+    local port=$1
+    env -u DATABASE_URL -u AUTHLOG_JWT_SECRET AUTHLOG_BIND=127.0.0.1:$port AUTHLOG_BCRYPT_COST=$COST \
+        AUTHLOG_WORKERS=2 AUTHLOG_SIGNUP_RATE_PER_MINUTE=0 AUTHLOG_LOGIN_RATE_PER_MINUTE=0 \
+        AUTHLOG_MAX_CONNECTIONS_PER_ADDRESS=0 RUST_LOG=warn DATABASE_URL="$CLUSTER_URL" \
+        AUTHLOG_JWT_SECRET="$(cat "$RESULTS/secret")" "$BIN/authlog" 2>>"$RESULTS/cluster-$port.log" &
+    INSTANCE_PIDS+=($!)
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && return 0
+        sleep 0.2
+    done
+    log "instance on port $port did not become ready"; exit 1
+}
+INSTANCE_PIDS=()
+A=$PORT; B=$((PORT + 1))
+start_instance "$A"
+wrk_run cluster-signup-one 16 signup.lua "http://127.0.0.1:$A" PASSWORD="$PASSWORD" RUN="one$$"
+start_instance "$B"
+# The same 16 connections, split over both instances: each applies the other's sign-ups from
+# the tail meanwhile, and its metrics time how long each took to arrive.
+wrk_run cluster-signup-a 8 signup.lua "http://127.0.0.1:$A" PASSWORD="$PASSWORD" RUN="a$$" &
+other=$!
+wrk_run cluster-signup-b 8 signup.lua "http://127.0.0.1:$B" PASSWORD="$PASSWORD" RUN="b$$"
+wait "$other"
+sleep 1
+for port in "$A" "$B"; do curl -sf "http://127.0.0.1:$port/metrics" >"$RESULTS/cluster-metrics-$port.txt"; done
+python3 - "$RESULTS" "$A" "$B" <<'PY'
+import json, sys
+results, ports = sys.argv[1], sys.argv[2:]
+buckets, count, biggest = {}, 0, 0.0
+for port in ports:
+    for line in open(f"{results}/cluster-metrics-{port}.txt"):
+        if line.startswith("authlog_tail_delay_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            bound = float("inf") if bound == "+Inf" else float(bound)
+            buckets[bound] = buckets.get(bound, 0) + float(line.split()[-1])
+        elif line.startswith("authlog_tail_delay_seconds_count"):
+            count += float(line.split()[-1])
+        elif line.startswith("authlog_tail_delay_max_seconds"):
+            biggest = max(biggest, float(line.split()[-1]))
+def quantile(q):  # linear within the bucket, as Prometheus' histogram_quantile does, capped at the max
+    rank, lower, below = q * count, 0.0, 0.0
+    for bound in sorted(buckets):
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return biggest
+            inside = buckets[bound] - below
+            return min(biggest, lower + (bound - lower) * ((rank - below) / inside if inside else 1))
+        lower, below = bound, buckets[bound]
+    return biggest
+json.dump({"events": count, "p50_ms": quantile(0.5) * 1000 if count else None,
+           "p99_ms": quantile(0.99) * 1000 if count else None, "max_ms": biggest * 1000},
+          open(f"{results}/cluster-propagation.json", "w"))
+PY
+log "cluster-propagation: $(cat "$RESULTS/cluster-propagation.json")"
+curl -sf -o /dev/null -X POST "http://127.0.0.1:$A/signup" -H 'Content-Type: application/json' \
+    -d "{\"email\":\"cluster@bench.example.com\",\"password\":\"$PASSWORD\"}"
+token=$(curl -sf -X POST "http://127.0.0.1:$B/login" -H 'Content-Type: application/json' \
+    -d "{\"email\":\"cluster@bench.example.com\",\"password\":\"$PASSWORD\"}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+SECONDS_PER_RUN=$ROUND_SECONDS wrk_run cluster-profile-one 64 get.lua "http://127.0.0.1:$A/profile" TOKEN="$token"
+SECONDS_PER_RUN=$ROUND_SECONDS wrk_run cluster-profile-a 64 get.lua "http://127.0.0.1:$A/profile" TOKEN="$token" &
+other=$!
+SECONDS_PER_RUN=$ROUND_SECONDS wrk_run cluster-profile-b 64 get.lua "http://127.0.0.1:$B/profile" TOKEN="$token"
+wait "$other"
+sleep 0.5
+kill -TERM "${INSTANCE_PIDS[@]}"; wait "${INSTANCE_PIDS[@]}" 2>/dev/null || true
+
 log "authlog at the default log level (RUST_LOG=info): /profile with its request span recorded"
 data=$(mktemp -d)
 start_authlog embedded info "$data"
