@@ -22,6 +22,12 @@ use crate::projection::{Directory, UserSummary};
 /// Most commands in one append, so one transaction stays small even under a burst.
 pub const MAX_BATCH: usize = 512;
 
+/// How often a command is retried, each time after re-reading the log, when another process
+/// wrote to its stream first. Several instances logging one account's attempts at once can
+/// collide more than once in a row; each retry follows a catch-up, so it starts from their
+/// latest event, and a sixth collision in a row means something keeps writing to the stream.
+pub const MAX_STREAM_RETRIES: u32 = 5;
+
 /// Why a queued command was not carried out.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
@@ -51,8 +57,8 @@ struct Pending {
     /// Append alone: set after a batch was rejected by the database, so one command's conflict
     /// cannot fail the others.
     solo: bool,
-    /// Already retried once after a stream-version conflict.
-    retried: bool,
+    /// Times retried after a stream-version conflict.
+    retries: u32,
 }
 
 impl Pending {
@@ -131,7 +137,7 @@ impl CommitQueue {
             metadata,
             respond: Box::new(respond),
             solo: false,
-            retried: false,
+            retries: 0,
         });
     }
 
@@ -251,8 +257,8 @@ impl CommitQueue {
                         Conflict::EmailTaken => {
                             pending.answer(Err(CommitError::Rejected(Rejection::EmailTaken)));
                         }
-                        Conflict::StreamVersion if !pending.retried => {
-                            pending.retried = true;
+                        Conflict::StreamVersion if pending.retries < MAX_STREAM_RETRIES => {
+                            pending.retries += 1;
                             pending.solo = true;
                             self.queue.push_front(pending);
                         }
@@ -480,15 +486,21 @@ mod tests {
     }
 
     #[test]
-    fn given_a_solo_command_that_conflicts_twice_then_it_fails_with_contention() {
+    fn given_a_solo_command_that_keeps_conflicting_then_it_fails_with_contention() {
         let state = State::new(ThrottlePolicy::off());
         let mut queue = CommitQueue::new();
         let reply = push(&mut queue, register("a@example.com"));
-        for _ in 0..2 {
+        for attempt in 0..=MAX_STREAM_RETRIES {
             let batch = append(queue.next(state.directory()));
             queue.finish(batch, Err(conflict()), |_| {});
             assert!(matches!(queue.next(state.directory()), Next::CatchUp));
             queue.caught_up();
+            if attempt < MAX_STREAM_RETRIES {
+                assert!(
+                    outcome(&reply).is_none(),
+                    "retried after conflict {attempt}"
+                );
+            }
         }
         assert!(matches!(
             outcome(&reply),

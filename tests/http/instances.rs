@@ -235,7 +235,12 @@ async fn a_burst_of_guesses_spread_over_two_instances_gets_at_most_max_failures_
     let statuses = join_all(guesses).await;
     assert!(
         statuses.iter().all(|status| matches!(status, 401 | 429)),
-        "{statuses:?}"
+        "{statuses:?}; warnings: {:?}",
+        instances
+            .iter()
+            .flat_map(Service::log_lines)
+            .filter(|line| line.contains("WARN"))
+            .collect::<Vec<_>>()
     );
     // Every password check that ran left a LoginFailed: 5 allowed, plus at most one in flight
     // on the other instance (max_failures + N - 1).
@@ -278,7 +283,8 @@ async fn an_instance_whose_listening_connection_is_killed_stays_current_and_list
         }
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while listening(name.clone()).await != 1 {
+    // Listening means the session exists and its LISTEN has run (the gauge is set after it).
+    while listening(name.clone()).await != 1 || b.metric("authlog_log_listening").await != 1.0 {
         assert!(Instant::now() < deadline, "B did not listen within 10 s");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
