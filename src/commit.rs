@@ -160,10 +160,16 @@ impl CommitQueue {
     /// against `directory`, else nothing. Rejections are answered at once; commands that must
     /// wait for this batch's outcome stay at the front of the queue.
     pub fn next(&mut self, directory: &Directory) -> Next {
+        self.next_unless_behind(directory, false)
+    }
+
+    /// [`CommitQueue::next`], with a catch-up first if `behind`: the log is known to hold events
+    /// the directory lacks (another writer's notification), as judged at this moment.
+    pub fn next_unless_behind(&mut self, directory: &Directory, behind: bool) -> Next {
         if self.busy {
             return Next::Idle;
         }
-        if self.stale {
+        if self.stale || behind {
             // Cleared as the read starts: whatever marks the queue stale while it is in
             // flight (a notification, a waiter) gets a read of its own after this one.
             self.stale = false;
@@ -593,5 +599,28 @@ mod tests {
         assert!(matches!(queue.next(&directory), Next::CatchUp));
         queue.caught_up();
         assert!(matches!(queue.next(&directory), Next::Idle));
+    }
+
+    #[test]
+    fn given_an_append_in_flight_when_the_log_is_ahead_then_the_catch_up_waits_for_it() {
+        let state = State::new(ThrottlePolicy::off());
+        let mut queue = CommitQueue::new();
+        let _reply = push(&mut queue, register("a@example.com"));
+        let batch = append(queue.next(state.directory()));
+        // A notification arrives for the append in flight itself: nothing to read yet.
+        assert!(matches!(
+            queue.next_unless_behind(state.directory(), true),
+            Next::Idle
+        ));
+        queue.finish(batch, Ok(Vec::new()), |_| {});
+        // Once it returned, only a log still ahead of the state is read.
+        assert!(matches!(
+            queue.next_unless_behind(state.directory(), false),
+            Next::Idle
+        ));
+        assert!(matches!(
+            queue.next_unless_behind(state.directory(), true),
+            Next::CatchUp
+        ));
     }
 }

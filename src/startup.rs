@@ -54,16 +54,16 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Locks `<log file>.lock` next to the log, or says which process holds it.
     pub fn acquire(log: &std::path::Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = log.with_extension("db.lock");
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
+        // Made here first, so with the data directory's mode (0700), as the store would.
+        crate::data_dir::create_parent_dir(&path)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
         match file.try_lock() {

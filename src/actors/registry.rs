@@ -458,7 +458,12 @@ impl UserRegistry {
 
     /// Starts the next append or catch-up, unless one is in flight.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let next = self.commits.next(self.state.directory());
+        // Judged now, not when a notification arrived: the notification of this registry's own
+        // append often arrives before the append returns, and by now that append is applied.
+        let behind = self.head > self.state.position();
+        let next = self
+            .commits
+            .next_unless_behind(self.state.directory(), behind);
         METRICS.registry_queue_depth.set(gauge(self.commits.len()));
         match next {
             Next::Idle => {}
@@ -980,16 +985,11 @@ impl StreamHandler<Change> for UserRegistry {
             return;
         }
         match change {
-            Change::Appended(head) => {
-                self.learn_head(head);
-                if head <= self.state.position() {
-                    return;
-                }
-            }
+            // Read the tail if this is still ahead of the state when the queue next decides.
+            Change::Appended(head) => self.learn_head(head),
             Change::Lost => return,
-            Change::Listening | Change::Poll => {}
+            Change::Listening | Change::Poll => self.commits.mark_stale(),
         }
-        self.commits.mark_stale();
         self.flush(ctx);
     }
 

@@ -374,9 +374,20 @@ async fn an_instance_stopped_or_paused_while_another_writes_catches_up() {
 
 #[actix_web::test]
 async fn a_second_server_on_one_embedded_data_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("temp dir");
-    let env = embedded_env(dir.path());
+    let data = dir.path().join("data"); // made by the server
+    let env = embedded_env(&data);
     let first = Service::start(&env);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&data), 0o700, "the data directory is this user's only");
+    assert_eq!(mode(&data.join("events.db.lock")), 0o600);
     let (status, _, stderr) = run(&env, &["serve"]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
