@@ -217,6 +217,34 @@ async fn wrong_passwords_alternating_over_instances_lock_the_account_after_five(
 }
 
 #[actix_web::test]
+async fn the_per_address_sign_up_rate_counts_every_instances_sign_ups() {
+    let db = TestDatabase::create().await;
+    let mut env = env_for(&db);
+    env.push(("AUTHLOG_SIGNUP_RATE_PER_MINUTE".to_owned(), "3".to_owned()));
+    let instances = [Service::start(&env), Service::start(&env)];
+    let http = reqwest::Client::new();
+    for n in 0..3 {
+        let instance = &instances[n % 2];
+        assert_eq!(
+            signup(&http, instance, &format!("rate-{n}@example.com")).await,
+            201,
+            "sign-up {} on {}",
+            n + 1,
+            instance.address
+        );
+    }
+    // Three sign-ups from this address this minute, on two instances: both refuse a fourth.
+    for instance in &instances {
+        assert_eq!(
+            signup(&http, instance, "rate-4@example.com").await,
+            429,
+            "{}",
+            instance.address
+        );
+    }
+}
+
+#[actix_web::test]
 async fn a_burst_of_guesses_spread_over_two_instances_gets_at_most_max_failures_plus_one_checks() {
     let db = TestDatabase::create().await;
     let instances = start(&db, 2);
