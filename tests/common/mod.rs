@@ -134,6 +134,24 @@ impl TestDatabase {
         StoreSettings::Postgres(PostgresSettings::new(SecretString::from(self.url())))
     }
 
+    /// The environment that points the real binary at this database, with the tests' key.
+    pub fn service_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DATABASE_URL".to_owned(), self.url()),
+            ("AUTHLOG_JWT_SECRET".to_owned(), TEST_SECRET.to_owned()),
+        ]
+    }
+
+    /// The position of the log's last event, 0 when empty.
+    pub async fn head(&self) -> i64 {
+        self.client()
+            .await
+            .query_one("SELECT coalesce(max(position), 0) FROM events", &[])
+            .await
+            .expect("read the head")
+            .get(0)
+    }
+
     /// A plain client on this database, for looking at the table directly.
     pub async fn client(&self) -> tokio_postgres::Client {
         connect(&self.config())

@@ -216,3 +216,29 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// `POST /signup` with `email` and `password` to the service at `address` (its base URL); the
+/// status.
+pub async fn signup_at(http: &reqwest::Client, address: &str, email: &str, password: &str) -> u16 {
+    http.post(format!("{address}/signup"))
+        .json(&serde_json::json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .expect("signup answered")
+        .status()
+        .as_u16()
+}
+
+/// `POST /login` with `email` and `password` to the service at `address` (its base URL).
+pub async fn login_at(
+    http: &reqwest::Client,
+    address: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    http.post(format!("{address}/login"))
+        .json(&serde_json::json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .expect("login answered")
+}

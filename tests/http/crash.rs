@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::common::TestDatabase;
 use authlog::throttle::turns::MAX_WAITING_PER_ADDRESS;
 
-use crate::common::service::{Service, embedded_env};
+use crate::common::service::{Service, embedded_env, login_at, signup_at};
 use authlog::events::{Event, SqliteEventStore, SqliteSettings, events_after};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -34,13 +34,7 @@ impl Store {
     fn env(&self) -> Vec<(String, String)> {
         match self {
             Store::Embedded(dir) => embedded_env(dir.path()),
-            Store::Postgres(db) => vec![
-                ("DATABASE_URL".to_owned(), db.url()),
-                (
-                    "AUTHLOG_JWT_SECRET".to_owned(),
-                    crate::common::TEST_SECRET.to_owned(),
-                ),
-            ],
+            Store::Postgres(db) => db.service_env(),
         }
     }
 
@@ -139,21 +133,11 @@ async fn sign_up_until_stopped(
 }
 
 async fn signup(http: &reqwest::Client, address: &str, email: &str) -> u16 {
-    http.post(format!("{address}/signup"))
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await
-        .expect("signup answered")
-        .status()
-        .as_u16()
+    signup_at(http, address, email, PASSWORD).await
 }
 
 async fn login(http: &reqwest::Client, address: &str, email: &str) -> reqwest::Response {
-    http.post(format!("{address}/login"))
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await
-        .expect("login answered")
+    login_at(http, address, email, PASSWORD).await
 }
 
 /// A pseudo-random delay from the OS's randomness (via UUID v4), so each run kills at a

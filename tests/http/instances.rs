@@ -7,25 +7,17 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::common::TestDatabase;
-use crate::common::service::{Service, embedded_env, run};
+use crate::common::service::{Service, embedded_env, login_at, run, signup_at};
 
 const PASSWORD: &str = "instances-password";
 
-fn env_for(db: &TestDatabase) -> Vec<(String, String)> {
-    vec![
-        ("DATABASE_URL".to_owned(), db.url()),
-        (
-            "AUTHLOG_JWT_SECRET".to_owned(),
-            crate::common::TEST_SECRET.to_owned(),
-        ),
-    ]
-}
-
 fn start(db: &TestDatabase, count: usize) -> Vec<Service> {
-    (0..count).map(|_| Service::start(&env_for(db))).collect()
+    (0..count)
+        .map(|_| Service::start(&db.service_env()))
+        .collect()
 }
 
 /// A client whose requests come from `127.0.1.n`, so per-address limits see many clients.
@@ -37,13 +29,7 @@ fn client_from(n: u8) -> reqwest::Client {
 }
 
 async fn signup(http: &reqwest::Client, service: &Service, email: &str) -> u16 {
-    http.post(service.url("/signup"))
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await
-        .expect("signup answered")
-        .status()
-        .as_u16()
+    signup_at(http, &service.address, email, PASSWORD).await
 }
 
 async fn login(
@@ -52,11 +38,7 @@ async fn login(
     email: &str,
     password: &str,
 ) -> reqwest::Response {
-    http.post(service.url("/login"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .expect("login answered")
+    login_at(http, &service.address, email, password).await
 }
 
 async fn ready(service: &Service) -> Value {
@@ -88,15 +70,6 @@ async fn applied_up_to(service: &Service, position: i64, within: Duration) -> Va
         );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn head_of(db: &TestDatabase) -> i64 {
-    db.client()
-        .await
-        .query_one("SELECT coalesce(max(position), 0) FROM events", &[])
-        .await
-        .expect("head")
-        .get(0)
 }
 
 #[actix_web::test]
@@ -152,7 +125,7 @@ async fn sign_ups_on_any_instance_log_in_and_use_their_token_on_any_other_at_onc
         join_all(users).await;
     }
     // Every instance counts the same users, at the log's head, soon.
-    let head = head_of(&db).await;
+    let head = db.head().await;
     for instance in &instances {
         let body = applied_up_to(instance, head, Duration::from_secs(5)).await;
         assert_eq!(body["users"], 200, "{body}");
@@ -219,7 +192,7 @@ async fn wrong_passwords_alternating_over_instances_lock_the_account_after_five(
 #[actix_web::test]
 async fn the_per_address_sign_up_rate_counts_every_instances_sign_ups() {
     let db = TestDatabase::create().await;
-    let mut env = env_for(&db);
+    let mut env = db.service_env();
     env.push(("AUTHLOG_SIGNUP_RATE_PER_MINUTE".to_owned(), "3".to_owned()));
     let instances = [Service::start(&env), Service::start(&env)];
     let http = reqwest::Client::new();
@@ -333,7 +306,7 @@ async fn an_instance_whose_listening_connection_is_killed_stays_current_and_list
             201
         );
     }
-    applied_up_to(b, head_of(&db).await, Duration::from_secs(5)).await;
+    applied_up_to(b, db.head().await, Duration::from_secs(5)).await;
     // And B listens again: a new session, and the gauge back at 1.
     let deadline = Instant::now() + Duration::from_secs(10);
     while listening(name.clone()).await != 1 || b.metric("authlog_log_listening").await != 1.0 {
@@ -350,14 +323,14 @@ async fn an_instance_whose_listening_connection_is_killed_stays_current_and_list
         "the loss is logged"
     );
     assert_eq!(signup(&http, a, "after-reconnect@example.com").await, 201);
-    applied_up_to(b, head_of(&db).await, Duration::from_secs(2)).await;
+    applied_up_to(b, db.head().await, Duration::from_secs(2)).await;
 }
 
 #[actix_web::test]
 async fn an_instance_stopped_or_paused_while_another_writes_catches_up() {
     let db = TestDatabase::create().await;
-    let a = Service::start(&env_for(&db));
-    let b = Service::start(&env_for(&db));
+    let a = Service::start(&db.service_env());
+    let b = Service::start(&db.service_env());
     let http = reqwest::Client::new();
 
     // Paused (SIGSTOP): the notifications wait in its socket, and it applies them on SIGCONT.
@@ -376,7 +349,7 @@ async fn an_instance_stopped_or_paused_while_another_writes_catches_up() {
         );
     }
     signal("-CONT", b.pid());
-    applied_up_to(&b, head_of(&db).await, Duration::from_secs(5)).await;
+    applied_up_to(&b, db.head().await, Duration::from_secs(5)).await;
 
     // Stopped (SIGTERM) and started again: it replays what it missed.
     let (status, _) = b.terminate(Duration::from_secs(10));
@@ -387,8 +360,8 @@ async fn an_instance_stopped_or_paused_while_another_writes_catches_up() {
             201
         );
     }
-    let b = Service::start(&env_for(&db));
-    let body = applied_up_to(&b, head_of(&db).await, Duration::from_secs(5)).await;
+    let b = Service::start(&db.service_env());
+    let body = applied_up_to(&b, db.head().await, Duration::from_secs(5)).await;
     assert_eq!(body["users"], 20, "{body}");
     for n in 0..10 {
         let email = format!("stopped-{n}@example.com");
