@@ -127,11 +127,12 @@ for store in embedded postgres; do
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
     user_id=$(curl -sf "http://127.0.0.1:$PORT/profile" -H "Authorization: Bearer $token" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
+    session=$(python3 -c 'import base64,json,sys; p=sys.argv[1].split(".")[1]; print(json.loads(base64.urlsafe_b64decode(p+"=="*2))["sid"])' "$token")
     http_rounds "$store" "$token"
     wrk_run "$store-profile-1024" 1024 get.lua "http://127.0.0.1:$PORT/profile" TOKEN="$token"
     # Tokens the service has never verified, signed with its key: every check misses the cache.
     key=$RESULTS/secret; [ "$store" = embedded ] && key=$data/jwt-secret
-    "$BIN/examples/bench_tool" tokens "$key" "$user_id" bench0@bench.example.com "$TOKENS" >"$RESULTS/tokens"
+    "$BIN/examples/bench_tool" tokens "$key" "$user_id" bench0@bench.example.com "$session" "$TOKENS" >"$RESULTS/tokens"
     wrk_run "$store-profile-fresh-64" 64 tokens.lua "http://127.0.0.1:$PORT" TOKENS="$RESULTS/tokens"
     wrk_run "$store-login-16" 16 login.lua "http://127.0.0.1:$PORT" USERS=8 PASSWORD="$PASSWORD"
     wrk_run "$store-signup-16" 16 signup.lua "http://127.0.0.1:$PORT" PASSWORD="$PASSWORD" RUN="$store$$"

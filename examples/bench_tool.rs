@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         "bcrypt" => bcrypt_bound(number(1, 12) as u32, number(2, 5)),
         "store" => store_bench(&arg(1), number(2, 20_000) as usize).await?,
         "coldstart" => cold_start(&arg(1), number(2, 1_000_000), number(3, 5_000_000)).await?,
-        "tokens" => return tokens(&arg(1), &arg(2), &arg(3), number(4, 20_000)),
+        "tokens" => return tokens(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 20_000)),
         "abandon" => abandon(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 1000) as usize).await?,
         other => anyhow::bail!(
             "unknown measurement {other:?}: bcrypt, store, coldstart, tokens or abandon"
@@ -264,7 +264,14 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
     }))
 }
 
-fn tokens(secret_file: &str, user_id: &str, email: &str, n: u64) -> anyhow::Result<()> {
+/// `n` access tokens for a live session of the user, each never seen by the service.
+fn tokens(
+    secret_file: &str,
+    user_id: &str,
+    email: &str,
+    session: &str,
+    n: u64,
+) -> anyhow::Result<()> {
     use std::io::Write as _;
     let secret = std::fs::read_to_string(secret_file)
         .with_context(|| format!("read the token key {secret_file}"))?;
@@ -274,9 +281,12 @@ fn tokens(secret_file: &str, user_id: &str, email: &str, n: u64) -> anyhow::Resu
         user_id: UserId::from(uuid::Uuid::parse_str(user_id)?),
         email: Email::parse(email)?,
     };
+    let session = authlog::domain::SessionId::from(uuid::Uuid::parse_str(session)?);
+    let not_after = chrono::Utc::now() + chrono::Duration::days(1);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for _ in 0..n {
-        writeln!(out, "{}", keys.issue(&user, chrono::Utc::now())?.as_str())?;
+        let token = keys.issue(&user, session, not_after, chrono::Utc::now())?;
+        writeln!(out, "{}", token.as_str())?;
     }
     out.flush()?;
     Ok(())

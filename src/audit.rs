@@ -257,6 +257,24 @@ fn details(event: &RecordedEvent) -> String {
             fingerprint(rehashed.password_hash.as_str()),
             client(event)
         ),
+        Event::PasswordChanged(changed) => format!(
+            "password={} from={}",
+            fingerprint(changed.password_hash.as_str()),
+            client(event)
+        ),
+        Event::SessionStarted(started) => format!(
+            "session={} expires={} idle={}s from={}",
+            started.session_id,
+            time(started.expires_at),
+            started.idle_seconds,
+            client(event)
+        ),
+        Event::SessionEnded(ended) => format!(
+            "session={} reason={} from={}",
+            ended.session_id,
+            ended.reason.as_str(),
+            client(event)
+        ),
         Event::LoginSucceeded(_) | Event::LoginFailed(_) => format!("from={}", client(event)),
     }
 }
@@ -352,6 +370,35 @@ pub async fn replay(
         writeln!(out, "could log in at {}: no (not registered)", time(now))?;
         return Ok(());
     };
+    // Sessions started and not ended by `now`, nor past their absolute end. An idle timeout
+    // is not in the log (a refresh appends nothing), so a session listed here may have gone
+    // idle; each line says the idle rule it started under.
+    let live: Vec<_> = directory
+        .sessions_of(entry.id)
+        .into_iter()
+        .filter(|(_, session)| session.expires_at > now)
+        .collect();
+    writeln!(out, "sessions live at {}: {}", time(now), live.len())?;
+    for (id, session) in &live {
+        let idle = history
+            .iter()
+            .find_map(|event| match &event.event {
+                Event::SessionStarted(started) if started.session_id == *id => {
+                    Some(started.idle_seconds)
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  session {id} since {} from {} until {} at the latest (idle timeout {idle} s)",
+            time(session.started_at),
+            session
+                .client_ip
+                .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            time(session.expires_at),
+        )?;
+    }
     let subject = Subject::User(entry.id);
     let throttle = state.throttle();
     let locked = throttle.locked_addresses(&subject, now);

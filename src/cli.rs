@@ -19,6 +19,7 @@ use crate::config::{ConfigError, JwtSecretSource, Settings, StoreSettings, defau
 use crate::events::{DEFAULT_STORE_TIMEOUT, Event, PostgresSettings, SqliteSettings};
 use crate::jwt::JwtSecret;
 use crate::telemetry::LogFormat;
+use crate::sessions::SessionPolicy;
 use crate::throttle::ThrottlePolicy;
 
 const SECRETS_HELP: &str = "\
@@ -251,6 +252,27 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHLOG_LOGIN_RATE_PER_MINUTE",
           default_value_t = ThrottlePolicy::DEFAULT.logins_per_minute)]
     pub login_rate_per_minute: u32,
+    /// Failed refreshes (unknown, expired, revoked or spent tokens) per client address in any
+    /// minute, past which refreshes from it get 429 (0: no limit).
+    #[arg(long, env = "AUTHLOG_REFRESH_FAILURES_PER_MINUTE",
+          default_value_t = ThrottlePolicy::DEFAULT.refresh_failures_per_minute)]
+    pub refresh_failures_per_minute: u32,
+    /// A session whose refresh token is unused this long expires, in hours.
+    #[arg(long, env = "AUTHLOG_SESSION_IDLE_HOURS",
+          default_value_t = SessionPolicy::DEFAULT.idle.as_secs() / 3600,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 366))]
+    pub session_idle_hours: u64,
+    /// No session lives longer than this, however often it is refreshed, in days.
+    #[arg(long, env = "AUTHLOG_SESSION_LIFETIME_DAYS",
+          default_value_t = SessionPolicy::DEFAULT.lifetime.as_secs() / 86_400,
+          value_parser = clap::value_parser!(u64).range(1..=366))]
+    pub session_lifetime_days: u64,
+    /// Two refreshes of one refresh token this many seconds apart are one client racing itself,
+    /// not theft (0: any second use ends the session).
+    #[arg(long, env = "AUTHLOG_REFRESH_REUSE_GRACE_SECONDS",
+          default_value_t = SessionPolicy::DEFAULT.grace.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub refresh_reuse_grace_seconds: u64,
     /// Proxies whose X-Forwarded-For is believed, as IP addresses or CIDR ranges, comma-separated
     /// [default: none: the TCP peer is the client].
     #[arg(long, env = "AUTHLOG_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -301,6 +323,7 @@ impl LoginThrottleArgs {
             account_failures_per_hour: self.account_max_failures_per_hour,
             signups_per_minute,
             logins_per_minute,
+            refresh_failures_per_minute: ThrottlePolicy::DEFAULT.refresh_failures_per_minute,
         }
     }
 }
@@ -335,6 +358,12 @@ impl ServeArgs {
         settings.throttle = self
             .throttle
             .policy(self.signup_rate_per_minute, self.login_rate_per_minute);
+        settings.throttle.refresh_failures_per_minute = self.refresh_failures_per_minute;
+        settings.sessions = SessionPolicy {
+            idle: Duration::from_secs(self.session_idle_hours * 3600),
+            lifetime: Duration::from_secs(self.session_lifetime_days * 86_400),
+            grace: Duration::from_secs(self.refresh_reuse_grace_seconds),
+        };
         settings.trusted_proxies = self.trusted_proxies;
         settings.max_connections_per_address = self.max_connections_per_address;
         settings.token_issuer = self.token_issuer;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::decide::{BatchPlanner, Command, Decision, Rejection};
 use crate::events::{Conflict, EventMetadata, NewEvent, RecordedEvent, StoreError};
+use crate::sessions::SessionWrite;
 use crate::projection::{Directory, UserSummary};
 
 /// Most commands in one append, so one transaction stays small even under a burst.
@@ -71,6 +72,7 @@ impl Pending {
 struct Planned {
     pending: Pending,
     events: Vec<NewEvent>,
+    sessions: Vec<SessionWrite>,
     user: UserSummary,
 }
 
@@ -85,6 +87,14 @@ impl Batch {
         self.planned
             .iter()
             .flat_map(|planned| planned.events.iter().cloned())
+            .collect()
+    }
+
+    /// The sessions' rows to write in the same transaction.
+    pub fn sessions(&self) -> Vec<SessionWrite> {
+        self.planned
+            .iter()
+            .flat_map(|planned| planned.sessions.iter().cloned())
             .collect()
     }
 
@@ -196,7 +206,11 @@ impl CommitQueue {
                 break;
             }
             match planner.decide(&pending.command) {
-                Decision::Append { events, user } => {
+                Decision::Append {
+                    events,
+                    sessions,
+                    user,
+                } => {
                     let events = events
                         .into_iter()
                         .map(|(stream_version, event)| NewEvent {
@@ -208,6 +222,7 @@ impl CommitQueue {
                     planned.push(Planned {
                         pending,
                         events,
+                        sessions,
                         user,
                     });
                 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::clock::Clock;
 use crate::events::{EventStore, PostgresSettings, SqliteSettings};
+use crate::sessions::SessionPolicy;
 use crate::jwt::{JwtSecret, JwtSecretError};
 use crate::keyfile;
 use crate::throttle::ThrottlePolicy;
@@ -91,6 +93,10 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Connections one client address may hold at once (0: no limit); trusted proxies are exempt.
     pub max_connections_per_address: usize,
+    /// Session lifetimes and the refresh-token reuse grace.
+    pub sessions: SessionPolicy,
+    /// The time session and token decisions read: the system's, or a settable one in tests.
+    pub clock: Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +127,8 @@ impl Settings {
             throttle: ThrottlePolicy::DEFAULT,
             trusted_proxies: Vec::new(),
             max_connections_per_address: defaults::MAX_CONNECTIONS_PER_ADDRESS,
+            sessions: SessionPolicy::DEFAULT,
+            clock: Clock::system(),
         }
     }
 }

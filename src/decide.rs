@@ -6,9 +6,44 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::domain::{Email, PasswordHash, UserId};
-use crate::events::{Event, LoginFailed, LoginSucceeded, PasswordRehashed, UserRegistered};
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Email, PasswordHash, SessionId, UserId};
+use crate::events::{
+    EndReason, Event, LoginFailed, LoginSucceeded, PasswordChanged, PasswordRehashed,
+    SessionEnded, SessionStarted, UserRegistered,
+};
 use crate::projection::{Directory, UserSummary};
+use crate::sessions::{SessionWrite, TokenHash};
+
+/// A session a successful login starts.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub session_id: SessionId,
+    /// The hash of its first refresh token.
+    pub token_hash: TokenHash,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub idle_seconds: u64,
+}
+
+/// Which of a user's live sessions a command ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionScope {
+    One(SessionId),
+    All,
+    AllBut(SessionId),
+}
+
+impl SessionScope {
+    fn covers(self, session: SessionId) -> bool {
+        match self {
+            SessionScope::One(one) => one == session,
+            SessionScope::All => true,
+            SessionScope::AllBut(kept) => kept != session,
+        }
+    }
+}
 
 /// A change someone asked for.
 #[derive(Debug, Clone)]
@@ -18,13 +53,28 @@ pub enum Command {
         email: Email,
         password_hash: PasswordHash,
     },
-    /// A password check passed; `rehash` replaces a hash weaker than the configured cost.
+    /// A password check passed; `rehash` replaces a hash weaker than the configured cost, and
+    /// `session` starts a session.
     RecordLogin {
         user_id: UserId,
         rehash: Option<PasswordHash>,
+        session: Option<NewSession>,
     },
     /// A password check failed for a known user.
     RecordLoginFailure { user_id: UserId },
+    /// Ends the user's live sessions in `scope`, for `reason`.
+    EndSessions {
+        user_id: UserId,
+        scope: SessionScope,
+        reason: EndReason,
+    },
+    /// The current password checked out: the new hash replaces it, and every session but
+    /// `keep` ends.
+    ChangePassword {
+        user_id: UserId,
+        password_hash: PasswordHash,
+        keep: Option<SessionId>,
+    },
 }
 
 /// What a command means, given the state it is decided against.
@@ -33,6 +83,8 @@ pub enum Decision {
     /// Append these `(stream_version, event)` pairs; once they commit, answer with `user`.
     Append {
         events: Vec<(i32, Event)>,
+        /// Rows beside the log, written in the same transaction.
+        sessions: Vec<SessionWrite>,
         user: UserSummary,
     },
     Reject(Rejection),
@@ -55,11 +107,22 @@ pub struct BatchPlanner<'a> {
     /// Last stream version handed out in this batch, per user, so logins to one stream in one
     /// batch take consecutive versions.
     versions: HashMap<UserId, i32>,
+    /// Sessions ended by earlier commands of this batch.
+    ended: HashSet<SessionId>,
 }
 
 impl<'a> BatchPlanner<'a> {
     /// Events for an existing user's stream, taking the next versions.
     fn append_to(&mut self, user_id: UserId, events: Vec<Event>) -> Decision {
+        self.append_with(user_id, events, Vec::new())
+    }
+
+    fn append_with(
+        &mut self,
+        user_id: UserId,
+        events: Vec<Event>,
+        sessions: Vec<SessionWrite>,
+    ) -> Decision {
         let Some(user) = self.directory.get(user_id) else {
             return Decision::Reject(Rejection::UnknownUser);
         };
@@ -73,8 +136,36 @@ impl<'a> BatchPlanner<'a> {
             .collect();
         Decision::Append {
             events,
+            sessions,
             user: UserSummary::from(&user),
         }
+    }
+
+    /// `SessionEnded` for each of the user's live sessions in `scope`, and their rows' removal.
+    fn end_sessions(
+        &mut self,
+        user_id: UserId,
+        scope: SessionScope,
+        reason: EndReason,
+    ) -> (Vec<Event>, Vec<SessionWrite>) {
+        let live = self
+            .directory
+            .get(user_id)
+            .map(|user| user.sessions)
+            .unwrap_or_default();
+        live.into_iter()
+            .filter(|session| scope.covers(*session) && self.ended.insert(*session))
+            .map(|session_id| {
+                (
+                    Event::SessionEnded(SessionEnded {
+                        user_id,
+                        session_id,
+                        reason,
+                    }),
+                    SessionWrite::End(session_id),
+                )
+            })
+            .unzip()
     }
 
     pub fn new(directory: &'a Directory) -> Self {
@@ -82,6 +173,7 @@ impl<'a> BatchPlanner<'a> {
             directory,
             claimed: HashSet::new(),
             versions: HashMap::new(),
+            ended: HashSet::new(),
         }
     }
 
@@ -106,13 +198,18 @@ impl<'a> BatchPlanner<'a> {
                 });
                 Decision::Append {
                     events: vec![(1, event)],
+                    sessions: Vec::new(),
                     user: UserSummary {
                         user_id: *user_id,
                         email: email.clone(),
                     },
                 }
             }
-            Command::RecordLogin { user_id, rehash } => {
+            Command::RecordLogin {
+                user_id,
+                rehash,
+                session,
+            } => {
                 let mut events = vec![Event::LoginSucceeded(LoginSucceeded { user_id: *user_id })];
                 if let Some(password_hash) = rehash {
                     events.push(Event::PasswordRehashed(PasswordRehashed {
@@ -120,7 +217,46 @@ impl<'a> BatchPlanner<'a> {
                         password_hash: password_hash.clone(),
                     }));
                 }
-                self.append_to(*user_id, events)
+                let mut writes = Vec::new();
+                if let Some(session) = session {
+                    events.push(Event::SessionStarted(SessionStarted {
+                        user_id: *user_id,
+                        session_id: session.session_id,
+                        expires_at: session.expires_at,
+                        idle_seconds: session.idle_seconds,
+                    }));
+                    writes.push(SessionWrite::Start {
+                        session: session.session_id,
+                        user_id: *user_id,
+                        token_hash: session.token_hash,
+                        started_at: session.now,
+                        expires_at: session.expires_at,
+                    });
+                }
+                self.append_with(*user_id, events, writes)
+            }
+            Command::EndSessions {
+                user_id,
+                scope,
+                reason,
+            } => {
+                let (events, writes) = self.end_sessions(*user_id, *scope, *reason);
+                self.append_with(*user_id, events, writes)
+            }
+            Command::ChangePassword {
+                user_id,
+                password_hash,
+                keep,
+            } => {
+                let mut events = vec![Event::PasswordChanged(PasswordChanged {
+                    user_id: *user_id,
+                    password_hash: password_hash.clone(),
+                })];
+                let scope = keep.map_or(SessionScope::All, SessionScope::AllBut);
+                let (ended, writes) =
+                    self.end_sessions(*user_id, scope, EndReason::PasswordChanged);
+                events.extend(ended);
+                self.append_with(*user_id, events, writes)
             }
             Command::RecordLoginFailure { user_id } => self.append_to(
                 *user_id,
@@ -167,7 +303,7 @@ mod tests {
         let directory = Directory::new();
         let mut planner = BatchPlanner::new(&directory);
         match planner.decide(&register("new@example.com")) {
-            Decision::Append { events, user } => {
+            Decision::Append { events, user, .. } => {
                 assert_eq!(events.len(), 1);
                 assert_eq!(events[0].0, 1);
                 assert_eq!(events[0].1.event_type(), Event::USER_REGISTERED);
@@ -214,6 +350,7 @@ mod tests {
                 match planner.decide(&Command::RecordLogin {
                     user_id: id,
                     rehash: None,
+                    session: None,
                 }) {
                     Decision::Append { events, .. } => events[0].0,
                     other => panic!("expected Append, got {other:?}"),
@@ -231,6 +368,7 @@ mod tests {
             planner.decide(&Command::RecordLogin {
                 user_id: UserId::new(),
                 rehash: None,
+                session: None,
             }),
             Decision::Reject(Rejection::UnknownUser)
         );
@@ -253,6 +391,7 @@ mod tests {
         let Decision::Append { events, .. } = planner.decide(&Command::RecordLogin {
             user_id: id,
             rehash,
+            session: None,
         }) else {
             panic!("appends");
         };

@@ -60,6 +60,12 @@ pub enum ApiError {
     /// 401: a bearer token was presented but is not valid now (or its user does not exist).
     #[error("Invalid or expired token")]
     InvalidToken,
+    /// 401 from a refresh: the refresh token is unknown, expired, revoked or spent.
+    #[error("Invalid refresh token")]
+    InvalidRefreshToken,
+    /// 404: no such session among the caller's.
+    #[error("Session not found")]
+    SessionNotFound,
     /// 404: no such route.
     #[error("Not Found")]
     NotFound,
@@ -96,6 +102,8 @@ impl ApiError {
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::NotAuthenticated => "no_token",
             ApiError::InvalidToken => "invalid_token",
+            ApiError::InvalidRefreshToken => "invalid_refresh_token",
+            ApiError::SessionNotFound => "no_session",
             ApiError::NotFound | ApiError::MethodNotAllowed { .. } => "no_route",
             ApiError::Unavailable(_) | ApiError::NotReady(_) => "unavailable",
             ApiError::TooManyRequests { .. } => "throttled",
@@ -113,10 +121,11 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UserExists => StatusCode::CONFLICT,
-            ApiError::InvalidCredentials | ApiError::NotAuthenticated | ApiError::InvalidToken => {
-                StatusCode::UNAUTHORIZED
-            }
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::InvalidCredentials
+            | ApiError::NotAuthenticated
+            | ApiError::InvalidToken
+            | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound | ApiError::SessionNotFound => StatusCode::NOT_FOUND,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -140,7 +149,9 @@ impl ResponseError for ApiError {
             ApiError::InvalidToken => {
                 response.insert_header((WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
             }
-            ApiError::InvalidCredentials | ApiError::NotAuthenticated => {
+            ApiError::InvalidCredentials
+            | ApiError::NotAuthenticated
+            | ApiError::InvalidRefreshToken => {
                 response.insert_header((WWW_AUTHENTICATE, "Bearer"));
             }
             ApiError::MethodNotAllowed { allow } => {
@@ -183,6 +194,11 @@ impl From<RegistryError> for ApiError {
                 retry_after: throttled.retry_after_seconds(),
                 what: "login attempts from this address",
             },
+            RegistryError::RefreshThrottled(throttled) => ApiError::TooManyRequests {
+                retry_after: throttled.retry_after_seconds(),
+                what: "failed refresh attempts",
+            },
+            RegistryError::InvalidRefreshToken => ApiError::InvalidRefreshToken,
             error @ (RegistryError::Unavailable(_)
             | RegistryError::Contention
             | RegistryError::Stopped
@@ -195,7 +211,9 @@ impl From<TokenError> for ApiError {
     fn from(error: TokenError) -> Self {
         match error {
             TokenError::Invalid(_) | TokenError::UnexpectedHeader => ApiError::InvalidToken,
-            error @ TokenError::Sign(_) => ApiError::Internal(error.into()),
+            error @ (TokenError::Sign(_) | TokenError::Random(_)) => {
+                ApiError::Internal(error.into())
+            }
         }
     }
 }

@@ -13,8 +13,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Email, UserId};
+use crate::domain::{Email, SessionId, UserId};
 use crate::projection::UserSummary;
+use crate::sessions::RefreshKey;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds. Small, because tokens are checked by the
 /// same service (or its replicas) that issued them.
@@ -63,11 +64,13 @@ pub struct Claims {
     pub exp: i64,
     /// Unique per token: two logins never get the same token.
     pub jti: uuid::Uuid,
+    /// The session the token was issued for: it stops working when the session ends.
+    pub sid: SessionId,
 }
 
 /// A signed token. Redacted from `Debug` so it cannot reach a log by accident.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(String);
+pub struct AccessToken(String, i64);
 
 impl AccessToken {
     pub fn as_str(&self) -> &str {
@@ -76,6 +79,11 @@ impl AccessToken {
 
     pub fn into_string(self) -> String {
         self.0
+    }
+
+    /// Its `exp`, in Unix seconds.
+    pub fn expires_at(&self) -> i64 {
+        self.1
     }
 }
 
@@ -95,6 +103,8 @@ pub enum TokenError {
     /// `crit`), or is not a JSON object: authlog never issues one, so it is not one of ours.
     #[error("unexpected token header")]
     UnexpectedHeader,
+    #[error("the system's random source failed")]
+    Random(#[source] getrandom::Error),
 }
 
 /// Signing and verification keys with the one validation policy authlog accepts.
@@ -105,6 +115,8 @@ pub struct JwtKeys {
     ttl: chrono::Duration,
     issuer: String,
     audience: String,
+    /// Tags refresh tokens, under a key derived from the same secret.
+    refresh: RefreshKey,
 }
 
 impl JwtKeys {
@@ -119,8 +131,10 @@ impl JwtKeys {
         // HS256 only: a token naming any other algorithm (`none`, RS256, HS512) is rejected.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        // Checked in `verify` against the caller's clock (the same rule as the library's), so
+        // the service and its tests share one notion of now.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss", "aud"]);
@@ -131,12 +145,31 @@ impl JwtKeys {
             ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            refresh: RefreshKey::derive(bytes),
         }
     }
 
-    /// Signs a token for `user` valid from `now` for the configured lifetime.
-    pub fn issue(&self, user: &UserSummary, now: DateTime<Utc>) -> Result<AccessToken, TokenError> {
+    /// Mints and reads refresh tokens.
+    pub fn refresh(&self) -> &RefreshKey {
+        &self.refresh
+    }
+
+    /// The access-token lifetime.
+    pub fn ttl(&self) -> chrono::Duration {
+        self.ttl
+    }
+
+    /// Signs a token for `user` in `session`, valid from `now` for the configured lifetime, and
+    /// never past `not_after` (the session's own end).
+    pub fn issue(
+        &self,
+        user: &UserSummary,
+        session: SessionId,
+        not_after: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<AccessToken, TokenError> {
         let iat = now.timestamp();
+        let exp = (now + self.ttl).min(not_after).timestamp().max(iat);
         let claims = Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -144,22 +177,39 @@ impl JwtKeys {
             email: user.email.clone(),
             iat,
             nbf: iat,
-            exp: (now + self.ttl).timestamp(),
+            exp,
             jti: uuid::Uuid::new_v4(),
+            sid: session,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map(AccessToken)
+            .map(|token| AccessToken(token, exp))
             .map_err(TokenError::Sign)
     }
 
     /// Checks the header holds only `alg` and `typ`, then signature, algorithm, `iss`, `aud`,
-    /// `exp` and `nbf` (with [`LEEWAY_SECONDS`]), and the claims' types (RFC 8725 §3).
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    /// the claims' types (RFC 8725 §3), and `exp` and `nbf` at `now` (with [`LEEWAY_SECONDS`]).
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, TokenError> {
         check_header(token)?;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(TokenError::Invalid)
+            .map_err(TokenError::Invalid)?;
+        check_times(&claims, now.timestamp())?;
+        Ok(claims)
     }
+}
+
+/// `exp` and `nbf` at `now` (Unix seconds), with the leeway: the rule for fresh and cached
+/// tokens alike.
+fn check_times(claims: &Claims, now: i64) -> Result<(), TokenError> {
+    use jsonwebtoken::errors::ErrorKind;
+    let leeway = LEEWAY_SECONDS as i64;
+    if claims.exp < now - leeway {
+        return Err(TokenError::Invalid(ErrorKind::ExpiredSignature.into()));
+    }
+    if claims.nbf > now + leeway {
+        return Err(TokenError::Invalid(ErrorKind::ImmatureSignature.into()));
+    }
+    Ok(())
 }
 
 /// Tokens that verified recently, so a client presenting the same token again (as it does on
@@ -195,12 +245,9 @@ impl VerifiedTokens {
     /// The claims of `token` if it verified before and is still within its validity at `now`
     /// (Unix seconds).
     pub fn get(&self, token: &str, now: i64) -> Option<Arc<Claims>> {
-        let leeway = LEEWAY_SECONDS as i64;
         self.entries
             .get(signature(token))
-            .filter(|(whole, claims)| {
-                **whole == *token && claims.exp >= now - leeway && claims.nbf <= now + leeway
-            })
+            .filter(|(whole, claims)| **whole == *token && check_times(claims, now).is_ok())
             .map(|(_, claims)| Arc::clone(claims))
     }
 
@@ -257,6 +304,11 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(30 * 60);
 
+    /// Later than any token in these tests would expire.
+    fn far() -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::days(365)
+    }
+
     fn secret(raw: &str) -> JwtSecret {
         JwtSecret::parse(SecretString::from(raw.to_owned())).expect("long enough")
     }
@@ -290,8 +342,8 @@ mod tests {
         let keys = keys();
         let user = user();
         let now = Utc::now();
-        let token = keys.issue(&user, now).expect("sign");
-        let claims = keys.verify(token.as_str()).expect("valid");
+        let token = keys.issue(&user, SessionId::new(), far(), now).expect("sign");
+        let claims = keys.verify(token.as_str(), Utc::now()).expect("valid");
         assert_eq!(claims.sub, user.user_id);
         assert_eq!(claims.email, user.email);
         assert_eq!(claims.iat, now.timestamp());
@@ -304,12 +356,12 @@ mod tests {
         let keys = keys();
         let ttl = chrono::Duration::from_std(TTL).expect("fits");
         let inside = Utc::now() - ttl - chrono::Duration::seconds(LEEWAY_SECONDS as i64 - 10);
-        let token = keys.issue(&user(), inside).expect("sign");
-        assert!(keys.verify(token.as_str()).is_ok());
+        let token = keys.issue(&user(), SessionId::new(), far(), inside).expect("sign");
+        assert!(keys.verify(token.as_str(), Utc::now()).is_ok());
         let outside = Utc::now() - ttl - chrono::Duration::seconds(LEEWAY_SECONDS as i64 + 10);
-        let token = keys.issue(&user(), outside).expect("sign");
+        let token = keys.issue(&user(), SessionId::new(), far(), outside).expect("sign");
         assert_eq!(
-            kind(keys.verify(token.as_str())),
+            kind(keys.verify(token.as_str(), Utc::now())),
             ErrorKind::ExpiredSignature
         );
     }
@@ -318,19 +370,19 @@ mod tests {
     fn not_before_in_the_future_is_rejected() {
         let keys = keys();
         let later = Utc::now() + chrono::Duration::seconds(LEEWAY_SECONDS as i64 + 30);
-        let token = keys.issue(&user(), later).expect("sign");
+        let token = keys.issue(&user(), SessionId::new(), far(), later).expect("sign");
         assert_eq!(
-            kind(keys.verify(token.as_str())),
+            kind(keys.verify(token.as_str(), Utc::now())),
             ErrorKind::ImmatureSignature
         );
     }
 
     #[test]
     fn another_key_is_rejected() {
-        let token = keys().issue(&user(), Utc::now()).expect("sign");
+        let token = keys().issue(&user(), SessionId::new(), far(), Utc::now()).expect("sign");
         let other = JwtKeys::new(&secret("another-secret-that-is-long-enough!!"), TTL);
         assert_eq!(
-            kind(other.verify(token.as_str())),
+            kind(other.verify(token.as_str(), Utc::now())),
             ErrorKind::InvalidSignature
         );
     }
@@ -349,6 +401,7 @@ mod tests {
             nbf: now,
             exp: now + 600,
             jti: uuid::Uuid::new_v4(),
+            sid: SessionId::new(),
         };
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
@@ -356,7 +409,7 @@ mod tests {
             &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
         )
         .expect("sign");
-        assert!(keys.verify(&hs512).is_err());
+        assert!(keys.verify(&hs512, Utc::now()).is_err());
 
         // {"alg":"none","typ":"JWT"} with the real payload and no signature.
         let valid = keys
@@ -365,6 +418,8 @@ mod tests {
                     user_id: claims.sub,
                     email: claims.email,
                 },
+                SessionId::new(),
+                far(),
                 Utc::now(),
             )
             .expect("sign");
@@ -373,7 +428,7 @@ mod tests {
             format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}."),
             format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}"),
         ] {
-            assert!(keys.verify(&alg_none).is_err());
+            assert!(keys.verify(&alg_none, Utc::now()).is_err());
         }
     }
 
@@ -388,26 +443,26 @@ mod tests {
         let id = UserId::new().to_string();
         let no_exp =
             sign(serde_json::json!({"sub": id, "email": "a@example.com", "iat": now, "nbf": now}));
-        assert!(keys.verify(&no_exp).is_err());
+        assert!(keys.verify(&no_exp, Utc::now()).is_err());
         let no_nbf = sign(
             serde_json::json!({"sub": id, "email": "a@example.com", "iat": now, "exp": now + 60}),
         );
-        assert!(keys.verify(&no_nbf).is_err());
+        assert!(keys.verify(&no_nbf, Utc::now()).is_err());
         let bad_sub = sign(
             serde_json::json!({"sub": "42", "email": "a@example.com", "iat": now, "nbf": now, "exp": now + 60}),
         );
-        assert!(keys.verify(&bad_sub).is_err());
+        assert!(keys.verify(&bad_sub, Utc::now()).is_err());
         let string_exp = sign(
             serde_json::json!({"sub": id, "email": "a@example.com", "iat": now, "nbf": now, "exp": "9999999999"}),
         );
-        assert!(keys.verify(&string_exp).is_err());
+        assert!(keys.verify(&string_exp, Utc::now()).is_err());
     }
 
     #[test]
     fn debug_output_hides_secret_and_token() {
         let secret = secret("0123456789abcdef0123456789abcdef");
         assert!(!format!("{secret:?}").contains("0123"));
-        let token = keys().issue(&user(), Utc::now()).expect("sign");
+        let token = keys().issue(&user(), SessionId::new(), far(), Utc::now()).expect("sign");
         assert!(!format!("{token:?}").contains("eyJ"));
     }
 
@@ -415,10 +470,10 @@ mod tests {
     fn tokens_carry_issuer_audience_and_a_unique_id() {
         let keys = keys();
         let user = user();
-        let first = keys.issue(&user, Utc::now()).expect("sign");
-        let second = keys.issue(&user, Utc::now()).expect("sign");
+        let first = keys.issue(&user, SessionId::new(), far(), Utc::now()).expect("sign");
+        let second = keys.issue(&user, SessionId::new(), far(), Utc::now()).expect("sign");
         assert_ne!(first, second, "two logins, two tokens");
-        let claims = keys.verify(first.as_str()).expect("valid");
+        let claims = keys.verify(first.as_str(), Utc::now()).expect("valid");
         assert_eq!(
             (claims.iss.as_str(), claims.aud.as_str()),
             ("authlog", "authlog")
@@ -430,7 +485,7 @@ mod tests {
             "another-service",
         );
         assert_eq!(
-            kind(elsewhere.verify(first.as_str())),
+            kind(elsewhere.verify(first.as_str(), Utc::now())),
             ErrorKind::InvalidAudience
         );
     }
@@ -439,8 +494,8 @@ mod tests {
     fn the_cache_answers_only_for_the_same_token_while_it_is_valid() {
         let keys = keys();
         let issued = Utc::now();
-        let token = keys.issue(&user(), issued).expect("sign");
-        let claims = keys.verify(token.as_str()).expect("valid");
+        let token = keys.issue(&user(), SessionId::new(), far(), issued).expect("sign");
+        let claims = keys.verify(token.as_str(), Utc::now()).expect("valid");
         let now = issued.timestamp();
         let mut cache = VerifiedTokens::new(2);
         assert!(cache.get(token.as_str(), now).is_none());
@@ -472,6 +527,7 @@ mod tests {
                 nbf: exp - 1800,
                 exp,
                 jti: uuid::Uuid::new_v4(),
+                sid: SessionId::new(),
             })
         };
         let now = Utc::now().timestamp();
@@ -493,7 +549,7 @@ mod tests {
     #[test]
     fn unexpected_header_fields_are_rejected_before_the_signature() {
         let keys = keys();
-        let token = keys.issue(&user(), Utc::now()).expect("sign");
+        let token = keys.issue(&user(), SessionId::new(), far(), Utc::now()).expect("sign");
         let rest = token.as_str().split_once('.').expect("segments").1;
         for header in [
             r#"{"alg":"HS256","typ":"JWT","kid":"1"}"#,
@@ -504,7 +560,7 @@ mod tests {
         ] {
             let forged = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header));
             assert!(
-                matches!(keys.verify(&forged), Err(TokenError::UnexpectedHeader)),
+                matches!(keys.verify(&forged, Utc::now()), Err(TokenError::UnexpectedHeader)),
                 "{header}"
             );
         }

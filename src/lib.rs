@@ -15,6 +15,8 @@
 //! - [`commit`]: group commit as a plain queue.
 //! - [`actors`]: [`actors::UserRegistry`] (the only writer) and [`actors::TokenActor`] (tokens,
 //!   over the pure keys in [`jwt`]).
+//! - [`sessions`]: refresh tokens, their rotation rule and session lifetimes, as pure rules;
+//!   [`clock`]: the time session decisions read (settable in tests).
 //! - [`hashing`]: bcrypt on a bounded blocking pool.
 //! - [`http`]: routes, extractors and handlers; [`error`]: the one HTTP error type.
 //! - [`audit`]: the auditors' commands `events`, `replay`, `verify`.
@@ -27,6 +29,7 @@
 pub mod actors;
 pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod commit;
 pub mod config;
 pub mod data_dir;
@@ -41,6 +44,7 @@ pub mod jwt;
 pub mod keyfile;
 pub mod metrics;
 pub mod projection;
+pub mod sessions;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

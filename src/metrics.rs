@@ -47,6 +47,10 @@ pub struct Metrics {
     /// `authlog_login_waiting`: login attempts parked until their turn (bounded per account and
     /// address by `throttle::turns::MAX_WAITING`).
     pub login_waiting: IntGauge,
+    /// `authlog_sessions_live`: sessions in the directory (started, not ended or expired).
+    pub sessions_live: IntGauge,
+    /// `authlog_refreshes_total{outcome}`: refresh attempts, by how they were answered.
+    pub refreshes: IntCounterVec,
     /// `authlog_registry_ready`: 1 once the log has been replayed.
     pub registry_ready: IntGauge,
     /// `authlog_db_pool_connections{state="max"|"open"|"idle"|"waiting"}` (PostgreSQL only).
@@ -135,6 +139,13 @@ impl Metrics {
             .expect("valid metric"),
             login_waiting: IntGauge::new("login_waiting", "Login attempts waiting for their turn")
                 .expect("valid metric"),
+            sessions_live: IntGauge::new("sessions_live", "Live sessions in the directory")
+                .expect("valid metric"),
+            refreshes: IntCounterVec::new(
+                Opts::new("refreshes_total", "Refresh attempts by outcome"),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             registry_ready: IntGauge::new(
                 "registry_ready",
                 "1 once the event log has been replayed, else 0",
@@ -185,7 +196,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.bcrypt_duration.clone()),
@@ -195,6 +206,8 @@ impl Metrics {
             Box::new(self.projection_users.clone()),
             Box::new(self.registry_queue_depth.clone()),
             Box::new(self.login_waiting.clone()),
+            Box::new(self.sessions_live.clone()),
+            Box::new(self.refreshes.clone()),
             Box::new(self.registry_ready.clone()),
             Box::new(self.db_pool.clone()),
             Box::new(self.log_applied_position.clone()),

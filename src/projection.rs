@@ -8,11 +8,13 @@
 //! nothing per user: an HTTP worker looks a user up without a message and without a copy.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
-use crate::domain::{Email, PasswordHash, UserId};
+use crate::domain::{Email, PasswordHash, SessionId, UserId};
 use crate::events::{Event, RecordedEvent};
 
 /// A registered user as the log describes them.
@@ -25,6 +27,18 @@ pub struct UserEntry {
     pub version: i32,
     pub logins: u64,
     pub failed_logins: u64,
+    /// Sessions started and not ended or expired, oldest first.
+    pub sessions: Vec<SessionId>,
+}
+
+/// A live session as the log describes it. Its current refresh token lives beside the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEntry {
+    pub user_id: UserId,
+    pub started_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub client_ip: Option<IpAddr>,
+    pub user_agent: Option<Box<str>>,
 }
 
 /// What callers outside the registry learn about a user.
@@ -44,11 +58,14 @@ impl From<&UserEntry> for UserSummary {
 }
 
 type Users = DashMap<UserId, UserEntry>;
+type Sessions = DashMap<SessionId, SessionEntry>;
 
 #[derive(Debug, Default)]
 pub struct Directory {
     /// Written only by the directory's owner (the registry), read by its views on any thread.
     users: Arc<Users>,
+    /// Live sessions, written and read the same way: a Bearer request checks its session here.
+    sessions: Arc<Sessions>,
     /// Read only by the owner's decisions (sign-up and login look users up by email).
     by_email: HashMap<Email, UserId>,
 }
@@ -57,6 +74,7 @@ pub struct Directory {
 #[derive(Debug, Clone)]
 pub struct DirectoryView {
     users: Arc<Users>,
+    sessions: Arc<Sessions>,
 }
 
 impl DirectoryView {
@@ -74,6 +92,24 @@ impl DirectoryView {
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
     }
+
+    /// The session, if it is live as far as the log has been applied (expiry is the caller's
+    /// to check against its clock).
+    pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
+        self.sessions.get(&id).map(|entry| entry.value().clone())
+    }
+
+    /// The user's live sessions, oldest first.
+    pub fn sessions_of(&self, user: UserId) -> Vec<(SessionId, SessionEntry)> {
+        let ids = self
+            .users
+            .get(&user)
+            .map(|user| user.sessions.clone())
+            .unwrap_or_default();
+        ids.into_iter()
+            .filter_map(|id| self.session(id).map(|entry| (id, entry)))
+            .collect()
+    }
 }
 
 impl Directory {
@@ -85,6 +121,7 @@ impl Directory {
     pub fn view(&self) -> DirectoryView {
         DirectoryView {
             users: Arc::clone(&self.users),
+            sessions: Arc::clone(&self.sessions),
         }
     }
 
@@ -106,6 +143,7 @@ impl Directory {
                         version: recorded.stream_version,
                         logins: 0,
                         failed_logins: 0,
+                        sessions: Vec::new(),
                     },
                 );
             }
@@ -118,7 +156,77 @@ impl Directory {
             Event::PasswordRehashed(rehashed) => self.update(rehashed.user_id, recorded, |user| {
                 user.password_hash = rehashed.password_hash.clone();
             }),
+            Event::PasswordChanged(changed) => self.update(changed.user_id, recorded, |user| {
+                user.password_hash = changed.password_hash.clone();
+            }),
+            Event::SessionStarted(started) => {
+                self.sessions.insert(
+                    started.session_id,
+                    SessionEntry {
+                        user_id: started.user_id,
+                        started_at: recorded.recorded_at,
+                        expires_at: started.expires_at,
+                        client_ip: recorded.metadata.client_ip,
+                        user_agent: recorded.metadata.user_agent.as_deref().map(Box::from),
+                    },
+                );
+                self.update(started.user_id, recorded, |user| {
+                    user.sessions.push(started.session_id);
+                });
+            }
+            Event::SessionEnded(ended) => {
+                self.sessions.remove(&ended.session_id);
+                self.update(ended.user_id, recorded, |user| {
+                    user.sessions.retain(|id| *id != ended.session_id);
+                });
+            }
         }
+    }
+
+    /// Forgets sessions whose absolute lifetime is over at `now`, or that are in `idle` (found
+    /// idle-expired beside the log); how many went. Nothing is appended: an expiry is a rule
+    /// applied to the log, not an event in it.
+    pub fn expire_sessions(&mut self, now: DateTime<Utc>, idle: &[SessionId]) -> usize {
+        let mut gone: Vec<(SessionId, UserId)> = self
+            .sessions
+            .iter()
+            .filter(|entry| entry.expires_at <= now)
+            .map(|entry| (*entry.key(), entry.user_id))
+            .collect();
+        gone.extend(
+            idle.iter()
+                .filter_map(|id| self.sessions.get(id).map(|entry| (*id, entry.user_id))),
+        );
+        for (id, user) in &gone {
+            self.sessions.remove(id);
+            if let Some(mut user) = self.users.get_mut(user) {
+                user.sessions.retain(|session| session != id);
+            }
+        }
+        gone.len()
+    }
+
+    /// The user's live sessions, oldest first.
+    pub fn sessions_of(&self, user: UserId) -> Vec<(SessionId, SessionEntry)> {
+        self.view().sessions_of(user)
+    }
+
+    /// Live sessions, all users together.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Every live session started at or before `before` (candidates for the idle check).
+    pub fn sessions_started_before(&self, before: DateTime<Utc>) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|entry| entry.started_at <= before)
+            .map(|entry| *entry.key())
+            .collect()
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
+        self.sessions.get(&id).map(|entry| entry.value().clone())
     }
 
     /// Applies `change` to an existing user and moves their stream to the event's version.
@@ -136,6 +244,12 @@ impl Directory {
         let users = Arc::try_unwrap(other.users).unwrap_or_else(|shared| (*shared).clone());
         for (id, user) in users {
             self.users.insert(id, user);
+        }
+        self.sessions.clear();
+        let sessions =
+            Arc::try_unwrap(other.sessions).unwrap_or_else(|shared| (*shared).clone());
+        for (id, session) in sessions {
+            self.sessions.insert(id, session);
         }
         self.by_email = other.by_email;
     }
@@ -167,6 +281,7 @@ impl Clone for Directory {
     fn clone(&self) -> Self {
         Self {
             users: Arc::new(self.users.as_ref().clone()),
+            sessions: Arc::new(self.sessions.as_ref().clone()),
             by_email: self.by_email.clone(),
         }
     }
@@ -177,6 +292,11 @@ impl PartialEq for Directory {
     fn eq(&self, other: &Self) -> bool {
         self.by_email == other.by_email
             && self.users.len() == other.users.len()
+            && self.sessions.len() == other.sessions.len()
+            && self
+                .sessions
+                .iter()
+                .all(|s| other.sessions.get(s.key()).is_some_and(|o| *o == *s))
             && self
                 .users
                 .iter()

@@ -174,14 +174,21 @@ impl Application {
             };
         let readiness = registry.readiness();
         let view = registry.view();
-        let registry = registry.with_throttle_policy(settings.throttle).start();
+        let registry = registry
+            .with_throttle_policy(settings.throttle)
+            .with_session_policy(settings.sessions)
+            .with_clock(settings.clock.clone())
+            .start();
         let keys = Arc::new(JwtKeys::with_issuer(
             &jwt_secret,
             settings.token_ttl,
             &settings.token_issuer,
             &settings.token_audience,
         ));
-        let tokens = TokenActor::new(Arc::clone(&keys)).start();
+        let clock = settings.clock.clone();
+        let tokens = TokenActor::new(Arc::clone(&keys))
+            .with_clock(clock.clone())
+            .start();
 
         let state = web::Data::new(AppState {
             store,
@@ -189,6 +196,8 @@ impl Application {
             view,
             hasher,
             actor_timeout: settings.actor_timeout,
+            clock: settings.clock.clone(),
+            sessions: settings.sessions,
         });
         let trusted_proxies = settings.trusted_proxies.clone();
         let connections = http::ConnectionCounts::new(
@@ -197,7 +206,11 @@ impl Application {
         );
         let server = HttpServer::new(move || {
             // Runs on each worker's thread: this TokenActor lives on that worker's arbiter.
-            let tokens = web::Data::new(TokenActor::new(Arc::clone(&keys)).start());
+            let tokens = web::Data::new(
+                TokenActor::new(Arc::clone(&keys))
+                    .with_clock(clock.clone())
+                    .start(),
+            );
             App::new()
                 .app_data(state.clone())
                 .app_data(tokens)

@@ -73,6 +73,10 @@ impl State {
         &self.directory
     }
 
+    pub fn directory_mut(&mut self) -> &mut Directory {
+        &mut self.directory
+    }
+
     pub fn throttle(&self) -> &Throttle {
         &self.throttle
     }

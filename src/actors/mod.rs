@@ -8,8 +8,9 @@ mod reply;
 pub mod token;
 
 pub use registry::{
-    AdmitSignup, Authenticate, CatchUp, FindUser, GetDirectory, GetReadiness, LoadError, Readiness,
-    Register, RegistryError, RegistryView, UserRegistry,
+    AdmitSignup, Authenticate, CatchUp, ChangePassword, EndSessions, ExpireSessions, FindUser,
+    GetDirectory, GetReadiness, LoadError, Readiness, Refresh, Refreshed, Register, RegistryError,
+    RegistryView, RejectRefresh, SessionGrant, Successor, UserRegistry,
 };
 pub use reply::Cancellable;
-pub use token::{IssueToken, TokenActor, VerifyToken};
+pub use token::{IssueToken, MintRefresh, OpenSealed, ReadRefresh, TokenActor, VerifyToken};

@@ -31,14 +31,20 @@ use chrono::Utc;
 use tokio::sync::oneshot;
 
 use super::reply::Cancellable;
-use crate::commit::{Batch, CommitError, CommitQueue, Next, Outcome, Syncs};
-use crate::decide::{Command, Rejection};
+use crate::clock::Clock;
+use crate::commit::{Batch, CommitError, CommitQueue, MAX_BATCH, Next, Outcome, Syncs};
+use crate::decide::{Command, NewSession, Rejection, SessionScope};
 use crate::diagnostics::error_chain;
-use crate::domain::{Email, Password, PasswordHash, UserId};
-use crate::events::{Change, EventMetadata, EventStore, RecordedEvent, StoreError, events_after};
+use crate::domain::{Email, Password, PasswordHash, SessionId, UserId};
+use crate::events::{
+    Change, EndReason, EventMetadata, EventStore, RecordedEvent, StoreError, events_after,
+};
 use crate::hashing::{HashError, PasswordHasher};
 use crate::metrics::METRICS;
-use crate::projection::{Directory, DirectoryView, UserSummary};
+use crate::projection::{Directory, DirectoryView, SessionEntry, UserSummary};
+use crate::sessions::{
+    Judgement, PresentedRefresh, Rotated, Rotation, SessionPolicy, TokenHash, judge,
+};
 use crate::state::State;
 use crate::throttle::turns::{Admission, TurnKey, Turns, Waiter};
 use crate::throttle::{Subject, ThrottlePolicy, Throttled};
@@ -91,6 +97,13 @@ pub enum RegistryError {
     /// too many this minute.
     #[error("too many login attempts from this address; retry in {:?}", .0.retry_after)]
     AddressBusy(Throttled),
+    /// The refresh token is unknown, expired, revoked or spent (and, if spent after the grace,
+    /// its session has just been revoked).
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// Too many failed refreshes from this address; retry after the given time.
+    #[error("too many failed refreshes; retry in {:?}", .0.retry_after)]
+    RefreshThrottled(Throttled),
 }
 
 impl From<CommitError> for RegistryError {
@@ -145,7 +158,88 @@ pub struct Authenticate {
     pub email: Email,
     pub password: Password,
     pub metadata: EventMetadata,
+    /// The session a successful login starts (`SessionStarted`, in the same append), with the
+    /// hash of its first refresh token; `None` logs in without one.
+    pub session: Option<SessionGrant>,
 }
+
+/// A session for a login to start: its id and its first refresh token's hash.
+#[derive(Debug, Clone)]
+pub struct SessionGrant {
+    pub session_id: SessionId,
+    pub token_hash: TokenHash,
+}
+
+/// Changes a password: the current one is checked like a login (same turns, throttle and
+/// `LoginFailed` on a mismatch); if it matches, `new_password` is hashed and `PasswordChanged`
+/// is appended with a `SessionEnded` for every session of the user but `keep`.
+#[derive(Message)]
+#[rtype(result = "Result<UserSummary, RegistryError>")]
+pub struct ChangePassword {
+    pub user_id: UserId,
+    pub keep: Option<SessionId>,
+    pub current_password: Password,
+    pub new_password: Password,
+    pub metadata: EventMetadata,
+}
+
+/// Spends a refresh token and makes `successor` the session's current one (see
+/// [`crate::sessions::judge`] for tokens that are not current). Nothing is appended unless the
+/// token was reused, which ends the session.
+#[derive(Message)]
+#[rtype(result = "Result<Refreshed, RegistryError>")]
+pub struct Refresh {
+    pub presented: PresentedRefresh,
+    /// The hash of the token minted to succeed it (generation + 1).
+    pub successor: TokenHash,
+    /// That token sealed under the presented one ([`crate::sessions::seal`]).
+    pub sealed: Vec<u8>,
+    pub client: Option<IpAddr>,
+}
+
+/// A presented refresh token that is not one of authlog's: counted against the address like any
+/// failed refresh. Answers why it was refused ([`RegistryError::RefreshThrottled`] once the
+/// address has failed too often, else [`RegistryError::InvalidRefreshToken`]).
+#[derive(Message)]
+#[rtype(result = "RegistryError")]
+pub struct RejectRefresh {
+    pub client: Option<IpAddr>,
+}
+
+/// A refresh that succeeded.
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    pub user: UserSummary,
+    pub session: SessionId,
+    pub expires_at: chrono::DateTime<Utc>,
+    pub successor: Successor,
+}
+
+/// Which refresh token the caller now holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Successor {
+    /// The one it minted: this refresh rotated the session.
+    Minted,
+    /// Another refresh of the same token rotated it within the grace; this is its successor,
+    /// sealed under the presented token.
+    Sealed(Vec<u8>),
+}
+
+/// Ends the user's sessions in `scope` (`SessionEnded`, one per session); Ok once committed.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct EndSessions {
+    pub user_id: UserId,
+    pub scope: SessionScope,
+    pub reason: EndReason,
+    pub metadata: EventMetadata,
+}
+
+/// Forgets sessions past their absolute lifetime or idle timeout (checked beside the log) now,
+/// as the registry does every minute; answers how many went.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ExpireSessions;
 
 /// Looks a user up by id, as the log stands now. [`RegistryError::Loading`] until the log has
 /// been replayed, so that "unknown user" is never answered from an empty directory. HTTP
@@ -207,7 +301,21 @@ struct RecordAttempt {
     email: Email,
     metadata: EventMetadata,
     verified: Result<(bool, Option<PasswordHash>), HashError>,
+    purpose: Purpose,
     reply: oneshot::Sender<Reply>,
+}
+
+/// What a password check is for.
+enum Purpose {
+    /// A login, starting this session if any.
+    Login(Option<SessionGrant>),
+    /// A password change; `new_hash` is set once the current password matched and the new one
+    /// was hashed.
+    ChangePassword {
+        keep: Option<SessionId>,
+        new_password: Option<Password>,
+        new_hash: Option<PasswordHash>,
+    },
 }
 
 /// A login's turn ended ([`TurnGuard`]): the next attempt of its key may start.
@@ -232,6 +340,19 @@ impl RegistryView {
             return Err(RegistryError::Loading);
         }
         Ok(self.directory.find(user_id))
+    }
+
+    /// The session, if the log says it is live (its absolute expiry is the caller's to check).
+    pub fn session(&self, id: SessionId) -> Result<Option<SessionEntry>, RegistryError> {
+        if !self.loaded.load(Ordering::Acquire) {
+            return Err(RegistryError::Loading);
+        }
+        Ok(self.directory.session(id))
+    }
+
+    /// The user's live sessions, oldest first.
+    pub fn sessions_of(&self, user: UserId) -> Vec<(SessionId, SessionEntry)> {
+        self.directory.sessions_of(user)
     }
 }
 
@@ -308,6 +429,19 @@ enum AfterSync {
     Handoff(Option<IpAddr>),
     /// A reader's [`CatchUp`].
     Reply(oneshot::Sender<Result<(), RegistryError>>),
+    /// A refresh whose session this instance had not seen yet.
+    Refresh(Refresh, RefreshReply),
+}
+
+type RefreshReply = oneshot::Sender<Result<Refreshed, RegistryError>>;
+
+/// A refresh waiting for its rotation to be carried out by the store.
+struct PendingRotation {
+    rotation: Rotation,
+    user: UserSummary,
+    expires_at: chrono::DateTime<Utc>,
+    client: Option<IpAddr>,
+    reply: RefreshReply,
 }
 
 enum Load {
@@ -341,6 +475,12 @@ pub struct UserRegistry {
     /// How long recent known-email logins waited for their outcome to commit, newest last: an
     /// unknown-email failure, which commits nothing, waits as long as one of them.
     waits: Arc<std::sync::Mutex<VecDeque<Duration>>>,
+    /// Session lifetimes and the reuse grace.
+    sessions: SessionPolicy,
+    clock: Clock,
+    /// Refreshes waiting for the store, and whether a rotation batch is in flight.
+    rotations: VecDeque<PendingRotation>,
+    rotating: bool,
 }
 
 impl UserRegistry {
@@ -402,7 +542,23 @@ impl UserRegistry {
             head: 0,
             behind_since: None,
             waits: Arc::default(),
+            sessions: SessionPolicy::DEFAULT,
+            clock: Clock::system(),
+            rotations: VecDeque::new(),
+            rotating: false,
         }
+    }
+
+    /// Sets session lifetimes and the grace (the default is [`SessionPolicy::DEFAULT`]).
+    pub fn with_session_policy(mut self, policy: SessionPolicy) -> Self {
+        self.sessions = policy;
+        self
+    }
+
+    /// Reads the time from `clock` for session decisions (a settable one in tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Sets the brute-force limits (the default is [`ThrottlePolicy::default`]).
@@ -590,6 +746,9 @@ impl UserRegistry {
         METRICS
             .projection_users
             .set(gauge(self.state.directory().len()));
+        METRICS
+            .sessions_live
+            .set(gauge(self.state.directory().session_count()));
     }
 
     /// The log holds at least `head`.
@@ -674,6 +833,10 @@ impl UserRegistry {
             // A freed turn is handed on even if the read failed: its check then fails on the
             // store, instead of waiting forever.
             (AfterSync::Handoff(address), _) => self.hand_turns(address, ctx),
+            (AfterSync::Refresh(msg, reply), Ok(())) => self.start_refresh(msg, reply, ctx),
+            (AfterSync::Refresh(_, reply), Err(error)) => {
+                let _ = reply.send(Err(error));
+            }
             (AfterSync::Reply(reply), Ok(())) => {
                 let _ = reply.send(if self.is_loaded() {
                     Ok(())
@@ -866,11 +1029,41 @@ impl UserRegistry {
             email,
             metadata,
             verified,
+            purpose,
             reply,
         } = attempt;
         let Check { turn, user_id, .. } = check;
         let (command, succeeded) = match (verified, user_id) {
-            (Ok((true, rehash)), Some(user_id)) => (Command::RecordLogin { user_id, rehash }, true),
+            (Ok((true, rehash)), Some(user_id)) => match purpose {
+                Purpose::Login(session) => {
+                    let session = session.map(|grant| self.new_session(grant));
+                    (
+                        Command::RecordLogin {
+                            user_id,
+                            rehash,
+                            session,
+                        },
+                        true,
+                    )
+                }
+                Purpose::ChangePassword {
+                    keep,
+                    new_hash: Some(password_hash),
+                    ..
+                } => (
+                    Command::ChangePassword {
+                        user_id,
+                        password_hash,
+                        keep,
+                    },
+                    true,
+                ),
+                // Matched, but the new password was not hashed: nothing to record.
+                Purpose::ChangePassword { new_hash: None, .. } => {
+                    let _ = reply.send(Err(RegistryError::InvalidCredentials));
+                    return;
+                }
+            },
             // The failure is an event, committed before the caller hears "invalid".
             (Ok(_), Some(user_id)) => (Command::RecordLoginFailure { user_id }, false),
             (Ok(_), None) => {
@@ -914,6 +1107,304 @@ impl UserRegistry {
 }
 
 impl UserRegistry {
+    /// The session a successful login starts now, under the session policy.
+    fn new_session(&self, grant: SessionGrant) -> NewSession {
+        use chrono::SubsecRound as _;
+        let now = self.clock.now();
+        let lifetime = chrono::TimeDelta::from_std(self.sessions.lifetime)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        NewSession {
+            session_id: grant.session_id,
+            token_hash: grant.token_hash,
+            now,
+            expires_at: now.checked_add_signed(lifetime).unwrap_or(now).trunc_subsecs(0),
+            idle_seconds: self.sessions.idle.as_secs(),
+        }
+    }
+
+    fn idle_cutoff(&self, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+        let idle = chrono::TimeDelta::from_std(self.sessions.idle).unwrap_or(chrono::TimeDelta::MAX);
+        now.checked_sub_signed(idle).unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
+    }
+
+    /// A password check (for a login or a password change), as a task of its own outside the
+    /// registry: waiting for a turn or for bcrypt costs the registry nothing, and the attempt
+    /// stops if its caller goes away.
+    fn attempt(
+        &mut self,
+        email: Email,
+        password: Password,
+        metadata: EventMetadata,
+        purpose: Purpose,
+        ctx: &mut Context<Self>,
+    ) -> Cancellable<Reply> {
+        let (grant, granted) = oneshot::channel();
+        let client = metadata.client_ip;
+        self.sync(
+            AfterSync::Login {
+                email: email.clone(),
+                client,
+                grant,
+            },
+            ctx,
+        );
+        let hasher = self.hasher.clone();
+        let registry = ctx.address();
+        Cancellable::new(async move {
+            let check = granted.await.unwrap_or(Err(RegistryError::Stopped))?;
+            let verified = hasher
+                .verify_and_rehash(password, check.hash.clone(), check.rehash)
+                .await;
+            let purpose = match (purpose, &verified) {
+                (
+                    Purpose::ChangePassword {
+                        keep,
+                        new_password: Some(new_password),
+                        ..
+                    },
+                    Ok((true, _)),
+                ) => match hasher.hash(new_password).await {
+                    Ok(new_hash) => Purpose::ChangePassword {
+                        keep,
+                        new_password: None,
+                        new_hash: Some(new_hash),
+                    },
+                    Err(error) => return Err(RegistryError::Hashing(error)),
+                },
+                (purpose, _) => purpose,
+            };
+            // Once checked, the outcome is recorded even if the caller leaves now: the log
+            // holds every password check that ran.
+            let (reply, replied) = oneshot::channel();
+            registry.do_send(RecordAttempt {
+                check,
+                email,
+                metadata,
+                verified,
+                purpose,
+                reply,
+            });
+            answer(replied).await
+        })
+    }
+
+    /// Checks what memory can about a refresh (loaded, not throttled, the session live), then
+    /// queues its rotation for the store.
+    fn start_refresh(&mut self, msg: Refresh, reply: RefreshReply, ctx: &mut Context<Self>) {
+        if !self.is_loaded() {
+            let _ = reply.send(Err(RegistryError::Loading));
+            return;
+        }
+        let now = self.clock.now();
+        if let Err(throttled) = self.state.throttle_mut().check_refresh(msg.client, now) {
+            METRICS.refreshes.with_label_values(&["throttled"]).inc();
+            let _ = reply.send(Err(RegistryError::RefreshThrottled(throttled)));
+            return;
+        }
+        let session = msg.presented.session;
+        let live = self
+            .state
+            .directory()
+            .session(session)
+            .filter(|entry| entry.expires_at > now)
+            .and_then(|entry| {
+                let user = self.state.directory().get(entry.user_id)?;
+                Some((UserSummary::from(&user), entry.expires_at))
+            });
+        let Some((user, expires_at)) = live else {
+            self.refresh_failed(msg.client, "invalid", reply);
+            return;
+        };
+        let rotation = Rotation {
+            presented: msg.presented,
+            successor: msg.successor,
+            sealed: msg.sealed,
+            now,
+            idle_cutoff: self.idle_cutoff(now),
+        };
+        self.rotations.push_back(PendingRotation {
+            rotation,
+            user,
+            expires_at,
+            client: msg.client,
+            reply,
+        });
+        self.flush_rotations(ctx);
+    }
+
+    fn refresh_failed(&mut self, client: Option<IpAddr>, outcome: &str, reply: RefreshReply) {
+        METRICS.refreshes.with_label_values(&[outcome]).inc();
+        self.state
+            .throttle_mut()
+            .refresh_failed(client, self.clock.now());
+        let _ = reply.send(Err(RegistryError::InvalidRefreshToken));
+    }
+
+    /// Sends the queued rotations to the store in one transaction, unless a batch is in flight;
+    /// two rotations of one session never share a batch (the second waits for the next).
+    fn flush_rotations(&mut self, ctx: &mut Context<Self>) {
+        if self.rotating || self.rotations.is_empty() {
+            return;
+        }
+        let mut batch = Vec::new();
+        let mut later = VecDeque::new();
+        let mut sessions = std::collections::HashSet::new();
+        while let Some(pending) = self.rotations.pop_front() {
+            if pending.reply.is_closed() {
+                continue;
+            }
+            if batch.len() >= MAX_BATCH || !sessions.insert(pending.rotation.presented.session) {
+                later.push_back(pending);
+            } else {
+                batch.push(pending);
+            }
+        }
+        self.rotations = later;
+        if batch.is_empty() {
+            return;
+        }
+        self.rotating = true;
+        let store = Arc::clone(&self.store);
+        let rotations = batch.iter().map(|p| p.rotation.clone()).collect();
+        let rotate = async move { store.rotate(rotations).await };
+        ctx.spawn(rotate.into_actor(self).map(move |result, act, ctx| {
+            act.rotating = false;
+            act.finish_rotations(batch, result, ctx);
+            act.flush_rotations(ctx);
+        }));
+    }
+
+    /// Answers each refresh of a batch the store has carried out (or not).
+    fn finish_rotations(
+        &mut self,
+        batch: Vec<PendingRotation>,
+        result: Result<Vec<Rotated>, StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let outcomes = match result {
+            Ok(outcomes) if outcomes.len() == batch.len() => outcomes,
+            Ok(_) => {
+                let error = Arc::new(StoreError::unavailable(anyhow::anyhow!(
+                    "the store answered a different number of rotations"
+                )));
+                for pending in batch {
+                    let _ = pending.reply.send(Err(RegistryError::Unavailable(Arc::clone(&error))));
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "cannot rotate refresh tokens; answering 503");
+                let error = Arc::new(error);
+                for pending in batch {
+                    let _ = pending.reply.send(Err(RegistryError::Unavailable(Arc::clone(&error))));
+                }
+                return;
+            }
+        };
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            let PendingRotation {
+                rotation,
+                user,
+                expires_at,
+                client,
+                reply,
+            } = pending;
+            let session = rotation.presented.session;
+            let refreshed = |successor| Refreshed {
+                user: user.clone(),
+                session,
+                expires_at,
+                successor,
+            };
+            let judgement = match outcome {
+                Rotated::Done => {
+                    METRICS.refreshes.with_label_values(&["rotated"]).inc();
+                    let _ = reply.send(Ok(refreshed(Successor::Minted)));
+                    continue;
+                }
+                Rotated::Unmatched(row) => {
+                    judge(row.as_ref(), &rotation.presented, rotation.now, &self.sessions)
+                }
+            };
+            match judgement {
+                Judgement::Grace(sealed) => {
+                    METRICS.refreshes.with_label_values(&["grace"]).inc();
+                    let _ = reply.send(Ok(refreshed(Successor::Sealed(sealed))));
+                }
+                Judgement::Invalid => self.refresh_failed(client, "invalid", reply),
+                Judgement::Reused => {
+                    METRICS.refreshes.with_label_values(&["reused"]).inc();
+                    self.state.throttle_mut().refresh_failed(client, rotation.now);
+                    tracing::warn!(
+                        user_id = %user.user_id,
+                        session_id = %session,
+                        "a spent refresh token was presented again; ending its session"
+                    );
+                    let command = Command::EndSessions {
+                        user_id: user.user_id,
+                        scope: SessionScope::One(session),
+                        reason: EndReason::RefreshTokenReused,
+                    };
+                    let metadata = EventMetadata::new(client, None);
+                    self.enqueue(
+                        command,
+                        metadata,
+                        move |outcome: Outcome| {
+                            let _ = reply.send(match outcome {
+                                Ok(_) | Err(CommitError::Rejected(_)) => {
+                                    Err(RegistryError::InvalidRefreshToken)
+                                }
+                                Err(error) => Err(error.into()),
+                            });
+                        },
+                        ctx,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Forgets sessions past their absolute lifetime now, then those whose rows beside the log
+    /// say they are idle-expired (or that have no row any more); removes expired rows too.
+    fn expire_sessions(&mut self, done: Option<oneshot::Sender<usize>>, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        let expired = self.state.directory_mut().expire_sessions(now, &[]);
+        let cutoff = self.idle_cutoff(now);
+        let candidates = self.state.directory().sessions_started_before(cutoff);
+        let store = Arc::clone(&self.store);
+        let check = async move {
+            if let Err(error) = store.prune_sessions(now, cutoff).await {
+                tracing::debug!(error = %error_chain(&error), "cannot prune expired session rows");
+            }
+            let mut idle = Vec::new();
+            for chunk in candidates.chunks(1_000) {
+                let used = store.last_used(chunk.to_vec()).await?;
+                let recent: std::collections::HashSet<SessionId> = used
+                    .into_iter()
+                    .filter(|(_, at)| *at > cutoff)
+                    .map(|(id, _)| id)
+                    .collect();
+                idle.extend(chunk.iter().filter(|id| !recent.contains(id)));
+            }
+            Ok::<_, StoreError>(idle)
+        };
+        ctx.spawn(check.into_actor(self).map(move |result, act, _ctx| {
+            let idle = match result {
+                Ok(idle) => act.state.directory_mut().expire_sessions(now, &idle),
+                Err(error) => {
+                    tracing::debug!(error = %error_chain(&error), "cannot check idle sessions");
+                    0
+                }
+            };
+            METRICS
+                .sessions_live
+                .set(gauge(act.state.directory().session_count()));
+            if let Some(done) = done {
+                let _ = done.send(expired + idle);
+            }
+        }));
+    }
+
     /// One of the recent known-email commit waits, chosen at random (none yet: no wait).
     fn commit_wait_sample(&self) -> Duration {
         let Ok(waits) = self.waits.lock() else {
@@ -956,8 +1447,11 @@ impl Actor for UserRegistry {
         METRICS
             .projection_users
             .set(gauge(self.state.directory().len()));
-        ctx.run_interval(PRUNE_EVERY, |act, _ctx| {
+        ctx.run_interval(PRUNE_EVERY, |act, ctx| {
             act.state.throttle_mut().prune(Utc::now());
+            if act.is_loaded() {
+                act.expire_sessions(None, ctx);
+            }
         });
         ctx.run_interval(LAG_EVERY, |act, _ctx| {
             let lag = act
@@ -1070,36 +1564,96 @@ impl Handler<Authenticate> for UserRegistry {
             email,
             password,
             metadata,
+            session,
         } = msg;
-        let (grant, granted) = oneshot::channel();
-        let client = metadata.client_ip;
-        self.sync(
-            AfterSync::Login {
-                email: email.clone(),
-                client,
-                grant,
-            },
-            ctx,
-        );
-        let hasher = self.hasher.clone();
-        let registry = ctx.address();
-        Cancellable::new(async move {
-            let check = granted.await.unwrap_or(Err(RegistryError::Stopped))?;
-            let verified = hasher
-                .verify_and_rehash(password, check.hash.clone(), check.rehash)
-                .await;
-            // Once checked, the outcome is recorded even if the caller leaves now: the log
-            // holds every password check that ran.
-            let (reply, replied) = oneshot::channel();
-            registry.do_send(RecordAttempt {
-                check,
-                email,
-                metadata,
-                verified,
-                reply,
-            });
-            answer(replied).await
-        })
+        self.attempt(email, password, metadata, Purpose::Login(session), ctx)
+    }
+}
+
+impl Handler<ChangePassword> for UserRegistry {
+    type Result = Cancellable<Reply>;
+
+    fn handle(&mut self, msg: ChangePassword, ctx: &mut Self::Context) -> Self::Result {
+        let Some(user) = self.state.directory().get(msg.user_id) else {
+            return Cancellable::new(std::future::ready(Err(RegistryError::InvalidCredentials)));
+        };
+        let purpose = Purpose::ChangePassword {
+            keep: msg.keep,
+            new_password: Some(msg.new_password),
+            new_hash: None,
+        };
+        self.attempt(user.email, msg.current_password, msg.metadata, purpose, ctx)
+    }
+}
+
+impl Handler<Refresh> for UserRegistry {
+    type Result = ResponseFuture<Result<Refreshed, RegistryError>>;
+
+    /// A session this instance has not seen may have just started on another: catch up first.
+    fn handle(&mut self, msg: Refresh, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, replied) = oneshot::channel();
+        let known = self
+            .state
+            .directory()
+            .session(msg.presented.session)
+            .is_some();
+        if known || !self.shared {
+            self.start_refresh(msg, reply, ctx);
+        } else {
+            self.sync(AfterSync::Refresh(msg, reply), ctx);
+        }
+        Box::pin(async move { replied.await.unwrap_or(Err(RegistryError::Stopped)) })
+    }
+}
+
+impl Handler<RejectRefresh> for UserRegistry {
+    type Result = MessageResult<RejectRefresh>;
+
+    fn handle(&mut self, msg: RejectRefresh, _ctx: &mut Self::Context) -> Self::Result {
+        let now = self.clock.now();
+        let throttle = self.state.throttle_mut();
+        if let Err(throttled) = throttle.check_refresh(msg.client, now) {
+            METRICS.refreshes.with_label_values(&["throttled"]).inc();
+            return MessageResult(RegistryError::RefreshThrottled(throttled));
+        }
+        throttle.refresh_failed(msg.client, now);
+        METRICS.refreshes.with_label_values(&["invalid"]).inc();
+        MessageResult(RegistryError::InvalidRefreshToken)
+    }
+}
+
+impl Handler<EndSessions> for UserRegistry {
+    type Result = ResponseFuture<Result<(), RegistryError>>;
+
+    fn handle(&mut self, msg: EndSessions, ctx: &mut Self::Context) -> Self::Result {
+        if !self.is_loaded() {
+            return Box::pin(std::future::ready(Err(RegistryError::Loading)));
+        }
+        let command = Command::EndSessions {
+            user_id: msg.user_id,
+            scope: msg.scope,
+            reason: msg.reason,
+        };
+        let (reply, replied) = oneshot::channel();
+        let respond = move |outcome: Outcome| {
+            let _ = reply.send(outcome.map(|_| ()).map_err(RegistryError::from));
+        };
+        self.enqueue(command, msg.metadata, respond, ctx);
+        Box::pin(async move { replied.await.unwrap_or(Err(RegistryError::Stopped)) })
+    }
+}
+
+impl Handler<ExpireSessions> for UserRegistry {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _msg: ExpireSessions, ctx: &mut Self::Context) -> Self::Result {
+        let (done, finished) = oneshot::channel();
+        if self.is_loaded() {
+            self.expire_sessions(Some(done), ctx);
+        } else {
+            let _ = done.send(0);
+        }
+        Box::pin(async move { finished.await.unwrap_or(0) })
     }
 }
 

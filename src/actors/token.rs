@@ -1,4 +1,5 @@
-//! TokenActor: issues and verifies access tokens, over the pure [`JwtKeys`].
+//! TokenActor: issues and verifies access tokens, and mints and reads refresh tokens, over the
+//! pure [`JwtKeys`].
 //!
 //! An ordinary actor, cheap to start: [`crate::startup::Application`] starts one on each HTTP
 //! worker's own arbiter, on purpose, so a request's token check is a message to an actor on the
@@ -9,24 +10,54 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
+use crate::clock::Clock;
+use crate::domain::SessionId;
 use crate::jwt::{AccessToken, Claims, JwtKeys, TokenError, VerifiedTokens};
 use crate::projection::UserSummary;
+use crate::sessions::{MintedRefresh, PresentedRefresh, RefreshToken};
 
-/// Signs a token for a user the registry has just authenticated.
+/// Signs an access token for a user the registry has just authenticated, in `session`, expiring
+/// no later than the session does.
 #[derive(Message)]
 #[rtype(result = "Result<AccessToken, TokenError>")]
 pub struct IssueToken {
     pub user: UserSummary,
+    pub session: SessionId,
+    pub not_after: DateTime<Utc>,
 }
 
 /// Verifies a bearer token and returns its claims (shared: a token presented again is answered
-/// from this actor's cache of verified tokens, without a copy).
+/// from this actor's cache of verified tokens, without a copy). Whether its session is live is
+/// the caller's next check.
 #[derive(Message)]
 #[rtype(result = "Result<Arc<Claims>, TokenError>")]
 pub struct VerifyToken {
     pub token: String,
+}
+
+/// A new refresh token for `session` at `generation` (1 for a login's first).
+#[derive(Message)]
+#[rtype(result = "Result<MintedRefresh, TokenError>")]
+pub struct MintRefresh {
+    pub session: SessionId,
+    pub generation: u32,
+}
+
+/// The session and generation of a presented refresh token, if authlog minted it.
+#[derive(Message)]
+#[rtype(result = "Option<PresentedRefresh>")]
+pub struct ReadRefresh {
+    pub token: String,
+}
+
+/// The successor another refresh of `presented` received, sealed under it in the store.
+#[derive(Message)]
+#[rtype(result = "Option<RefreshToken>")]
+pub struct OpenSealed {
+    pub sealed: Vec<u8>,
+    pub presented: PresentedRefresh,
 }
 
 /// Tokens each TokenActor remembers as verified (a few hundred bytes each).
@@ -36,6 +67,7 @@ pub struct TokenActor {
     keys: Arc<JwtKeys>,
     /// This actor's own, so no lock is shared between workers.
     verified: VerifiedTokens,
+    clock: Clock,
 }
 
 impl TokenActor {
@@ -43,7 +75,14 @@ impl TokenActor {
         Self {
             keys,
             verified: VerifiedTokens::new(VERIFIED_TOKENS),
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads the time from `clock` (a settable one in tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
@@ -61,7 +100,8 @@ impl Handler<IssueToken> for TokenActor {
     type Result = Result<AccessToken, TokenError>;
 
     fn handle(&mut self, msg: IssueToken, _ctx: &mut Self::Context) -> Self::Result {
-        self.keys.issue(&msg.user, Utc::now())
+        self.keys
+            .issue(&msg.user, msg.session, msg.not_after, self.clock.now())
     }
 }
 
@@ -69,12 +109,40 @@ impl Handler<VerifyToken> for TokenActor {
     type Result = Result<Arc<Claims>, TokenError>;
 
     fn handle(&mut self, msg: VerifyToken, _ctx: &mut Self::Context) -> Self::Result {
-        let now = Utc::now().timestamp();
-        if let Some(claims) = self.verified.get(&msg.token, now) {
+        let now = self.clock.now();
+        if let Some(claims) = self.verified.get(&msg.token, now.timestamp()) {
             return Ok(claims);
         }
-        let claims = Arc::new(self.keys.verify(&msg.token)?);
-        self.verified.insert(&msg.token, Arc::clone(&claims), now);
+        let claims = Arc::new(self.keys.verify(&msg.token, now)?);
+        self.verified
+            .insert(&msg.token, Arc::clone(&claims), now.timestamp());
         Ok(claims)
+    }
+}
+
+impl Handler<MintRefresh> for TokenActor {
+    type Result = Result<MintedRefresh, TokenError>;
+
+    fn handle(&mut self, msg: MintRefresh, _ctx: &mut Self::Context) -> Self::Result {
+        self.keys
+            .refresh()
+            .mint(msg.session, msg.generation)
+            .map_err(TokenError::Random)
+    }
+}
+
+impl Handler<ReadRefresh> for TokenActor {
+    type Result = Option<PresentedRefresh>;
+
+    fn handle(&mut self, msg: ReadRefresh, _ctx: &mut Self::Context) -> Self::Result {
+        self.keys.refresh().read(&msg.token)
+    }
+}
+
+impl Handler<OpenSealed> for TokenActor {
+    type Result = Option<RefreshToken>;
+
+    fn handle(&mut self, msg: OpenSealed, _ctx: &mut Self::Context) -> Self::Result {
+        self.keys.refresh().open(&msg.sealed, &msg.presented)
     }
 }

@@ -4,8 +4,10 @@
 
 mod email;
 mod password;
+mod session_id;
 mod user_id;
 
 pub use email::{Email, EmailError};
 pub use password::{Password, PasswordError, PasswordHash};
+pub use session_id::SessionId;
 pub use user_id::UserId;

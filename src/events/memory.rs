@@ -3,7 +3,9 @@
 //! It enforces the same uniqueness rules as PostgreSQL, and can be switched "offline" to show how
 //! the actors behave when the store is unreachable.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -12,7 +14,8 @@ use super::{
     Conflict, Event, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, columns_of,
     link_batch,
 };
-use crate::domain::{Email, UserId};
+use crate::domain::{Email, SessionId, UserId};
+use crate::sessions::{Rotated, Rotation, SessionRow, SessionWrite};
 
 #[derive(Default)]
 pub struct InMemoryEventStore {
@@ -30,6 +33,8 @@ struct Log {
     emails: HashSet<Email>,
     /// The rows as stored, with their chain links, parallel to `events`.
     rows: Vec<ChainedRow>,
+    /// The sessions' rows beside the log.
+    sessions: HashMap<SessionId, SessionRow>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +70,11 @@ impl InMemoryEventStore {
         }
     }
 
-    fn append_now(&self, events: Vec<NewEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
+    fn append_now(
+        &self,
+        events: Vec<NewEvent>,
+        sessions: Vec<SessionWrite>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.check_online()?;
         let mut log = self.lock();
         // Validate the whole batch before writing anything, so a conflict leaves no trace.
@@ -112,7 +121,64 @@ impl InMemoryEventStore {
             log.events.push(event.clone());
             recorded.push(event);
         }
+        for write in sessions {
+            match write {
+                SessionWrite::Start {
+                    session,
+                    user_id,
+                    token_hash,
+                    started_at,
+                    expires_at,
+                } => {
+                    log.sessions.insert(
+                        session,
+                        SessionRow {
+                            session,
+                            user_id,
+                            generation: 1,
+                            token_hash,
+                            previous_hash: None,
+                            sealed: None,
+                            rotated_at: None,
+                            last_used_at: started_at,
+                            expires_at,
+                        },
+                    );
+                }
+                SessionWrite::End(session) => {
+                    log.sessions.remove(&session);
+                }
+            }
+        }
         Ok(recorded)
+    }
+
+    fn rotate_now(&self, rotations: Vec<Rotation>) -> Result<Vec<Rotated>, StoreError> {
+        self.check_online()?;
+        let mut log = self.lock();
+        Ok(rotations
+            .into_iter()
+            .map(|rotation| {
+                let presented = &rotation.presented;
+                match log.sessions.get_mut(&presented.session) {
+                    Some(row)
+                        if row.generation == presented.generation
+                            && row.token_hash == presented.hash
+                            && row.expires_at > rotation.now
+                            && row.last_used_at > rotation.idle_cutoff =>
+                    {
+                        row.generation += 1;
+                        row.previous_hash = Some(row.token_hash);
+                        row.token_hash = rotation.successor;
+                        row.sealed = Some(rotation.sealed);
+                        row.rotated_at = Some(rotation.now);
+                        row.last_used_at = rotation.now;
+                        Rotated::Done
+                    }
+                    row => Rotated::Unmatched(row.cloned()),
+                }
+            })
+            .collect())
     }
 
     fn read_now(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -132,8 +198,46 @@ impl InMemoryEventStore {
 }
 
 impl EventStore for InMemoryEventStore {
-    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
-        let result = self.append_now(events);
+    fn append_with(
+        &self,
+        events: Vec<NewEvent>,
+        sessions: Vec<SessionWrite>,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        let result = self.append_now(events, sessions);
+        Box::pin(async move { result })
+    }
+
+    fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>> {
+        let result = self.rotate_now(rotations);
+        Box::pin(async move { result })
+    }
+
+    fn last_used(
+        &self,
+        sessions: Vec<SessionId>,
+    ) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>> {
+        let result = self.check_online().map(|()| {
+            let log = self.lock();
+            sessions
+                .into_iter()
+                .filter_map(|id| log.sessions.get(&id).map(|row| (id, row.last_used_at)))
+                .collect()
+        });
+        Box::pin(async move { result })
+    }
+
+    fn prune_sessions(
+        &self,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreFuture<'_, u64> {
+        let result = self.check_online().map(|()| {
+            let mut log = self.lock();
+            let before = log.sessions.len();
+            log.sessions
+                .retain(|_, row| row.expires_at > now && row.last_used_at > idle_cutoff);
+            (before - log.sessions.len()) as u64
+        });
         Box::pin(async move { result })
     }
 

@@ -20,7 +20,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Email, PasswordHash, UserId};
+use crate::domain::{Email, PasswordHash, SessionId, UserId};
+use crate::sessions::{Rotated, Rotation, SessionWrite};
 
 pub use memory::InMemoryEventStore;
 pub use pager::{Pager, READ_PAGE, events_after, rows_after};
@@ -34,6 +35,9 @@ pub enum Event {
     LoginSucceeded(LoginSucceeded),
     LoginFailed(LoginFailed),
     PasswordRehashed(PasswordRehashed),
+    SessionStarted(SessionStarted),
+    SessionEnded(SessionEnded),
+    PasswordChanged(PasswordChanged),
 }
 
 /// A new account: the first event of every user stream (stream version 1).
@@ -60,6 +64,61 @@ pub struct LoginFailed {
 /// A successful login found the stored hash weaker than the configured cost, and replaced it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordRehashed {
+    pub user_id: UserId,
+    pub password_hash: PasswordHash,
+}
+
+/// A login started a session: its refresh token (kept beside the log, as a hash) and its access
+/// tokens carry `session_id`. Where from is in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStarted {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    /// The absolute end of the session, however often it is refreshed.
+    pub expires_at: DateTime<Utc>,
+    /// The idle timeout in force when it started: unused this long, its refresh token expires.
+    pub idle_seconds: u64,
+}
+
+/// A session ended before its time, and why. Its access and refresh tokens stop working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnded {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub reason: EndReason,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// `POST /logout` from this session.
+    Logout,
+    /// `POST /logout/all` from any session of the user.
+    LogoutAll,
+    /// `DELETE /sessions/{id}` from another session of the user.
+    Revoked,
+    /// The user changed their password from another session.
+    PasswordChanged,
+    /// A spent refresh token of this session was presented again after the grace: theft.
+    RefreshTokenReused,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Logout => "logout",
+            EndReason::LogoutAll => "logout_all",
+            EndReason::Revoked => "revoked",
+            EndReason::PasswordChanged => "password_changed",
+            EndReason::RefreshTokenReused => "refresh_token_reused",
+        }
+    }
+}
+
+/// The user changed their password (knowing the old one): the old one stops working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordChanged {
     pub user_id: UserId,
     pub password_hash: PasswordHash,
 }
@@ -95,12 +154,18 @@ impl Event {
     pub const LOGIN_SUCCEEDED: &'static str = "LoginSucceeded";
     pub const LOGIN_FAILED: &'static str = "LoginFailed";
     pub const PASSWORD_REHASHED: &'static str = "PasswordRehashed";
+    pub const SESSION_STARTED: &'static str = "SessionStarted";
+    pub const SESSION_ENDED: &'static str = "SessionEnded";
+    pub const PASSWORD_CHANGED: &'static str = "PasswordChanged";
     /// Every event type this build knows, for auditors' filters.
-    pub const TYPES: [&'static str; 4] = [
+    pub const TYPES: [&'static str; 7] = [
         Self::USER_REGISTERED,
         Self::LOGIN_SUCCEEDED,
         Self::LOGIN_FAILED,
         Self::PASSWORD_REHASHED,
+        Self::SESSION_STARTED,
+        Self::SESSION_ENDED,
+        Self::PASSWORD_CHANGED,
     ];
 
     /// The `event_type` column.
@@ -110,6 +175,9 @@ impl Event {
             Event::LoginSucceeded(_) => Self::LOGIN_SUCCEEDED,
             Event::LoginFailed(_) => Self::LOGIN_FAILED,
             Event::PasswordRehashed(_) => Self::PASSWORD_REHASHED,
+            Event::SessionStarted(_) => Self::SESSION_STARTED,
+            Event::SessionEnded(_) => Self::SESSION_ENDED,
+            Event::PasswordChanged(_) => Self::PASSWORD_CHANGED,
         }
     }
 
@@ -119,7 +187,10 @@ impl Event {
             Event::UserRegistered(_)
             | Event::LoginSucceeded(_)
             | Event::LoginFailed(_)
-            | Event::PasswordRehashed(_) => 1,
+            | Event::PasswordRehashed(_)
+            | Event::SessionStarted(_)
+            | Event::SessionEnded(_)
+            | Event::PasswordChanged(_) => 1,
         }
     }
 
@@ -130,6 +201,9 @@ impl Event {
             Event::LoginSucceeded(e) => e.user_id,
             Event::LoginFailed(e) => e.user_id,
             Event::PasswordRehashed(e) => e.user_id,
+            Event::SessionStarted(e) => e.user_id,
+            Event::SessionEnded(e) => e.user_id,
+            Event::PasswordChanged(e) => e.user_id,
         }
     }
 
@@ -140,8 +214,12 @@ impl Event {
             Event::LoginSucceeded(e) => serde_json::to_value(e),
             Event::LoginFailed(e) => serde_json::to_value(e),
             Event::PasswordRehashed(e) => serde_json::to_value(e),
+            Event::SessionStarted(e) => serde_json::to_value(e),
+            Event::SessionEnded(e) => serde_json::to_value(e),
+            Event::PasswordChanged(e) => serde_json::to_value(e),
         };
-        // These structs hold only strings and UUIDs, whose serialisation cannot fail.
+        // These structs hold only strings, numbers, times and UUIDs, whose serialisation
+        // cannot fail.
         encoded.unwrap_or(Value::Null)
     }
 
@@ -162,6 +240,13 @@ impl Event {
             (Self::LOGIN_FAILED, 1) => parse(Self::LOGIN_FAILED, payload, Event::LoginFailed),
             (Self::PASSWORD_REHASHED, 1) => {
                 parse(Self::PASSWORD_REHASHED, payload, Event::PasswordRehashed)
+            }
+            (Self::SESSION_STARTED, 1) => {
+                parse(Self::SESSION_STARTED, payload, Event::SessionStarted)
+            }
+            (Self::SESSION_ENDED, 1) => parse(Self::SESSION_ENDED, payload, Event::SessionEnded),
+            (Self::PASSWORD_CHANGED, 1) => {
+                parse(Self::PASSWORD_CHANGED, payload, Event::PasswordChanged)
             }
             _ => Err(DecodeError::Unknown {
                 event_type: event_type.to_owned(),
@@ -364,7 +449,37 @@ pub type ChangeFeed = Pin<Box<dyn futures_util::Stream<Item = Change> + Send>>;
 /// - positions strictly increase in the order events were appended by one caller.
 pub trait EventStore: Send + Sync + 'static {
     /// Appends the events atomically and returns them as recorded, in position order.
-    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>>;
+    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        self.append_with(events, Vec::new())
+    }
+
+    /// [`EventStore::append`], writing the sessions' rows beside the log in the same
+    /// transaction: a session's row exists exactly when its `SessionStarted` has committed and
+    /// its `SessionEnded` has not.
+    fn append_with(
+        &self,
+        events: Vec<NewEvent>,
+        sessions: Vec<SessionWrite>,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>>;
+
+    /// Carries out each rotation whose presented refresh token is its session's current one
+    /// (and live), in one transaction, and says for each whether it did. Single use is the
+    /// store's rule: of two rotations of one token, from any processes, exactly one is `Done`.
+    fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>>;
+
+    /// When each of these sessions' refresh tokens was last used (sessions with no row left
+    /// are not in the answer).
+    fn last_used(
+        &self,
+        sessions: Vec<SessionId>,
+    ) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>>;
+
+    /// Removes the rows of sessions expired at `now` or unused since `idle_cutoff`; how many.
+    fn prune_sessions(
+        &self,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreFuture<'_, u64>;
 
     /// Up to `limit` events with a position greater than `after`, in position order.
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>>;
@@ -478,6 +593,21 @@ mod tests {
             Event::PasswordRehashed(PasswordRehashed {
                 user_id: UserId::new(),
                 password_hash: PasswordHash::new("$2b$12$hash".to_owned()),
+            }),
+            Event::SessionStarted(SessionStarted {
+                user_id: UserId::new(),
+                session_id: SessionId::new(),
+                expires_at: Utc::now().trunc_subsecs(0),
+                idle_seconds: 3600,
+            }),
+            Event::SessionEnded(SessionEnded {
+                user_id: UserId::new(),
+                session_id: SessionId::new(),
+                reason: EndReason::RefreshTokenReused,
+            }),
+            Event::PasswordChanged(PasswordChanged {
+                user_id: UserId::new(),
+                password_hash: PasswordHash::new("$2b$12$other".to_owned()),
             }),
         ] {
             let decoded = Event::decode(event.event_type(), event.event_version(), event.payload())

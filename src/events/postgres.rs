@@ -3,6 +3,7 @@
 //! Schema and rules live in `sql/postgres/`, applied at start-up by refinery under an advisory
 //! lock, so several instances starting together migrate once.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,7 +14,11 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
+use chrono::{DateTime, Utc};
+
 use super::chain::{self, ChainedRow};
+use crate::domain::{SessionId, UserId};
+use crate::sessions::{Rotated, Rotation, SessionRow, SessionWrite, TokenHash};
 use super::{
     Conflict, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
     link_batch,
@@ -45,6 +50,39 @@ const APPEND_SQL: &str = "\
                         metadata, recorded_at, prev_hash, hash)
     SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int4[],
                          $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], $10::text[])";
+
+const START_SESSIONS_SQL: &str = "\
+    INSERT INTO sessions (session_id, user_id, generation, token_hash, last_used_at, expires_at)
+    SELECT session_id, user_id, 1, token_hash, started_at, expires_at
+    FROM UNNEST($1::uuid[], $2::uuid[], $3::bytea[], $4::timestamptz[], $5::timestamptz[])
+         AS s(session_id, user_id, token_hash, started_at, expires_at)";
+
+const END_SESSIONS_SQL: &str = "DELETE FROM sessions WHERE session_id = ANY($1)";
+
+/// Spends each presented token that is its session's current, live one: a conditional UPDATE,
+/// so of two rotations of one token (from any processes) exactly one matches. The row lock
+/// makes the second wait for the first and re-check against what it committed.
+const ROTATE_SQL: &str = "\
+    UPDATE sessions AS s
+    SET generation = s.generation + 1, previous_hash = s.token_hash, token_hash = r.successor,
+        sealed = r.sealed, rotated_at = r.now, last_used_at = r.now
+    FROM UNNEST($1::uuid[], $2::int4[], $3::bytea[], $4::bytea[], $5::bytea[],
+                $6::timestamptz[], $7::timestamptz[])
+         AS r(session_id, generation, presented, successor, sealed, now, idle_cutoff)
+    WHERE s.session_id = r.session_id AND s.generation = r.generation
+      AND s.token_hash = r.presented AND s.expires_at > r.now AND s.last_used_at > r.idle_cutoff
+    RETURNING s.session_id";
+
+const SESSION_ROWS_SQL: &str = "\
+    SELECT session_id, user_id, generation, token_hash, previous_hash, sealed, rotated_at,
+           last_used_at, expires_at
+    FROM sessions WHERE session_id = ANY($1)";
+
+const LAST_USED_SQL: &str =
+    "SELECT session_id, last_used_at FROM sessions WHERE session_id = ANY($1)";
+
+const PRUNE_SESSIONS_SQL: &str =
+    "DELETE FROM sessions WHERE expires_at <= $1 OR last_used_at <= $2";
 
 const READ_AFTER_SQL: &str = "\
     SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
@@ -207,7 +245,11 @@ impl PostgresEventStore {
         &self.description
     }
 
-    async fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn append_batch(
+        &self,
+        events: Vec<NewEvent>,
+        sessions: Vec<SessionWrite>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -279,6 +321,7 @@ impl PostgresEventStore {
             )
             .await
             .map_err(map_error)?;
+        write_sessions(&transaction, sessions).await?;
         // The batch commits whole or not at all; the advisory lock is released with it.
         transaction.commit().await.map_err(map_error)?;
         Ok(events
@@ -290,6 +333,65 @@ impl PostgresEventStore {
                 event: new.event,
                 metadata: new.metadata,
                 recorded_at,
+            })
+            .collect())
+    }
+
+    async fn rotate_batch(&self, rotations: Vec<Rotation>) -> Result<Vec<Rotated>, StoreError> {
+        if rotations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.pool.get().await.map_err(StoreError::unavailable)?;
+        let transaction = client.transaction().await.map_err(map_error)?;
+        let ids: Vec<uuid::Uuid> = rotations
+            .iter()
+            .map(|r| r.presented.session.as_uuid())
+            .collect();
+        let generations: Vec<i32> = rotations
+            .iter()
+            .map(|r| i32::try_from(r.presented.generation).unwrap_or(i32::MAX))
+            .collect();
+        let presented: Vec<&[u8]> = rotations.iter().map(|r| &r.presented.hash.0[..]).collect();
+        let successors: Vec<&[u8]> = rotations.iter().map(|r| &r.successor.0[..]).collect();
+        let sealed: Vec<&[u8]> = rotations.iter().map(|r| &r.sealed[..]).collect();
+        let now: Vec<DateTime<Utc>> = rotations.iter().map(|r| r.now).collect();
+        let cutoffs: Vec<DateTime<Utc>> = rotations.iter().map(|r| r.idle_cutoff).collect();
+        let statement = transaction
+            .prepare_cached(ROTATE_SQL)
+            .await
+            .map_err(map_error)?;
+        let done: HashSet<uuid::Uuid> = transaction
+            .query(
+                &statement,
+                &[&ids, &generations, &presented, &successors, &sealed, &now, &cutoffs],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(map_error)?;
+        let unmatched: Vec<uuid::Uuid> = ids.iter().copied().filter(|id| !done.contains(id)).collect();
+        let mut rows = HashMap::new();
+        if !unmatched.is_empty() {
+            for row in transaction
+                .query(SESSION_ROWS_SQL, &[&unmatched])
+                .await
+                .map_err(map_error)?
+            {
+                let row = session_row(&row)?;
+                rows.insert(row.session, row);
+            }
+        }
+        transaction.commit().await.map_err(map_error)?;
+        Ok(rotations
+            .iter()
+            .map(|r| {
+                if done.contains(&r.presented.session.as_uuid()) {
+                    Rotated::Done
+                } else {
+                    Rotated::Unmatched(rows.get(&r.presented.session).cloned())
+                }
             })
             .collect())
     }
@@ -361,8 +463,50 @@ impl PostgresEventStore {
 }
 
 impl EventStore for PostgresEventStore {
-    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
-        Box::pin(self.bounded(self.append_batch(events)))
+    fn append_with(
+        &self,
+        events: Vec<NewEvent>,
+        sessions: Vec<SessionWrite>,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Box::pin(self.bounded(self.append_batch(events, sessions)))
+    }
+
+    fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>> {
+        Box::pin(self.bounded(self.rotate_batch(rotations)))
+    }
+
+    fn last_used(
+        &self,
+        sessions: Vec<SessionId>,
+    ) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>> {
+        Box::pin(self.bounded(async move {
+            let ids: Vec<uuid::Uuid> = sessions.iter().map(SessionId::as_uuid).collect();
+            let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            let rows = client
+                .query(LAST_USED_SQL, &[&ids])
+                .await
+                .map_err(map_error)?;
+            rows.iter()
+                .map(|row| {
+                    let id: uuid::Uuid = row.try_get(0).map_err(map_error)?;
+                    Ok((SessionId::from(id), row.try_get(1).map_err(map_error)?))
+                })
+                .collect()
+        }))
+    }
+
+    fn prune_sessions(
+        &self,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(self.bounded(async move {
+            let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            client
+                .execute(PRUNE_SESSIONS_SQL, &[&now, &idle_cutoff])
+                .await
+                .map_err(map_error)
+        }))
     }
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
@@ -466,6 +610,75 @@ fn migration_error(error: refinery::Error) -> StoreError {
 /// shutdown or a cancelled statement (57), a system error (58).
 fn transient(code: &SqlState) -> bool {
     matches!(code.code().get(..2), Some("08" | "40" | "53" | "57" | "58"))
+}
+
+/// Inserts the rows of sessions that started and deletes those of sessions that ended, inside
+/// the append's transaction.
+async fn write_sessions(
+    transaction: &tokio_postgres::Transaction<'_>,
+    sessions: Vec<SessionWrite>,
+) -> Result<(), StoreError> {
+    let (mut ids, mut users, mut hashes, mut started, mut expires) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ended = Vec::new();
+    for write in sessions {
+        match write {
+            SessionWrite::Start {
+                session,
+                user_id,
+                token_hash,
+                started_at,
+                expires_at,
+            } => {
+                ids.push(session.as_uuid());
+                users.push(user_id.as_uuid());
+                hashes.push(token_hash.0.to_vec());
+                started.push(started_at);
+                expires.push(expires_at);
+            }
+            SessionWrite::End(session) => ended.push(session.as_uuid()),
+        }
+    }
+    if !ids.is_empty() {
+        transaction
+            .execute(START_SESSIONS_SQL, &[&ids, &users, &hashes, &started, &expires])
+            .await
+            .map_err(map_error)?;
+    }
+    if !ended.is_empty() {
+        transaction
+            .execute(END_SESSIONS_SQL, &[&ended])
+            .await
+            .map_err(map_error)?;
+    }
+    Ok(())
+}
+
+fn session_row(row: &Row) -> Result<SessionRow, StoreError> {
+    let hash = |column: &'static str, bytes: Option<Vec<u8>>| -> Result<Option<TokenHash>, StoreError> {
+        bytes
+            .map(|bytes| {
+                TokenHash::from_slice(&bytes).ok_or_else(|| {
+                    StoreError::unavailable(anyhow::anyhow!("sessions.{column} is not 32 bytes"))
+                })
+            })
+            .transpose()
+    };
+    let session: uuid::Uuid = row.try_get("session_id").map_err(map_error)?;
+    let user: uuid::Uuid = row.try_get("user_id").map_err(map_error)?;
+    let generation: i32 = row.try_get("generation").map_err(map_error)?;
+    Ok(SessionRow {
+        session: SessionId::from(session),
+        user_id: UserId::from(user),
+        generation: u32::try_from(generation).unwrap_or(0),
+        token_hash: hash("token_hash", Some(row.try_get("token_hash").map_err(map_error)?))?
+            .unwrap_or(TokenHash([0; 32])),
+        previous_hash: hash("previous_hash", row.try_get("previous_hash").map_err(map_error)?)?,
+        sealed: row.try_get("sealed").map_err(map_error)?,
+        rotated_at: row.try_get("rotated_at").map_err(map_error)?,
+        last_used_at: row.try_get("last_used_at").map_err(map_error)?,
+        expires_at: row.try_get("expires_at").map_err(map_error)?,
+    })
 }
 
 fn chained_row(row: &Row) -> Result<ChainedRow, StoreError> {

@@ -22,6 +22,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::chain::{self, ChainedRow, StoredText};
+use crate::domain::{SessionId, UserId};
+use crate::sessions::{Rotated, Rotation, SessionRow, SessionWrite, TokenHash};
 use super::{
     Conflict, DecodeError, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture,
     StoredColumns, link_batch,
@@ -32,6 +34,7 @@ use super::{
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../sql/sqlite/V1__event_log.sql")),
     (2, include_str!("../../sql/sqlite/V2__hash_chain.sql")),
+    (3, include_str!("../../sql/sqlite/V3__sessions.sql")),
 ];
 
 /// V1's UPDATE trigger, dropped and recreated around linking the rows written before V2.
@@ -207,8 +210,54 @@ impl Drop for SqliteEventStore {
 }
 
 impl EventStore for SqliteEventStore {
-    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
-        Box::pin(self.call(move |connection| append_batch(connection, events)))
+    fn append_with(
+        &self,
+        events: Vec<NewEvent>,
+        sessions: Vec<SessionWrite>,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Box::pin(self.call(move |connection| append_batch(connection, events, sessions)))
+    }
+
+    fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>> {
+        Box::pin(self.call(move |connection| rotate_batch(connection, rotations)))
+    }
+
+    fn last_used(
+        &self,
+        sessions: Vec<SessionId>,
+    ) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>> {
+        Box::pin(self.call(move |connection| {
+            let mut found = Vec::new();
+            let mut query = connection
+                .prepare_cached("SELECT last_used_at FROM sessions WHERE session_id = ?1")
+                .map_err(map_error)?;
+            for session in sessions {
+                let used: Option<String> = query
+                    .query_row(params![uuid_text(session.as_uuid())], |row| row.get(0))
+                    .optional()
+                    .map_err(map_error)?;
+                if let Some(used) = used {
+                    found.push((session, parse_time("last_used_at", &used)?));
+                }
+            }
+            Ok(found)
+        }))
+    }
+
+    fn prune_sessions(
+        &self,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(self.call(move |connection| {
+            let removed = connection
+                .execute(
+                    "DELETE FROM sessions WHERE expires_at <= ?1 OR last_used_at <= ?2",
+                    params![stamp(now), stamp(idle_cutoff)],
+                )
+                .map_err(map_error)?;
+            Ok(removed as u64)
+        }))
     }
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
@@ -358,6 +407,7 @@ fn link_unchained(transaction: &rusqlite::Transaction<'_>) -> anyhow::Result<()>
 fn append_batch(
     connection: &mut Connection,
     events: Vec<NewEvent>,
+    sessions: Vec<SessionWrite>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -408,9 +458,152 @@ fn append_batch(
             });
         }
     }
+    write_sessions(&transaction, sessions)?;
     // On any error above, dropping the transaction rolls it back.
     transaction.commit().map_err(map_error)?;
     Ok(recorded)
+}
+
+/// A time as the sessions table keeps it: RFC 3339, UTC, microseconds, so text order is time
+/// order.
+fn stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn uuid_text(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+fn parse_time(column: &'static str, text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|error| StoreError::unavailable(anyhow::anyhow!("sessions.{column}: {error}")))
+}
+
+/// The sessions' rows, inside the append's transaction.
+fn write_sessions(
+    transaction: &rusqlite::Transaction<'_>,
+    sessions: Vec<SessionWrite>,
+) -> Result<(), StoreError> {
+    for write in sessions {
+        match write {
+            SessionWrite::Start {
+                session,
+                user_id,
+                token_hash,
+                started_at,
+                expires_at,
+            } => transaction
+                .prepare_cached(
+                    "INSERT INTO sessions (session_id, user_id, generation, token_hash,
+                                           last_used_at, expires_at)
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5)",
+                )
+                .and_then(|mut insert| {
+                    insert.execute(params![
+                        uuid_text(session.as_uuid()),
+                        uuid_text(user_id.as_uuid()),
+                        &token_hash.0[..],
+                        stamp(started_at),
+                        stamp(expires_at),
+                    ])
+                })
+                .map_err(map_error)?,
+            SessionWrite::End(session) => transaction
+                .prepare_cached("DELETE FROM sessions WHERE session_id = ?1")
+                .and_then(|mut delete| delete.execute(params![uuid_text(session.as_uuid())]))
+                .map_err(map_error)?,
+        };
+    }
+    Ok(())
+}
+
+/// Each rotation whose token is current and live, in one write transaction (see
+/// [`EventStore::rotate`]); the others get their session's row.
+fn rotate_batch(
+    connection: &mut Connection,
+    rotations: Vec<Rotation>,
+) -> Result<Vec<Rotated>, StoreError> {
+    if rotations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_error)?;
+    let mut outcomes = Vec::with_capacity(rotations.len());
+    for rotation in &rotations {
+        let id = uuid_text(rotation.presented.session.as_uuid());
+        let now = stamp(rotation.now);
+        let changed = transaction
+            .prepare_cached(
+                "UPDATE sessions
+                 SET generation = generation + 1, previous_hash = token_hash, token_hash = ?1,
+                     sealed = ?2, rotated_at = ?3, last_used_at = ?3
+                 WHERE session_id = ?4 AND generation = ?5 AND token_hash = ?6
+                   AND expires_at > ?3 AND last_used_at > ?7",
+            )
+            .and_then(|mut update| {
+                update.execute(params![
+                    &rotation.successor.0[..],
+                    &rotation.sealed,
+                    now,
+                    id,
+                    rotation.presented.generation,
+                    &rotation.presented.hash.0[..],
+                    stamp(rotation.idle_cutoff),
+                ])
+            })
+            .map_err(map_error)?;
+        if changed == 1 {
+            outcomes.push(Rotated::Done);
+            continue;
+        }
+        let row = transaction
+            .prepare_cached(
+                "SELECT session_id, user_id, generation, token_hash, previous_hash, sealed,
+                        rotated_at, last_used_at, expires_at
+                 FROM sessions WHERE session_id = ?1",
+            )
+            .and_then(|mut select| {
+                select
+                    .query_row(params![id], |row| {
+                        Ok((
+                            row.get::<_, String>(1)?,
+                            row.get::<_, u32>(2)?,
+                            row.get::<_, Vec<u8>>(3)?,
+                            row.get::<_, Option<Vec<u8>>>(4)?,
+                            row.get::<_, Option<Vec<u8>>>(5)?,
+                            row.get::<_, Option<String>>(6)?,
+                            row.get::<_, String>(7)?,
+                            row.get::<_, String>(8)?,
+                        ))
+                    })
+                    .optional()
+            })
+            .map_err(map_error)?;
+        let row = match row {
+            None => None,
+            Some((user, generation, token, previous, sealed, rotated, used, expires)) => {
+                let corrupt = || StoreError::unavailable(anyhow::anyhow!("malformed sessions row"));
+                Some(SessionRow {
+                    session: rotation.presented.session,
+                    user_id: UserId::from(Uuid::parse_str(&user).map_err(|_| corrupt())?),
+                    generation,
+                    token_hash: TokenHash::from_slice(&token).ok_or_else(corrupt)?,
+                    previous_hash: previous.as_deref().and_then(TokenHash::from_slice),
+                    sealed,
+                    rotated_at: rotated
+                        .map(|at| parse_time("rotated_at", &at))
+                        .transpose()?,
+                    last_used_at: parse_time("last_used_at", &used)?,
+                    expires_at: parse_time("expires_at", &expires)?,
+                })
+            }
+        };
+        outcomes.push(Rotated::Unmatched(row));
+    }
+    transaction.commit().map_err(map_error)?;
+    Ok(outcomes)
 }
 
 /// Rows after `after`; with `keep_text`, also the JSON columns exactly as stored (for `verify`).

@@ -2,6 +2,7 @@
 //!
 //! Handlers stay thin: parse, send one message per actor, shape the reply. One file per endpoint.
 
+mod auth;
 mod bearer;
 pub mod client;
 mod connections;
@@ -10,8 +11,11 @@ mod json;
 mod login;
 mod observe;
 mod openapi;
+mod password;
 mod profile;
+mod refresh;
 mod root;
+mod sessions;
 mod signup;
 
 use std::sync::Arc;
@@ -44,6 +48,10 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     /// Longest a handler waits for an actor before answering 503.
     pub actor_timeout: Duration,
+    /// The registry's clock, for checking a session's absolute expiry on a request.
+    pub clock: crate::clock::Clock,
+    /// Session lifetimes, for the session list's expiry times.
+    pub sessions: crate::sessions::SessionPolicy,
 }
 
 /// This worker's own [`TokenActor`], started on the worker's arbiter (see
@@ -56,7 +64,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(endpoint("/profile", "GET").route(web::get().to(profile::profile)))
         .service(endpoint("/health/live", "GET").route(web::get().to(health::live)))
         .service(endpoint("/login", "POST").route(web::post().to(login::login)))
+        .service(endpoint("/token/refresh", "POST").route(web::post().to(refresh::refresh)))
         .service(endpoint("/signup", "POST").route(web::post().to(signup::signup)))
+        .service(endpoint("/logout", "POST").route(web::post().to(sessions::logout)))
+        .service(endpoint("/logout/all", "POST").route(web::post().to(sessions::logout_all)))
+        .service(endpoint("/sessions", "GET").route(web::get().to(sessions::list)))
+        .service(
+            endpoint("/sessions/{id}", "DELETE").route(web::delete().to(sessions::revoke)),
+        )
+        .service(endpoint("/password", "POST").route(web::post().to(password::change)))
         .service(endpoint("/", "GET").route(web::get().to(root::root)))
         .service(endpoint("/health/ready", "GET").route(web::get().to(health::ready)))
         .service(endpoint("/metrics", "GET").route(web::get().to(health::metrics)))

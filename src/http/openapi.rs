@@ -14,7 +14,7 @@ use utoipa::openapi::security::{
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{health, login, profile, root, signup};
+use super::{health, login, password, profile, refresh, root, sessions, signup};
 use crate::error::ErrorBody;
 
 /// Where the document is served.
@@ -26,15 +26,21 @@ pub const DOCS_PATH: &str = "/docs/";
 #[openapi(
     info(
         title = "authlog",
-        description = "Sign up, log in for a bearer token, and call a protected route. Every \
-            change is an event in an append-only log; a 2xx means the event has committed. \
-            Every error body is `{\"detail\": \"...\"}`."
+        description = "Sign up, log in for a bearer token and a refresh token, refresh, log \
+            out, and call a protected route. Every change is an event in an append-only log; a \
+            2xx means the event has committed. Every error body is `{\"detail\": \"...\"}`."
     ),
     paths(
         root::root,
         signup::signup,
         login::login,
+        refresh::refresh,
         profile::profile,
+        sessions::logout,
+        sessions::logout_all,
+        sessions::list,
+        sessions::revoke,
+        password::change,
         health::live,
         health::ready,
         health::metrics
@@ -66,7 +72,11 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "oauth2",
             SecurityScheme::OAuth2(OAuth2::with_description(
-                [Flow::Password(Password::new("/login", Scopes::new()))],
+                [Flow::Password(Password::with_refresh_url(
+                    "/login",
+                    Scopes::new(),
+                    "/token/refresh",
+                ))],
                 "Log in with the account's email as `username` (RFC 6749 §4.3).",
             )),
         );

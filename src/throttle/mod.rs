@@ -45,6 +45,8 @@ pub struct ThrottlePolicy {
     pub signups_per_minute: u32,
     /// Login attempts (password checks about to run or wait) per address in any minute.
     pub logins_per_minute: u32,
+    /// Failed refreshes (unknown, expired, revoked or spent tokens) per address in any minute.
+    pub refresh_failures_per_minute: u32,
 }
 
 impl Default for ThrottlePolicy {
@@ -65,6 +67,10 @@ impl ThrottlePolicy {
         // reaches one a second; 100 a minute is a fifth of what 2 cores check at cost 12, so one
         // address cannot take the rest from everyone else.
         logins_per_minute: 100,
+        // A client refreshes once per access-token lifetime and fails only when its session has
+        // ended; 30 failures a minute is far past any client's need, and a guesser's 30 a minute
+        // against 2^128 tags is nothing.
+        refresh_failures_per_minute: 30,
     };
 
     /// No limits at all.
@@ -74,6 +80,7 @@ impl ThrottlePolicy {
             account_failures_per_hour: 0,
             signups_per_minute: 0,
             logins_per_minute: 0,
+            refresh_failures_per_minute: 0,
             ..Self::default()
         }
     }
@@ -124,6 +131,8 @@ pub struct Throttle {
     /// Login attempts per address within the last minute, oldest first (in memory only: a
     /// flood's rate, not history).
     logins: HashMap<Option<IpAddr>, VecDeque<DateTime<Utc>>>,
+    /// Failed refreshes per address within the last minute, oldest first (in memory only).
+    refresh_failures: HashMap<Option<IpAddr>, VecDeque<DateTime<Utc>>>,
 }
 
 /// One address's sign-ups within the last minute: admitted attempts and registrations read
@@ -184,7 +193,11 @@ impl Throttle {
             }
             Event::LoginSucceeded(login) => self.succeeded(&Subject::User(login.user_id), client),
             Event::LoginFailed(failed) => self.failed(Subject::User(failed.user_id), client, at),
-            Event::PasswordRehashed(_) => {}
+            // A password change proves the password, like a successful login.
+            Event::PasswordChanged(changed) => {
+                self.succeeded(&Subject::User(changed.user_id), client);
+            }
+            Event::PasswordRehashed(_) | Event::SessionStarted(_) | Event::SessionEnded(_) => {}
         }
     }
 
@@ -287,6 +300,28 @@ impl Throttle {
         admit_per_minute(times, self.policy.logins_per_minute, now)
     }
 
+    /// Whether `client` may try a refresh now: refused while it has failed too many this minute.
+    pub fn check_refresh(&mut self, client: Option<IpAddr>, now: DateTime<Utc>) -> Result<(), Throttled> {
+        let limit = self.policy.refresh_failures_per_minute as usize;
+        let Some(times) = self.refresh_failures.get_mut(&client) else {
+            return Ok(());
+        };
+        drop_before(times, now - MINUTE);
+        match times.front() {
+            Some(oldest) if limit > 0 && times.len() >= limit => {
+                Err(throttled(*oldest + MINUTE - now))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A refresh from `client` failed (it leaves no event).
+    pub fn refresh_failed(&mut self, client: Option<IpAddr>, now: DateTime<Utc>) {
+        if self.policy.refresh_failures_per_minute > 0 {
+            self.refresh_failures.entry(client).or_default().push_back(now);
+        }
+    }
+
     /// A failed login on an email with no account: counted here, since it leaves no event.
     pub fn unknown_failed(&mut self, email: Email, client: Option<IpAddr>, now: DateTime<Utc>) {
         self.failed(Subject::Unknown(email), client, now);
@@ -305,6 +340,10 @@ impl Throttle {
             !window.times.is_empty()
         });
         self.logins.retain(|_, times| {
+            drop_before(times, now - MINUTE);
+            !times.is_empty()
+        });
+        self.refresh_failures.retain(|_, times| {
             drop_before(times, now - MINUTE);
             !times.is_empty()
         });

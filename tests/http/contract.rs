@@ -261,16 +261,22 @@ async fn login_returns_a_bearer_token_that_must_not_be_cached() {
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "cache-control"), "no-store");
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body.as_object().expect("object").len(), 2, "{body}");
+    let keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["access_token", "expires_in", "refresh_token", "token_type"], "{body}");
     assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 1800);
     let token = body["access_token"].as_str().expect("token");
     assert_eq!(token.split('.').count(), 3, "a JWT");
-    // The login is in the log before the token is handed out.
+    assert!(crate::common::claims_of(token)["sid"].is_string(), "the token names its session");
+    let refresh = body["refresh_token"].as_str().expect("refresh token");
+    assert!(refresh.len() >= 43, "at least 256 bits: {refresh}");
+    // The login and its session are in the log before the tokens are handed out.
     assert_eq!(
         db.event_types().await,
         [
             ("UserRegistered".to_owned(), 1),
-            ("LoginSucceeded".to_owned(), 2)
+            ("LoginSucceeded".to_owned(), 2),
+            ("SessionStarted".to_owned(), 3)
         ]
     );
 }
@@ -389,7 +395,7 @@ async fn login_form_gives_the_same_token_body_as_json() {
         assert_eq!(response.status(), 200, "{fields:?}");
         assert_eq!(header(&response, "cache-control"), "no-store");
         let body: Value = response.json().await.expect("json");
-        assert_eq!(body.as_object().expect("object").len(), 2, "{body}");
+        assert_eq!(body.as_object().expect("object").len(), 4, "{body}");
         assert_eq!(body["token_type"], "bearer");
         let token = body["access_token"].as_str().expect("token");
         let bearer = format!("Bearer {token}");
@@ -553,12 +559,16 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
         user_id,
         email: email.clone(),
     };
+    // The real session, so that only the property under test is wrong.
+    let sid = crate::common::claims_of(&token)["sid"].clone();
+    let sid: authlog::domain::SessionId = serde_json::from_value(sid).expect("a session id");
+    let far = Utc::now() + chrono::Duration::days(1);
 
     let expired = keys
-        .issue(&summary, Utc::now() - chrono::Duration::minutes(31))
+        .issue(&summary, sid, far, Utc::now() - chrono::Duration::minutes(31))
         .expect("sign");
     let not_yet = keys
-        .issue(&summary, Utc::now() + chrono::Duration::minutes(5))
+        .issue(&summary, sid, far, Utc::now() + chrono::Duration::minutes(5))
         .expect("sign");
     let stranger = keys
         .issue(
@@ -566,8 +576,13 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
                 user_id: UserId::new(),
                 email,
             },
+            sid,
+            far,
             Utc::now(),
         )
+        .expect("sign");
+    let other_session = keys
+        .issue(&summary, authlog::domain::SessionId::new(), far, Utc::now())
         .expect("sign");
     let other_key = {
         let secret = authlog::jwt::JwtSecret::parse(
@@ -575,7 +590,7 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
         )
         .expect("long enough");
         JwtKeys::new(&secret, ttl)
-            .issue(&summary, Utc::now())
+            .issue(&summary, sid, far, Utc::now())
             .expect("sign")
     };
     let mut flipped = token.clone().into_bytes();
@@ -589,6 +604,7 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
         expired.as_str().to_owned(),
         not_yet.as_str().to_owned(),
         stranger.as_str().to_owned(),
+        other_session.as_str().to_owned(),
         other_key.as_str().to_owned(),
         flipped,
         format!("{}.{}", segments[0], segments[1]),

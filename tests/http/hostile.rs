@@ -501,11 +501,12 @@ fn forge(header: &Value, claims: &Value, key: &[u8]) -> String {
     format!("{input}.{signature}")
 }
 
-fn claims(user_id: &str, email: &str, exp_offset: i64) -> Value {
+fn claims(user_id: &str, sid: &str, email: &str, exp_offset: i64) -> Value {
     let now = Utc::now().timestamp();
     json!({
         "iss": "authlog", "aud": "authlog", "sub": user_id, "email": email,
         "iat": now, "nbf": now, "exp": now + exp_offset, "jti": uuid::Uuid::new_v4(),
+        "sid": sid,
     })
 }
 
@@ -519,11 +520,17 @@ async fn hostile_tokens() {
         .await
         .expect("json");
     let user = body["id"].as_str().expect("id").to_owned();
+    // A live session of the user's, so that only the property under test is wrong.
+    let login = app.token_for(TUTORIAL_EMAIL, TUTORIAL_PASSWORD).await;
+    let sid = crate::common::claims_of(&login)["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
     let key = TEST_SECRET.as_bytes();
     let hs256 = json!({"alg": "HS256", "typ": "JWT"});
-    let good = forge(&hs256, &claims(&user, TUTORIAL_EMAIL, 600), key);
+    let good = forge(&hs256, &claims(&user, &sid, TUTORIAL_EMAIL, 600), key);
     let with = |f: &dyn Fn(&mut Value)| {
-        let mut c = claims(&user, TUTORIAL_EMAIL, 600);
+        let mut c = claims(&user, &sid, TUTORIAL_EMAIL, 600);
         f(&mut c);
         forge(&hs256, &c, key)
     };
@@ -531,7 +538,7 @@ async fn hostile_tokens() {
         format!(
             "{}.{}.",
             b64(&json!({"alg": alg, "typ": "JWT"})),
-            b64(&claims(&user, TUTORIAL_EMAIL, 600))
+            b64(&claims(&user, &sid, TUTORIAL_EMAIL, 600))
         )
     };
     let (head, rest) = good.split_once('.').expect("segments");
@@ -568,7 +575,7 @@ async fn hostile_tokens() {
             "wrong HMAC key",
             forge(
                 &hs256,
-                &claims(&user, TUTORIAL_EMAIL, 600),
+                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
                 b"another-key-that-is-32-bytes-long!!",
             ),
             Expect::Error(401, INVALID_TOKEN),
@@ -577,7 +584,7 @@ async fn hostile_tokens() {
             "the tutorial's your-secret-key",
             forge(
                 &hs256,
-                &claims(&user, TUTORIAL_EMAIL, 600),
+                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
                 b"your-secret-key",
             ),
             Expect::Error(401, INVALID_TOKEN),
@@ -650,21 +657,38 @@ async fn hostile_tokens() {
             "unknown sub",
             forge(
                 &hs256,
-                &claims(&uuid::Uuid::new_v4().to_string(), TUTORIAL_EMAIL, 600),
+                &claims(&uuid::Uuid::new_v4().to_string(), &sid, TUTORIAL_EMAIL, 600),
                 key,
             ),
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
             "non-UUID sub",
-            forge(&hs256, &claims("1", TUTORIAL_EMAIL, 600), key),
+            forge(&hs256, &claims("1", &sid, TUTORIAL_EMAIL, 600), key),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "no sid",
+            with(&|c| {
+                c.as_object_mut().expect("object").remove("sid");
+            }),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "a sid no session has",
+            with(&|c| c["sid"] = json!(uuid::Uuid::new_v4())),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "non-UUID sid",
+            with(&|c| c["sid"] = json!("1")),
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
             "jku header",
             forge(
                 &json!({"alg": "HS256", "jku": "https://evil.example/jwks"}),
-                &claims(&user, TUTORIAL_EMAIL, 600),
+                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
                 key,
             ),
             Expect::Error(401, INVALID_TOKEN),
@@ -673,7 +697,7 @@ async fn hostile_tokens() {
             "jwk header",
             forge(
                 &json!({"alg": "HS256", "jwk": {"kty": "oct", "k": "AAAA"}}),
-                &claims(&user, TUTORIAL_EMAIL, 600),
+                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
                 key,
             ),
             Expect::Error(401, INVALID_TOKEN),
@@ -682,7 +706,7 @@ async fn hostile_tokens() {
             "kid header",
             forge(
                 &json!({"alg": "HS256", "kid": "../../dev/null"}),
-                &claims(&user, TUTORIAL_EMAIL, 600),
+                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
                 key,
             ),
             Expect::Error(401, INVALID_TOKEN),
@@ -967,7 +991,9 @@ async fn a_weak_stored_hash_is_rehashed_at_the_next_login() {
             "UserRegistered",
             "LoginSucceeded",
             "PasswordRehashed",
-            "LoginSucceeded"
+            "SessionStarted",
+            "LoginSucceeded",
+            "SessionStarted"
         ]
     );
     let hash: String = db

@@ -8,7 +8,9 @@ use authlog::actors::{
     Authenticate, FindUser, GetDirectory, GetReadiness, LoadError, Readiness, Register,
     RegistryError, UserRegistry,
 };
-use authlog::domain::{Email, Password};
+use authlog::domain::{Email, Password, SessionId};
+use authlog::sessions::{Rotated, Rotation, SessionWrite};
+use chrono::{DateTime, Utc};
 use authlog::events::chain::ChainedRow;
 use authlog::events::{
     Event, EventMetadata, EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StoreError,
@@ -66,6 +68,7 @@ async fn authenticate(
             email: email(raw),
             password,
             metadata: metadata(),
+            session: None,
         })
         .await
         .expect("registry answers")
@@ -366,9 +369,13 @@ struct LostReplyStore {
 }
 
 impl EventStore for LostReplyStore {
-    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
+    fn append_with(
+        &self,
+        events: Vec<NewEvent>,
+        sessions: Vec<SessionWrite>,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
         Box::pin(async move {
-            let recorded = self.inner.append(events).await?;
+            let recorded = self.inner.append_with(events, sessions).await?;
             if self.lose_next.swap(false, Ordering::SeqCst) {
                 return Err(StoreError::unavailable("connection lost after COMMIT"));
             }
@@ -382,6 +389,18 @@ impl EventStore for LostReplyStore {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         self.inner.read_rows_after(after, limit)
+    }
+
+    fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>> {
+        self.inner.rotate(rotations)
+    }
+
+    fn last_used(&self, sessions: Vec<SessionId>) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>> {
+        self.inner.last_used(sessions)
+    }
+
+    fn prune_sessions(&self, now: DateTime<Utc>, idle_cutoff: DateTime<Utc>) -> StoreFuture<'_, u64> {
+        self.inner.prune_sessions(now, idle_cutoff)
     }
 }
 
@@ -456,8 +475,12 @@ struct RefusesToMigrate {
 }
 
 impl EventStore for RefusesToMigrate {
-    fn append(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<RecordedEvent>> {
-        self.inner.append(events)
+    fn append_with(
+        &self,
+        events: Vec<NewEvent>,
+        sessions: Vec<SessionWrite>,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        self.inner.append_with(events, sessions)
     }
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
@@ -466,6 +489,18 @@ impl EventStore for RefusesToMigrate {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         self.inner.read_rows_after(after, limit)
+    }
+
+    fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>> {
+        self.inner.rotate(rotations)
+    }
+
+    fn last_used(&self, sessions: Vec<SessionId>) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>> {
+        self.inner.last_used(sessions)
+    }
+
+    fn prune_sessions(&self, now: DateTime<Utc>, idle_cutoff: DateTime<Utc>) -> StoreFuture<'_, u64> {
+        self.inner.prune_sessions(now, idle_cutoff)
     }
 
     fn prepare(&self) -> StoreFuture<'_, ()> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::cluster::Cluster;
 use crate::common::{TestApp, assert_error, jwt_secret, spawn_app_with, test_settings};
-use authlog::domain::{Email, UserId};
+use authlog::domain::{Email, SessionId, UserId};
 use authlog::events::PostgresSettings;
 use authlog::jwt::JwtKeys;
 use authlog::projection::UserSummary;
@@ -78,7 +78,10 @@ async fn f4_database_down_at_boot() {
         user_id: UserId::new(),
         email: Email::parse("early@example.com").expect("valid"),
     };
-    let token = keys.issue(&user, Utc::now()).expect("signs").into_string();
+    let token = keys
+        .issue(&user, SessionId::new(), Utc::now() + chrono::Duration::days(1), Utc::now())
+        .expect("signs")
+        .into_string();
     let response = app.profile(Some(&format!("Bearer {token}"))).await;
     assert_503(response, "profile").await;
 

@@ -1,0 +1,55 @@
+//! Who a bearer token belongs to, for every route that takes one: a valid token, for a user the
+//! log knows, in a session the log says is live.
+
+use std::sync::Arc;
+
+use super::{AppState, BearerToken, Tokens};
+use crate::actors::{CatchUp, VerifyToken};
+use crate::error::ApiError;
+use crate::jwt::Claims;
+use crate::projection::UserSummary;
+
+/// The caller of a protected route.
+pub struct Caller {
+    pub user: UserSummary,
+    pub claims: Arc<Claims>,
+}
+
+/// The caller, if the token verifies and both its user and its session are live. Every step
+/// stays on this worker's thread (its own TokenActor, then the registry's published view); only
+/// a user or session the view lacks costs a message: the registry catches up first, so a token
+/// from another instance's fresh login works at once, and one whose session ended anywhere
+/// fails as soon as this instance has applied that end.
+pub async fn authorize(
+    token: Result<BearerToken, ApiError>,
+    state: &AppState,
+    tokens: &Tokens,
+) -> Result<Caller, ApiError> {
+    let verify = VerifyToken {
+        token: token?.into_string(),
+    };
+    // No timeout: this worker's TokenActor runs on this very thread between our polls, so it
+    // cannot be slower than this handler, and a timer per request would cost more than the check.
+    let claims = tokens.send(verify).await??;
+    if let Some(user) = live(&claims, state)? {
+        return Ok(Caller { user, claims });
+    }
+    state
+        .registry
+        .send(CatchUp)
+        .timeout(state.actor_timeout)
+        .await??;
+    let user = live(&claims, state)?.ok_or(ApiError::InvalidToken)?;
+    Ok(Caller { user, claims })
+}
+
+/// The token's user, if the view holds them and their session, unexpired, now.
+fn live(claims: &Claims, state: &AppState) -> Result<Option<UserSummary>, ApiError> {
+    let Some(session) = state.view.session(claims.sid)? else {
+        return Ok(None);
+    };
+    if session.user_id != claims.sub || session.expires_at <= state.clock.now() {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(state.view.find_user(claims.sub)?)
+}
