@@ -18,8 +18,8 @@ use crate::audit::ExpectedHead;
 use crate::config::{ConfigError, JwtSecretSource, Settings, StoreSettings, defaults, key_file};
 use crate::events::{DEFAULT_STORE_TIMEOUT, Event, PostgresSettings, SqliteSettings};
 use crate::jwt::JwtSecret;
-use crate::telemetry::LogFormat;
 use crate::sessions::SessionPolicy;
+use crate::telemetry::LogFormat;
 use crate::throttle::ThrottlePolicy;
 
 const SECRETS_HELP: &str = "\

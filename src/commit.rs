@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::decide::{BatchPlanner, Command, Decision, Rejection};
 use crate::events::{Conflict, EventMetadata, NewEvent, RecordedEvent, StoreError};
-use crate::sessions::SessionWrite;
 use crate::projection::{Directory, UserSummary};
+use crate::sessions::SessionWrite;
 
 /// Most commands in one append, so one transaction stays small even under a burst.
 pub const MAX_BATCH: usize = 512;

@@ -12,9 +12,9 @@ use ipnet::IpNet;
 
 use crate::clock::Clock;
 use crate::events::{EventStore, PostgresSettings, SqliteSettings};
-use crate::sessions::SessionPolicy;
 use crate::jwt::{JwtSecret, JwtSecretError};
 use crate::keyfile;
+use crate::sessions::SessionPolicy;
 use crate::throttle::ThrottlePolicy;
 
 /// The service's own defaults.

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Email, PasswordHash, SessionId, UserId};
 use crate::events::{
-    EndReason, Event, LoginFailed, LoginSucceeded, PasswordChanged, PasswordRehashed,
-    SessionEnded, SessionStarted, UserRegistered,
+    EndReason, Event, LoginFailed, LoginSucceeded, PasswordChanged, PasswordRehashed, SessionEnded,
+    SessionStarted, UserRegistered,
 };
 use crate::projection::{Directory, UserSummary};
 use crate::sessions::{SessionWrite, TokenHash};

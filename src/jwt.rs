@@ -342,7 +342,9 @@ mod tests {
         let keys = keys();
         let user = user();
         let now = Utc::now();
-        let token = keys.issue(&user, SessionId::new(), far(), now).expect("sign");
+        let token = keys
+            .issue(&user, SessionId::new(), far(), now)
+            .expect("sign");
         let claims = keys.verify(token.as_str(), Utc::now()).expect("valid");
         assert_eq!(claims.sub, user.user_id);
         assert_eq!(claims.email, user.email);
@@ -356,10 +358,14 @@ mod tests {
         let keys = keys();
         let ttl = chrono::Duration::from_std(TTL).expect("fits");
         let inside = Utc::now() - ttl - chrono::Duration::seconds(LEEWAY_SECONDS as i64 - 10);
-        let token = keys.issue(&user(), SessionId::new(), far(), inside).expect("sign");
+        let token = keys
+            .issue(&user(), SessionId::new(), far(), inside)
+            .expect("sign");
         assert!(keys.verify(token.as_str(), Utc::now()).is_ok());
         let outside = Utc::now() - ttl - chrono::Duration::seconds(LEEWAY_SECONDS as i64 + 10);
-        let token = keys.issue(&user(), SessionId::new(), far(), outside).expect("sign");
+        let token = keys
+            .issue(&user(), SessionId::new(), far(), outside)
+            .expect("sign");
         assert_eq!(
             kind(keys.verify(token.as_str(), Utc::now())),
             ErrorKind::ExpiredSignature
@@ -370,7 +376,9 @@ mod tests {
     fn not_before_in_the_future_is_rejected() {
         let keys = keys();
         let later = Utc::now() + chrono::Duration::seconds(LEEWAY_SECONDS as i64 + 30);
-        let token = keys.issue(&user(), SessionId::new(), far(), later).expect("sign");
+        let token = keys
+            .issue(&user(), SessionId::new(), far(), later)
+            .expect("sign");
         assert_eq!(
             kind(keys.verify(token.as_str(), Utc::now())),
             ErrorKind::ImmatureSignature
@@ -379,7 +387,9 @@ mod tests {
 
     #[test]
     fn another_key_is_rejected() {
-        let token = keys().issue(&user(), SessionId::new(), far(), Utc::now()).expect("sign");
+        let token = keys()
+            .issue(&user(), SessionId::new(), far(), Utc::now())
+            .expect("sign");
         let other = JwtKeys::new(&secret("another-secret-that-is-long-enough!!"), TTL);
         assert_eq!(
             kind(other.verify(token.as_str(), Utc::now())),
@@ -462,7 +472,9 @@ mod tests {
     fn debug_output_hides_secret_and_token() {
         let secret = secret("0123456789abcdef0123456789abcdef");
         assert!(!format!("{secret:?}").contains("0123"));
-        let token = keys().issue(&user(), SessionId::new(), far(), Utc::now()).expect("sign");
+        let token = keys()
+            .issue(&user(), SessionId::new(), far(), Utc::now())
+            .expect("sign");
         assert!(!format!("{token:?}").contains("eyJ"));
     }
 
@@ -470,8 +482,12 @@ mod tests {
     fn tokens_carry_issuer_audience_and_a_unique_id() {
         let keys = keys();
         let user = user();
-        let first = keys.issue(&user, SessionId::new(), far(), Utc::now()).expect("sign");
-        let second = keys.issue(&user, SessionId::new(), far(), Utc::now()).expect("sign");
+        let first = keys
+            .issue(&user, SessionId::new(), far(), Utc::now())
+            .expect("sign");
+        let second = keys
+            .issue(&user, SessionId::new(), far(), Utc::now())
+            .expect("sign");
         assert_ne!(first, second, "two logins, two tokens");
         let claims = keys.verify(first.as_str(), Utc::now()).expect("valid");
         assert_eq!(
@@ -494,7 +510,9 @@ mod tests {
     fn the_cache_answers_only_for_the_same_token_while_it_is_valid() {
         let keys = keys();
         let issued = Utc::now();
-        let token = keys.issue(&user(), SessionId::new(), far(), issued).expect("sign");
+        let token = keys
+            .issue(&user(), SessionId::new(), far(), issued)
+            .expect("sign");
         let claims = keys.verify(token.as_str(), Utc::now()).expect("valid");
         let now = issued.timestamp();
         let mut cache = VerifiedTokens::new(2);
@@ -549,7 +567,9 @@ mod tests {
     #[test]
     fn unexpected_header_fields_are_rejected_before_the_signature() {
         let keys = keys();
-        let token = keys.issue(&user(), SessionId::new(), far(), Utc::now()).expect("sign");
+        let token = keys
+            .issue(&user(), SessionId::new(), far(), Utc::now())
+            .expect("sign");
         let rest = token.as_str().split_once('.').expect("segments").1;
         for header in [
             r#"{"alg":"HS256","typ":"JWT","kid":"1"}"#,
@@ -560,7 +580,10 @@ mod tests {
         ] {
             let forged = format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header));
             assert!(
-                matches!(keys.verify(&forged, Utc::now()), Err(TokenError::UnexpectedHeader)),
+                matches!(
+                    keys.verify(&forged, Utc::now()),
+                    Err(TokenError::UnexpectedHeader)
+                ),
                 "{header}"
             );
         }

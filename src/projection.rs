@@ -246,8 +246,7 @@ impl Directory {
             self.users.insert(id, user);
         }
         self.sessions.clear();
-        let sessions =
-            Arc::try_unwrap(other.sessions).unwrap_or_else(|shared| (*shared).clone());
+        let sessions = Arc::try_unwrap(other.sessions).unwrap_or_else(|shared| (*shared).clone());
         for (id, session) in sessions {
             self.sessions.insert(id, session);
         }

@@ -152,13 +152,22 @@ impl RefreshKey {
     }
 
     /// A new token for `session` at `generation`, with a fresh secret from the OS.
-    pub fn mint(&self, session: SessionId, generation: u32) -> Result<MintedRefresh, getrandom::Error> {
+    pub fn mint(
+        &self,
+        session: SessionId,
+        generation: u32,
+    ) -> Result<MintedRefresh, getrandom::Error> {
         let mut secret = [0u8; SECRET_BYTES];
         getrandom::fill(&mut secret)?;
         Ok(self.assemble(session, generation, secret))
     }
 
-    fn assemble(&self, session: SessionId, generation: u32, secret: [u8; SECRET_BYTES]) -> MintedRefresh {
+    fn assemble(
+        &self,
+        session: SessionId,
+        generation: u32,
+        secret: [u8; SECRET_BYTES],
+    ) -> MintedRefresh {
         let mut bytes = Vec::with_capacity(TOKEN_BYTES);
         bytes.extend_from_slice(session.as_uuid().as_bytes());
         bytes.extend_from_slice(&generation.to_be_bytes());
@@ -341,7 +350,9 @@ pub fn judge(
     let grace = TimeDelta::from_std(policy.grace).unwrap_or(TimeDelta::MAX);
     let just_spent = presented.generation + 1 == row.generation
         && row.previous_hash == Some(presented.hash)
-        && row.rotated_at.is_some_and(|at| now - at <= grace && !policy.grace.is_zero());
+        && row
+            .rotated_at
+            .is_some_and(|at| now - at <= grace && !policy.grace.is_zero());
     match (&row.sealed, just_spent) {
         (Some(sealed), true) => Judgement::Grace(sealed.clone()),
         _ => Judgement::Reused,
@@ -377,12 +388,27 @@ mod tests {
         let minted = key.mint(session, 7).expect("random");
         assert_eq!(minted.token.as_str().len(), TOKEN_CHARS);
         let read = key.read(minted.token.as_str()).expect("ours");
-        assert_eq!((read.session, read.generation, read.hash), (session, 7, minted.hash));
-        assert!(RefreshKey::derive(b"another secret, just as long!!!!").read(minted.token.as_str()).is_none());
+        assert_eq!(
+            (read.session, read.generation, read.hash),
+            (session, 7, minted.hash)
+        );
+        assert!(
+            RefreshKey::derive(b"another secret, just as long!!!!")
+                .read(minted.token.as_str())
+                .is_none()
+        );
         let mut flipped = minted.token.as_str().to_owned().into_bytes();
         flipped[5] = if flipped[5] == b'A' { b'B' } else { b'A' };
-        assert!(key.read(&String::from_utf8(flipped).expect("ascii")).is_none());
-        for junk in ["", "x", &"A".repeat(TOKEN_CHARS), &"é".repeat(TOKEN_CHARS / 2)] {
+        assert!(
+            key.read(&String::from_utf8(flipped).expect("ascii"))
+                .is_none()
+        );
+        for junk in [
+            "",
+            "x",
+            &"A".repeat(TOKEN_CHARS),
+            &"é".repeat(TOKEN_CHARS / 2),
+        ] {
             assert!(key.read(junk).is_none(), "{junk:?}");
         }
         assert!(!format!("{minted:?}").contains(minted.token.as_str()));
@@ -398,7 +424,9 @@ mod tests {
         let sealed = seal(&successor.token, &presented);
         assert_ne!(sealed, successor.token.as_str().as_bytes());
         assert_eq!(key.open(&sealed, &presented), Some(successor.token.clone()));
-        let other = key.read(key.mint(session, 1).expect("random").token.as_str()).expect("ours");
+        let other = key
+            .read(key.mint(session, 1).expect("random").token.as_str())
+            .expect("ours");
         assert_eq!(key.open(&sealed, &other), None);
     }
 
@@ -417,24 +445,50 @@ mod tests {
         rotated.rotated_at = Some(now);
         // Within the grace: the racing refresh gets the same successor.
         let soon = now + TimeDelta::seconds(5);
-        assert!(matches!(judge(Some(&rotated), &presented, soon, &policy), Judgement::Grace(_)));
+        assert!(matches!(
+            judge(Some(&rotated), &presented, soon, &policy),
+            Judgement::Grace(_)
+        ));
         // After it, or with no grace at all: a reuse.
         let late = now + TimeDelta::seconds(11);
-        assert_eq!(judge(Some(&rotated), &presented, late, &policy), Judgement::Reused);
-        let no_grace = SessionPolicy { grace: Duration::ZERO, ..policy };
-        assert_eq!(judge(Some(&rotated), &presented, now, &no_grace), Judgement::Reused);
+        assert_eq!(
+            judge(Some(&rotated), &presented, late, &policy),
+            Judgement::Reused
+        );
+        let no_grace = SessionPolicy {
+            grace: Duration::ZERO,
+            ..policy
+        };
+        assert_eq!(
+            judge(Some(&rotated), &presented, now, &no_grace),
+            Judgement::Reused
+        );
         // An older generation is a reuse whenever it comes.
         let mut later = rotated.clone();
         later.generation = 3;
-        assert_eq!(judge(Some(&later), &presented, soon, &policy), Judgement::Reused);
+        assert_eq!(
+            judge(Some(&later), &presented, soon, &policy),
+            Judgement::Reused
+        );
         // No row, an expired session, or a generation never made current: invalid.
         assert_eq!(judge(None, &presented, now, &policy), Judgement::Invalid);
         let mut expired = rotated.clone();
         expired.expires_at = now;
-        assert_eq!(judge(Some(&expired), &presented, soon, &policy), Judgement::Invalid);
+        assert_eq!(
+            judge(Some(&expired), &presented, soon, &policy),
+            Judgement::Invalid
+        );
         let idle = now + TimeDelta::days(8);
-        assert_eq!(judge(Some(&rotated), &presented, idle, &policy), Judgement::Invalid);
-        let ahead = key.read(key.mint(session, 5).expect("random").token.as_str()).expect("ours");
-        assert_eq!(judge(Some(&rotated), &ahead, now, &policy), Judgement::Invalid);
+        assert_eq!(
+            judge(Some(&rotated), &presented, idle, &policy),
+            Judgement::Invalid
+        );
+        let ahead = key
+            .read(key.mint(session, 5).expect("random").token.as_str())
+            .expect("ours");
+        assert_eq!(
+            judge(Some(&rotated), &ahead, now, &policy),
+            Judgement::Invalid
+        );
     }
 }

@@ -631,9 +631,10 @@ impl UserRegistry {
                 METRICS.append_batch_size.observe(batch.len() as f64);
                 let store = Arc::clone(&self.store);
                 let events = batch.events();
+                let sessions = batch.sessions();
                 let append = async move {
                     let _timer = METRICS.append_duration.start_timer();
-                    store.append(events).await
+                    store.append_with(events, sessions).await
                 };
                 ctx.spawn(
                     append
@@ -1111,20 +1112,25 @@ impl UserRegistry {
     fn new_session(&self, grant: SessionGrant) -> NewSession {
         use chrono::SubsecRound as _;
         let now = self.clock.now();
-        let lifetime = chrono::TimeDelta::from_std(self.sessions.lifetime)
-            .unwrap_or(chrono::TimeDelta::MAX);
+        let lifetime =
+            chrono::TimeDelta::from_std(self.sessions.lifetime).unwrap_or(chrono::TimeDelta::MAX);
         NewSession {
             session_id: grant.session_id,
             token_hash: grant.token_hash,
             now,
-            expires_at: now.checked_add_signed(lifetime).unwrap_or(now).trunc_subsecs(0),
+            expires_at: now
+                .checked_add_signed(lifetime)
+                .unwrap_or(now)
+                .trunc_subsecs(0),
             idle_seconds: self.sessions.idle.as_secs(),
         }
     }
 
     fn idle_cutoff(&self, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
-        let idle = chrono::TimeDelta::from_std(self.sessions.idle).unwrap_or(chrono::TimeDelta::MAX);
-        now.checked_sub_signed(idle).unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
+        let idle =
+            chrono::TimeDelta::from_std(self.sessions.idle).unwrap_or(chrono::TimeDelta::MAX);
+        now.checked_sub_signed(idle)
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
     }
 
     /// A password check (for a login or a password change), as a task of its own outside the
@@ -1212,6 +1218,7 @@ impl UserRegistry {
                 Some((UserSummary::from(&user), entry.expires_at))
             });
         let Some((user, expires_at)) = live else {
+            tracing::debug!(session_id = %session, "a refresh for a session that is not live");
             self.refresh_failed(msg.client, "invalid", reply);
             return;
         };
@@ -1288,7 +1295,9 @@ impl UserRegistry {
                     "the store answered a different number of rotations"
                 )));
                 for pending in batch {
-                    let _ = pending.reply.send(Err(RegistryError::Unavailable(Arc::clone(&error))));
+                    let _ = pending
+                        .reply
+                        .send(Err(RegistryError::Unavailable(Arc::clone(&error))));
                 }
                 return;
             }
@@ -1296,7 +1305,9 @@ impl UserRegistry {
                 tracing::warn!(error = %error_chain(&error), "cannot rotate refresh tokens; answering 503");
                 let error = Arc::new(error);
                 for pending in batch {
-                    let _ = pending.reply.send(Err(RegistryError::Unavailable(Arc::clone(&error))));
+                    let _ = pending
+                        .reply
+                        .send(Err(RegistryError::Unavailable(Arc::clone(&error))));
                 }
                 return;
             }
@@ -1323,7 +1334,20 @@ impl UserRegistry {
                     continue;
                 }
                 Rotated::Unmatched(row) => {
-                    judge(row.as_ref(), &rotation.presented, rotation.now, &self.sessions)
+                    let judgement = judge(
+                        row.as_ref(),
+                        &rotation.presented,
+                        rotation.now,
+                        &self.sessions,
+                    );
+                    tracing::debug!(
+                        session_id = %session,
+                        presented = rotation.presented.generation,
+                        current = row.as_ref().map(|row| row.generation),
+                        ?judgement,
+                        "a refresh token that is not current"
+                    );
+                    judgement
                 }
             };
             match judgement {
@@ -1334,7 +1358,9 @@ impl UserRegistry {
                 Judgement::Invalid => self.refresh_failed(client, "invalid", reply),
                 Judgement::Reused => {
                     METRICS.refreshes.with_label_values(&["reused"]).inc();
-                    self.state.throttle_mut().refresh_failed(client, rotation.now);
+                    self.state
+                        .throttle_mut()
+                        .refresh_failed(client, rotation.now);
                     tracing::warn!(
                         user_id = %user.user_id,
                         session_id = %session,

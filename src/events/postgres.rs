@@ -17,12 +17,12 @@ use tokio_postgres::{NoTls, Row};
 use chrono::{DateTime, Utc};
 
 use super::chain::{self, ChainedRow};
-use crate::domain::{SessionId, UserId};
-use crate::sessions::{Rotated, Rotation, SessionRow, SessionWrite, TokenHash};
 use super::{
     Conflict, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
     link_batch,
 };
+use crate::domain::{SessionId, UserId};
+use crate::sessions::{Rotated, Rotation, SessionRow, SessionWrite, TokenHash};
 
 refinery::embed_migrations!("sql/postgres");
 
@@ -363,7 +363,15 @@ impl PostgresEventStore {
         let done: HashSet<uuid::Uuid> = transaction
             .query(
                 &statement,
-                &[&ids, &generations, &presented, &successors, &sealed, &now, &cutoffs],
+                &[
+                    &ids,
+                    &generations,
+                    &presented,
+                    &successors,
+                    &sealed,
+                    &now,
+                    &cutoffs,
+                ],
             )
             .await
             .map_err(map_error)?
@@ -371,7 +379,11 @@ impl PostgresEventStore {
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()
             .map_err(map_error)?;
-        let unmatched: Vec<uuid::Uuid> = ids.iter().copied().filter(|id| !done.contains(id)).collect();
+        let unmatched: Vec<uuid::Uuid> = ids
+            .iter()
+            .copied()
+            .filter(|id| !done.contains(id))
+            .collect();
         let mut rows = HashMap::new();
         if !unmatched.is_empty() {
             for row in transaction
@@ -641,7 +653,10 @@ async fn write_sessions(
     }
     if !ids.is_empty() {
         transaction
-            .execute(START_SESSIONS_SQL, &[&ids, &users, &hashes, &started, &expires])
+            .execute(
+                START_SESSIONS_SQL,
+                &[&ids, &users, &hashes, &started, &expires],
+            )
             .await
             .map_err(map_error)?;
     }
@@ -655,7 +670,9 @@ async fn write_sessions(
 }
 
 fn session_row(row: &Row) -> Result<SessionRow, StoreError> {
-    let hash = |column: &'static str, bytes: Option<Vec<u8>>| -> Result<Option<TokenHash>, StoreError> {
+    let hash = |column: &'static str,
+                bytes: Option<Vec<u8>>|
+     -> Result<Option<TokenHash>, StoreError> {
         bytes
             .map(|bytes| {
                 TokenHash::from_slice(&bytes).ok_or_else(|| {
@@ -671,9 +688,15 @@ fn session_row(row: &Row) -> Result<SessionRow, StoreError> {
         session: SessionId::from(session),
         user_id: UserId::from(user),
         generation: u32::try_from(generation).unwrap_or(0),
-        token_hash: hash("token_hash", Some(row.try_get("token_hash").map_err(map_error)?))?
-            .unwrap_or(TokenHash([0; 32])),
-        previous_hash: hash("previous_hash", row.try_get("previous_hash").map_err(map_error)?)?,
+        token_hash: hash(
+            "token_hash",
+            Some(row.try_get("token_hash").map_err(map_error)?),
+        )?
+        .unwrap_or(TokenHash([0; 32])),
+        previous_hash: hash(
+            "previous_hash",
+            row.try_get("previous_hash").map_err(map_error)?,
+        )?,
         sealed: row.try_get("sealed").map_err(map_error)?,
         rotated_at: row.try_get("rotated_at").map_err(map_error)?,
         last_used_at: row.try_get("last_used_at").map_err(map_error)?,

@@ -22,12 +22,12 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::chain::{self, ChainedRow, StoredText};
-use crate::domain::{SessionId, UserId};
-use crate::sessions::{Rotated, Rotation, SessionRow, SessionWrite, TokenHash};
 use super::{
     Conflict, DecodeError, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture,
     StoredColumns, link_batch,
 };
+use crate::domain::{SessionId, UserId};
+use crate::sessions::{Rotated, Rotation, SessionRow, SessionWrite, TokenHash};
 
 /// The schema, one numbered step per file in `sql/sqlite/`. The number applied so far is kept in
 /// SQLite's `user_version` header field.

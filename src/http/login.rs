@@ -76,7 +76,8 @@ impl FromRequest for LoginBody {
 /// ignored), or `grant_type=refresh_token` with `refresh_token`; missing or repeated fields are
 /// 422, like their JSON counterparts.
 fn parse_form(body: &[u8]) -> Result<LoginBody, ApiError> {
-    let unprocessable = |error: serde_urlencoded::de::Error| ApiError::Unprocessable(error.to_string());
+    let unprocessable =
+        |error: serde_urlencoded::de::Error| ApiError::Unprocessable(error.to_string());
     let grant: GrantType = serde_urlencoded::from_bytes(body).map_err(unprocessable)?;
     match grant.grant_type.as_deref() {
         Some("refresh_token") => refresh::form(body).map(LoginBody::Refresh),
@@ -165,9 +166,17 @@ pub async fn login(
         LoginBody::Refresh(token) => return refresh::answer(token, &req, &state, &tokens).await,
     };
     let result = authenticate(credentials, &req, &state, &tokens).await;
-    log_attempt("login", &req, result.as_ref().map(|(user, ..)| user.user_id));
+    log_attempt(
+        "login",
+        &req,
+        result.as_ref().map(|(user, ..)| user.user_id),
+    );
     let (_, access, refresh) = result?;
-    Ok(TokenResponse::reply(access, refresh, state.clock.now().timestamp()))
+    Ok(TokenResponse::reply(
+        access,
+        refresh,
+        state.clock.now().timestamp(),
+    ))
 }
 
 async fn authenticate(

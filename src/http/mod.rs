@@ -69,9 +69,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/logout", "POST").route(web::post().to(sessions::logout)))
         .service(endpoint("/logout/all", "POST").route(web::post().to(sessions::logout_all)))
         .service(endpoint("/sessions", "GET").route(web::get().to(sessions::list)))
-        .service(
-            endpoint("/sessions/{id}", "DELETE").route(web::delete().to(sessions::revoke)),
-        )
+        .service(endpoint("/sessions/{id}", "DELETE").route(web::delete().to(sessions::revoke)))
         .service(endpoint("/password", "POST").route(web::post().to(password::change)))
         .service(endpoint("/", "GET").route(web::get().to(root::root)))
         .service(endpoint("/health/ready", "GET").route(web::get().to(health::ready)))

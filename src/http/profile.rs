@@ -47,7 +47,11 @@ pub async fn profile(
     tokens: Tokens,
 ) -> Result<HttpResponse, ApiError> {
     let result = authorize(token, &state, &tokens).await;
-    log_attempt("token", &req, result.as_ref().map(|caller| caller.user.user_id));
+    log_attempt(
+        "token",
+        &req,
+        result.as_ref().map(|caller| caller.user.user_id),
+    );
     let user = result?.user;
     Ok(HttpResponse::Ok().json(ProfileResponse {
         message: "Access granted",

@@ -116,7 +116,14 @@ pub async fn logout_all(
 ) -> Result<HttpResponse, ApiError> {
     let result = async {
         let caller = authorize(token, &state, &tokens).await?;
-        end(&caller, SessionScope::All, EndReason::LogoutAll, &req, &state).await?;
+        end(
+            &caller,
+            SessionScope::All,
+            EndReason::LogoutAll,
+            &req,
+            &state,
+        )
+        .await?;
         Ok(caller.user.user_id)
     }
     .await;
@@ -216,6 +223,13 @@ pub async fn revoke(
     if !owned {
         return Err(ApiError::SessionNotFound);
     }
-    end(&caller, SessionScope::One(session), EndReason::Revoked, &req, &state).await?;
+    end(
+        &caller,
+        SessionScope::One(session),
+        EndReason::Revoked,
+        &req,
+        &state,
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -301,7 +301,11 @@ impl Throttle {
     }
 
     /// Whether `client` may try a refresh now: refused while it has failed too many this minute.
-    pub fn check_refresh(&mut self, client: Option<IpAddr>, now: DateTime<Utc>) -> Result<(), Throttled> {
+    pub fn check_refresh(
+        &mut self,
+        client: Option<IpAddr>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Throttled> {
         let limit = self.policy.refresh_failures_per_minute as usize;
         let Some(times) = self.refresh_failures.get_mut(&client) else {
             return Ok(());
@@ -318,7 +322,10 @@ impl Throttle {
     /// A refresh from `client` failed (it leaves no event).
     pub fn refresh_failed(&mut self, client: Option<IpAddr>, now: DateTime<Utc>) {
         if self.policy.refresh_failures_per_minute > 0 {
-            self.refresh_failures.entry(client).or_default().push_back(now);
+            self.refresh_failures
+                .entry(client)
+                .or_default()
+                .push_back(now);
         }
     }
 

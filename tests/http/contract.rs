@@ -261,13 +261,25 @@ async fn login_returns_a_bearer_token_that_must_not_be_cached() {
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "cache-control"), "no-store");
     let body: Value = response.json().await.expect("json");
-    let keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).collect();
-    assert_eq!(keys, ["access_token", "expires_in", "refresh_token", "token_type"], "{body}");
+    let keys: Vec<&str> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["access_token", "expires_in", "refresh_token", "token_type"],
+        "{body}"
+    );
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(body["expires_in"], 1800);
     let token = body["access_token"].as_str().expect("token");
     assert_eq!(token.split('.').count(), 3, "a JWT");
-    assert!(crate::common::claims_of(token)["sid"].is_string(), "the token names its session");
+    assert!(
+        crate::common::claims_of(token)["sid"].is_string(),
+        "the token names its session"
+    );
     let refresh = body["refresh_token"].as_str().expect("refresh token");
     assert!(refresh.len() >= 43, "at least 256 bits: {refresh}");
     // The login and its session are in the log before the tokens are handed out.
@@ -565,10 +577,20 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
     let far = Utc::now() + chrono::Duration::days(1);
 
     let expired = keys
-        .issue(&summary, sid, far, Utc::now() - chrono::Duration::minutes(31))
+        .issue(
+            &summary,
+            sid,
+            far,
+            Utc::now() - chrono::Duration::minutes(31),
+        )
         .expect("sign");
     let not_yet = keys
-        .issue(&summary, sid, far, Utc::now() + chrono::Duration::minutes(5))
+        .issue(
+            &summary,
+            sid,
+            far,
+            Utc::now() + chrono::Duration::minutes(5),
+        )
         .expect("sign");
     let stranger = keys
         .issue(

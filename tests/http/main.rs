@@ -16,3 +16,4 @@ mod instances;
 mod openapi;
 mod operations;
 mod overload;
+mod sessions;

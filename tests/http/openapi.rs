@@ -104,7 +104,10 @@ async fn the_document_lists_every_route_with_its_status_codes() {
             }
             let schema = resolve(&spec, &response["content"]["application/json"]["schema"]);
             if code == "204" {
-                assert!(response.get("content").is_none(), "{method} {path} 204 has no body");
+                assert!(
+                    response.get("content").is_none(),
+                    "{method} {path} 204 has no body"
+                );
             } else if *path == "/sessions" && code == "200" {
                 let item = resolve(&spec, &schema["items"]);
                 assert!(item["properties"]["current"].is_object(), "{method} {path}");

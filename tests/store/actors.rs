@@ -9,8 +9,6 @@ use authlog::actors::{
     RegistryError, UserRegistry,
 };
 use authlog::domain::{Email, Password, SessionId};
-use authlog::sessions::{Rotated, Rotation, SessionWrite};
-use chrono::{DateTime, Utc};
 use authlog::events::chain::ChainedRow;
 use authlog::events::{
     Event, EventMetadata, EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StoreError,
@@ -18,8 +16,10 @@ use authlog::events::{
 };
 use authlog::hashing::PasswordHasher;
 use authlog::projection::UserSummary;
+use authlog::sessions::{Rotated, Rotation, SessionWrite};
 use authlog::state::State;
 use authlog::throttle::ThrottlePolicy;
+use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
 fn hasher() -> PasswordHasher {
@@ -395,11 +395,18 @@ impl EventStore for LostReplyStore {
         self.inner.rotate(rotations)
     }
 
-    fn last_used(&self, sessions: Vec<SessionId>) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>> {
+    fn last_used(
+        &self,
+        sessions: Vec<SessionId>,
+    ) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>> {
         self.inner.last_used(sessions)
     }
 
-    fn prune_sessions(&self, now: DateTime<Utc>, idle_cutoff: DateTime<Utc>) -> StoreFuture<'_, u64> {
+    fn prune_sessions(
+        &self,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreFuture<'_, u64> {
         self.inner.prune_sessions(now, idle_cutoff)
     }
 }
@@ -495,11 +502,18 @@ impl EventStore for RefusesToMigrate {
         self.inner.rotate(rotations)
     }
 
-    fn last_used(&self, sessions: Vec<SessionId>) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>> {
+    fn last_used(
+        &self,
+        sessions: Vec<SessionId>,
+    ) -> StoreFuture<'_, Vec<(SessionId, DateTime<Utc>)>> {
         self.inner.last_used(sessions)
     }
 
-    fn prune_sessions(&self, now: DateTime<Utc>, idle_cutoff: DateTime<Utc>) -> StoreFuture<'_, u64> {
+    fn prune_sessions(
+        &self,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreFuture<'_, u64> {
         self.inner.prune_sessions(now, idle_cutoff)
     }
 

@@ -79,7 +79,12 @@ async fn f4_database_down_at_boot() {
         email: Email::parse("early@example.com").expect("valid"),
     };
     let token = keys
-        .issue(&user, SessionId::new(), Utc::now() + chrono::Duration::days(1), Utc::now())
+        .issue(
+            &user,
+            SessionId::new(),
+            Utc::now() + chrono::Duration::days(1),
+            Utc::now(),
+        )
         .expect("signs")
         .into_string();
     let response = app.profile(Some(&format!("Bearer {token}"))).await;
