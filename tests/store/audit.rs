@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use crate::common::TestDatabase;
 use authlog::audit::{self, EventFilter, ExpectedHead, ReplayPoint, VerifyOutcome};
-use authlog::domain::{Email, UserId};
+use authlog::domain::{Email, SessionId, UserId};
 use authlog::events::{
-    Event, EventMetadata, EventStore, LoginFailed, LoginSucceeded, NewEvent, PostgresEventStore,
-    PostgresSettings, SqliteEventStore, SqliteSettings, UserRegistered,
+    EndReason, Event, EventMetadata, EventStore, LoginFailed, LoginSucceeded, NewEvent,
+    PostgresEventStore, PostgresSettings, SessionEnded, SessionStarted, SqliteEventStore,
+    SqliteSettings, UserRegistered,
 };
 use authlog::throttle::ThrottlePolicy;
+use chrono::SubsecRound as _;
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -760,5 +762,108 @@ async fn two_writers_never_record_times_out_of_order_and_replay_agrees_with_even
             replayed.contains(&format!("users: {listed}\n")),
             "events --until lists {listed}, replay --at says:\n{replayed}"
         );
+    }
+}
+
+/// `SessionStarted` for `user` at `version`, from `.last`, ending at `expires_at`.
+fn started(
+    user: UserId,
+    version: i32,
+    session: SessionId,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    last: u8,
+) -> NewEvent {
+    NewEvent {
+        stream_version: version,
+        event: Event::SessionStarted(SessionStarted {
+            user_id: user,
+            session_id: session,
+            expires_at,
+            idle_seconds: 604_800,
+        }),
+        metadata: ip(last),
+    }
+}
+
+#[actix_web::test]
+async fn sessions_are_chained_listed_and_replayed_by_time() {
+    for log in [Log::sqlite().await, Log::postgres().await] {
+        let (alice, _) = known_log(log.store()).await;
+        let store = log.store();
+        let (phone, laptop) = (SessionId::new(), SessionId::new());
+        let far = chrono::Utc::now().trunc_subsecs(0) + chrono::Duration::days(30);
+        store
+            .append(vec![started(alice, 5, phone, far, 7)])
+            .await
+            .expect("appends");
+        let both = store
+            .append(vec![started(alice, 6, laptop, far, 8)])
+            .await
+            .expect("appends")[0]
+            .recorded_at;
+        store
+            .append(vec![NewEvent {
+                stream_version: 7,
+                event: Event::SessionEnded(SessionEnded {
+                    user_id: alice,
+                    session_id: phone,
+                    reason: EndReason::RefreshTokenReused,
+                }),
+                metadata: ip(9),
+            }])
+            .await
+            .expect("appends");
+
+        let (outcome, report) = verify(store, None).await;
+        assert_eq!(outcome, VerifyOutcome::Intact, "{report}");
+        assert!(report.contains("events: 9"), "{report}");
+
+        let mut out = Vec::new();
+        audit::events(store, &EventFilter::default(), false, &mut out)
+            .await
+            .expect("lists");
+        let table = String::from_utf8(out).expect("utf-8");
+        assert!(
+            table.contains(&format!(
+                "session={phone} reason=refresh_token_reused from=198.51.100.9"
+            )),
+            "{table}"
+        );
+        assert!(
+            table.contains(&format!("session={laptop} expires=")),
+            "{table}"
+        );
+
+        // At the time both were live, replay lists both; now, only the laptop's.
+        let then = replay(store, ReplayPoint::At(both), "alice@example.com").await;
+        assert!(then.contains("sessions live at"), "{then}");
+        assert!(then.contains(&format!("session {phone} since")), "{then}");
+        assert!(then.contains(&format!("session {laptop} since")), "{then}");
+        assert!(then.contains("from 198.51.100.7"), "{then}");
+        let now = replay(store, ReplayPoint::Position(9), "alice@example.com").await;
+        assert!(!now.contains(&format!("session {phone} since")), "{now}");
+        assert!(now.contains(&format!("session {laptop} since")), "{now}");
+        // Past their absolute end, none.
+        let later = replay(
+            store,
+            ReplayPoint::At(far + chrono::Duration::seconds(1)),
+            "alice@example.com",
+        )
+        .await;
+        assert!(later.contains(": 0\n"), "{later}");
+
+        if let Log::Sqlite(dir, _) = &log {
+            // docs/verify_chain.py hashes the session events exactly as authlog does.
+            let script = Command::new("python3")
+                .args(["docs/verify_chain.py", "--sqlite"])
+                .arg(dir.path().join("events.db"))
+                .output()
+                .expect("python3 runs");
+            assert!(
+                script.status.success(),
+                "{}",
+                String::from_utf8_lossy(&script.stderr)
+            );
+        }
     }
 }

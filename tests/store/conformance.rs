@@ -552,6 +552,136 @@ async fn the_chain_links_every_event_even_with_concurrent_writers<B: Backend>() 
     );
 }
 
+/// A session's row exists exactly while its start is committed and its end is not, is written
+/// atomically with them, and a refresh token is rotated once however many handles race for it.
+async fn session_rows_follow_their_events_and_rotate_once<B: Backend>() {
+    use authlog::events::{EndReason, SessionEnded, SessionStarted};
+    use authlog::sessions::{RefreshKey, Rotated, Rotation, SessionWrite, seal};
+    let backend = B::create().await;
+    let store = backend.store();
+    let user = UserId::new();
+    let session = authlog::domain::SessionId::new();
+    let key = RefreshKey::derive(b"a test secret of at least 32 bytes!!");
+    let first = key.mint(session, 1).expect("random");
+    let now = chrono::Utc::now();
+    let expires_at = now + chrono::Duration::days(1);
+    let start = |version: i32, session| NewEvent {
+        stream_version: version,
+        event: Event::SessionStarted(SessionStarted {
+            user_id: user,
+            session_id: session,
+            expires_at,
+            idle_seconds: 3600,
+        }),
+        metadata: EventMetadata::default(),
+    };
+    let row = |session, hash| SessionWrite::Start {
+        session,
+        user_id: user,
+        token_hash: hash,
+        started_at: now,
+        expires_at,
+    };
+    store
+        .append_with(
+            vec![register(user, &email("rows")), start(2, session)],
+            vec![row(session, first.hash)],
+        )
+        .await
+        .expect("appends");
+    // A batch the database refuses writes no row either.
+    let refused = authlog::domain::SessionId::new();
+    let conflict = store
+        .append_with(vec![start(2, refused)], vec![row(refused, first.hash)])
+        .await;
+    assert_conflict(conflict, Conflict::StreamVersion);
+    assert!(
+        store
+            .last_used(vec![refused])
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+
+    let presented = key.read(first.token.as_str()).expect("ours");
+    let second = key.mint(session, 2).expect("random");
+    let rotation = Rotation {
+        presented: presented.clone(),
+        successor: second.hash,
+        sealed: seal(&second.token, &presented),
+        now,
+        idle_cutoff: now - chrono::Duration::hours(1),
+    };
+    let other = backend.second_handle().await;
+    let racers = (0..4).map(|i| {
+        let store = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let rotation = rotation.clone();
+        async move { store.rotate(vec![rotation]).await.expect("rotates") }
+    });
+    let outcomes: Vec<Rotated> = join_all(racers).await.into_iter().flatten().collect();
+    let done = outcomes.iter().filter(|o| **o == Rotated::Done).count();
+    assert_eq!(done, 1, "exactly one rotation: {outcomes:?}");
+    for outcome in &outcomes {
+        if let Rotated::Unmatched(row) = outcome {
+            let row = row.as_ref().expect("the session's row");
+            assert_eq!((row.generation, row.previous_hash), (2, Some(first.hash)));
+            assert_eq!(row.token_hash, second.hash);
+            let sealed = row.sealed.as_deref().expect("the sealed successor");
+            assert_eq!(key.open(sealed, &presented), Some(second.token.clone()));
+        }
+    }
+    let used = store.last_used(vec![session]).await.expect("reads");
+    assert_eq!(used.len(), 1);
+
+    store
+        .append_with(
+            vec![NewEvent {
+                stream_version: 3,
+                event: Event::SessionEnded(SessionEnded {
+                    user_id: user,
+                    session_id: session,
+                    reason: EndReason::Logout,
+                }),
+                metadata: EventMetadata::default(),
+            }],
+            vec![SessionWrite::End(session)],
+        )
+        .await
+        .expect("appends");
+    assert!(
+        store
+            .last_used(vec![session])
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+    let next = key.read(second.token.as_str()).expect("ours");
+    let after = store
+        .rotate(vec![Rotation {
+            presented: next,
+            ..rotation.clone()
+        }])
+        .await
+        .expect("rotates");
+    assert_eq!(after, [Rotated::Unmatched(None)]);
+
+    // Expired rows are pruned.
+    let later = authlog::domain::SessionId::new();
+    store
+        .append_with(vec![start(4, later)], vec![row(later, first.hash)])
+        .await
+        .expect("appends");
+    let pruned = store
+        .prune_sessions(expires_at, now - chrono::Duration::hours(1))
+        .await
+        .expect("prunes");
+    assert_eq!(pruned, 1);
+}
+
 /// Instantiates every case for one backend. Adding a case means adding it here, once.
 macro_rules! every_case {
     ($backend:ty) => {
@@ -565,6 +695,7 @@ macro_rules! every_case {
             data_survives_reopening,
             a_large_batch_is_one_atomic_append,
             the_chain_links_every_event_even_with_concurrent_writers,
+            session_rows_follow_their_events_and_rotate_once,
         );
     };
     ($backend:ty; $($case:ident),* $(,)?) => {
