@@ -162,10 +162,33 @@ async fn logs_are_json_lines_with_request_ids_and_never_hold_secrets() {
         .expect("sent");
     assert_eq!(response.status(), 200);
     let login_id = request_id(&response);
-    let token = response.json::<Value>().await.expect("json")["access_token"]
+    let body = response.json::<Value>().await.expect("json");
+    let token = body["access_token"].as_str().expect("token").to_owned();
+    let spent = body["refresh_token"]
         .as_str()
-        .expect("token")
+        .expect("refresh token")
         .to_owned();
+    // A refresh and a logout: none of their tokens may reach the log either.
+    let response = post("/token/refresh", json!({"refresh_token": spent}))
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let refreshed = response.json::<Value>().await.expect("json");
+    let current = refreshed["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+    let response = post("/login", json!({"email": email, "password": PASSWORD}))
+        .await
+        .expect("sent");
+    let other = response.json::<Value>().await.expect("json");
+    let response = http
+        .post(service.url("/logout"))
+        .bearer_auth(other["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 204);
     let response = http
         .get(service.url("/profile"))
         .bearer_auth(&token)
@@ -197,7 +220,16 @@ async fn logs_are_json_lines_with_request_ids_and_never_hold_secrets() {
             "UTC: {raw}"
         );
         assert!(line["level"].is_string(), "{raw}");
-        for secret in [PASSWORD, WRONG_PASSWORD, "eyJ", "$2b$", key.trim()] {
+        let refresh_tokens = [
+            spent.as_str(),
+            current.as_str(),
+            &spent[..20],
+            &current[20..40],
+        ];
+        for secret in [PASSWORD, WRONG_PASSWORD, "eyJ", "$2b$", key.trim()]
+            .into_iter()
+            .chain(refresh_tokens)
+        {
             assert!(
                 !raw.contains(secret),
                 "a log line holds a secret ({secret:.8}…): {raw}"
