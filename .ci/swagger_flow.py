@@ -3,7 +3,8 @@
 1. sign up with POST /signup's "Try it out";
 2. click Authorize and log in with email and password (the OAuth2 password flow, which
    Swagger UI sends to /login as a form);
-3. call GET /profile with "Try it out" and see 200 with the user's email.
+3. call GET /profile with "Try it out" and see 200 with the user's email;
+4. call POST /logout the same way (204), and GET /profile again: 401, the session has ended.
 
 Usage: python swagger_flow.py BASE_URL CHROMIUM_PATH
 """
@@ -32,7 +33,16 @@ def response_of(block):
     status = block.locator(".live-responses-table .response .response-col_status").first
     expect(status).to_be_visible(timeout=15000)
     body = block.locator(".live-responses-table .response-col_description pre").first
+    if body.count() == 0:
+        return status.inner_text().strip(), ""
     return status.inner_text().strip(), body.inner_text()
+
+
+def execute_again(block):
+    """Presses "Execute" once more and waits for a new response."""
+    block.locator("button.btn-clear").first.click()
+    block.locator("button.execute").click()
+    return response_of(block)
 
 
 with sync_playwright() as playwright:
@@ -80,4 +90,15 @@ with sync_playwright() as playwright:
     assert profile["email"] == EMAIL, profile
     assert profile["message"] == "Access granted", profile
     print("swagger-flow: GET /profile answered 200 with the user's email")
+
+    # 4. Log out, and the same token no longer opens /profile.
+    logout = try_it_out(page, "logout")
+    logout.locator("button.execute").click()
+    status, body = response_of(logout)
+    assert status == "204", f"logout answered {status}: {body}"
+    print("swagger-flow: POST /logout answered 204")
+    status, body = execute_again(block)
+    assert status == "401", f"profile after logout answered {status}: {body}"
+    assert json.loads(body)["detail"] == "Invalid or expired token", body
+    print("swagger-flow: GET /profile after logout answered 401")
     browser.close()
