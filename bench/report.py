@@ -88,6 +88,16 @@ for store in stores:
         "profile_fresh_tokens_to_ceiling": fresh["per_second"] / h["ceiling_per_second"],
         "coldstart_seconds": cold["replay_seconds"], "bytes_per_user": cold["bytes_per_user"],
     }
+    if f"{store}-refresh-32" in raw:
+        refresh = raw[f"{store}-refresh-32"]
+        f["refresh_per_second"] = refresh["per_second"]
+        f["refresh_to_group_commit"] = refresh["per_second"] / group
+        target(f"POST /token/refresh, 32 connections ({store})",
+               f"{refresh['per_second']:,.0f}/s = {f['refresh_to_group_commit']:.0%} of the store's group commit "
+               f"({group:,.0f} appends/s), p99 {refresh['p99_ms']:.1f} ms",
+               "≥ 25 % of group commit; no errors",
+               f["refresh_to_group_commit"] >= 0.25 and refresh["non_2xx"] == 0 and refresh["socket_errors"] == 0,
+               f"{refresh['non_2xx']} non-2xx")
     lo, hi = h["profile_to_ceiling_range"]
     target(f"GET /profile, 64 connections ({store})",
            f"{f['profile_to_ceiling']:.0%} of ceiling (rounds {lo:.0%}–{hi:.0%}), p99 {h['profile_p99_ms']:.2f} ms",
@@ -200,6 +210,8 @@ for store in stores:
             (f"{store}-profile-fresh-64", "GET /profile, a token never seen before each time", 64,
              figures[store]["profile_fresh_tokens_to_ceiling"]),
             (f"{store}-login-16", "POST /login", 16, figures[store]["login_to_bcrypt_bound"]),
+            (f"{store}-refresh-32", "POST /token/refresh (ratio: to the store's group commit)", 32,
+             figures[store].get("refresh_to_group_commit", 0)),
             (f"{store}-signup-16", "POST /signup", 16, figures[store]["signup_to_bcrypt_bound"])]:
         r = raw[name]
         lines.append(f"| {store} | {endpoint} | {conns} | {r['per_second']:,.0f} | {r['p50_ms']:.2f} | "
@@ -229,6 +241,14 @@ if cluster:
               f"| GET /profile, 64 connections, one instance | {cluster['profile_one_per_second']:,.0f}/s |",
               f"| GET /profile, 64 connections on each of two at once | {cluster['profile_two_per_second']:,.0f}/s in sum, "
               f"{cluster['profile_errors']} errors |"]
+if "sessions-memory" in raw:
+    mem = raw["sessions-memory"]
+    target("memory per live session", f"{mem['bytes_per_session']:.0f} bytes ({mem['sessions']:,} sessions "
+           f"of {mem['users']:,} users, address and user agent included)", "measured (issue 15); < 300 bytes",
+           mem["bytes_per_session"] < 300)
+    lines += ["", "## Sessions", "",
+              f"Memory per live session, folded by `State::apply` into the directory: **{mem['bytes_per_session']:.0f} bytes** "
+              f"({mem['sessions']:,} sessions, two per user, each with an IPv4 address and a 40-byte user agent)."]
 lines += ["", "Every acknowledged event was found committed in both store measurements.", "",
           "## Targets", "", "| figure | measured | target | met |", "|---|---|---|---|"]
 for t in targets:

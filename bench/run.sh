@@ -20,7 +20,7 @@ SMOKE=${BENCH_SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
     PROFILE=debug; BUILD=(); SECONDS_PER_RUN=2; COST=4; BCRYPT_SECONDS=1
     STORE_N=300; USERS=1000; LOGINS=5000; OUT=$(mktemp -d)
-    ROUNDS=1; ROUND_SECONDS=2; TOKENS=200; ABANDONED=100
+    ROUNDS=1; ROUND_SECONDS=2; TOKENS=200; ABANDONED=100; SESSIONS=64; SESSION_N=2000
 else
     PROFILE=release; BUILD=(--release); SECONDS_PER_RUN=${BENCH_SECONDS:-15}; COST=12
     BCRYPT_SECONDS=5; STORE_N=${BENCH_STORE_N:-20000}
@@ -28,7 +28,7 @@ else
     # The HTTP ratios: ceiling, /health/live and /profile take turns, this many rounds, so the
     # shared machine's drift hits all three alike; the report gives each ratio's median.
     ROUNDS=${BENCH_ROUNDS:-5}; ROUND_SECONDS=${BENCH_ROUND_SECONDS:-6}
-    TOKENS=20000; ABANDONED=1000
+    TOKENS=20000; ABANDONED=1000; SESSIONS=128; SESSION_N=${BENCH_SESSION_N:-200000}
 fi
 ADMIN_URL=${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_BASE=${ADMIN_URL%/*}
@@ -134,6 +134,19 @@ for store in embedded postgres; do
     key=$RESULTS/secret; [ "$store" = embedded ] && key=$data/jwt-secret
     "$BIN/examples/bench_tool" tokens "$key" "$user_id" bench0@bench.example.com "$session" "$TOKENS" >"$RESULTS/tokens"
     wrk_run "$store-profile-fresh-64" 64 tokens.lua "http://127.0.0.1:$PORT" TOKENS="$RESULTS/tokens"
+    log "$store: $SESSIONS sessions of one user, each refreshed in turn (no bcrypt)"
+    seq 1 "$SESSIONS" | xargs -P 4 -I{} curl -sf -w '\n' -X POST "http://127.0.0.1:$PORT/login" \
+        -H 'Content-Type: application/json' \
+        -d "{\"email\":\"bench3@bench.example.com\",\"password\":\"$PASSWORD\"}" \
+        | python3 -c 'import json,sys
+text, decoder, at = sys.stdin.read(), json.JSONDecoder(), 0
+while text[at:].strip():  # bodies from parallel logins may run together on the pipe
+    at += len(text[at:]) - len(text[at:].lstrip())
+    body, at = decoder.raw_decode(text, at)
+    print(body["refresh_token"])' \
+        >"$RESULTS/refresh-tokens"
+    curl -sf "http://127.0.0.1:$PORT/metrics" | grep '^authlog_sessions_live ' >"$RESULTS/$store-sessions-before.txt" || true
+    wrk_run "$store-refresh-32" 32 refresh.lua "http://127.0.0.1:$PORT" TOKENS="$RESULTS/refresh-tokens" THREADS=2
     wrk_run "$store-login-16" 16 login.lua "http://127.0.0.1:$PORT" USERS=8 PASSWORD="$PASSWORD"
     wrk_run "$store-signup-16" 16 signup.lua "http://127.0.0.1:$PORT" PASSWORD="$PASSWORD" RUN="$store$$"
     log "$store: $ABANDONED abandoned logins for one account, and another user's login meanwhile"
@@ -232,6 +245,9 @@ log "store: group commit against one transaction per event ($STORE_N registratio
 DATABASE_URL=$(fresh_db) "$BIN/examples/bench_tool" store postgres "$STORE_N" >"$RESULTS/store-postgres.json"
 
 log "cold start: $USERS users, $LOGINS logins"
+log "memory per live session: $SESSION_N sessions folded into the directory"
+"$BIN/examples/bench_tool" sessions "$SESSION_N" >"$RESULTS/sessions-memory.json"
+log "sessions-memory: $(cat "$RESULTS/sessions-memory.json")"
 "$BIN/examples/bench_tool" coldstart sqlite "$USERS" "$LOGINS" >"$RESULTS/coldstart-embedded.json"
 DATABASE_URL=$(fresh_db) "$BIN/examples/bench_tool" coldstart postgres "$USERS" "$LOGINS" \
     >"$RESULTS/coldstart-postgres.json"

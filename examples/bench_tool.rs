@@ -44,9 +44,10 @@ async fn main() -> anyhow::Result<()> {
         "store" => store_bench(&arg(1), number(2, 20_000) as usize).await?,
         "coldstart" => cold_start(&arg(1), number(2, 1_000_000), number(3, 5_000_000)).await?,
         "tokens" => return tokens(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 20_000)),
+        "sessions" => session_memory(number(1, 200_000)),
         "abandon" => abandon(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 1000) as usize).await?,
         other => anyhow::bail!(
-            "unknown measurement {other:?}: bcrypt, store, coldstart, tokens or abandon"
+            "unknown measurement {other:?}: bcrypt, store, coldstart, tokens, sessions or abandon"
         ),
     };
     println!("{result}");
@@ -204,6 +205,68 @@ fn rss_bytes() -> u64 {
                 .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Memory per live session: `n / 2` users, then two sessions each (an address and a 40-byte
+/// user agent, as a browser sends), folded by the same `State::apply` the service runs; the
+/// growth of the resident set from the sessions alone, per session.
+fn session_memory(n: u64) -> serde_json::Value {
+    use authlog::events::{RecordedEvent, SessionStarted};
+    use authlog::state::State;
+    let users = (n / 2).max(1);
+    let mut state = State::new(authlog::throttle::ThrottlePolicy::default());
+    let now = chrono::Utc::now();
+    let hash: authlog::domain::PasswordHash = serde_json::from_value(json!(
+        "$2b$12$abcdefghijklmnopqrstuuJ3YdsgWvRzXKJe1NVvOQ8Cs3vZ5u3Dq"
+    ))
+    .unwrap_or_else(|_| unreachable!("a valid hash"));
+    let mut position = 0;
+    let mut record = |state: &mut State, stream_version: i32, event: Event, metadata| {
+        position += 1;
+        state.apply(&RecordedEvent {
+            position,
+            stream_version,
+            event,
+            metadata,
+            recorded_at: now,
+        });
+    };
+    let ids: Vec<UserId> = (0..users).map(|_| UserId::new()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let email = Email::parse(&format!("user{i}@bench.example.com"))
+            .unwrap_or_else(|_| unreachable!("a valid email"));
+        let event = Event::UserRegistered(UserRegistered {
+            user_id: *id,
+            email,
+            password_hash: hash.clone(),
+        });
+        record(&mut state, 1, event, EventMetadata::default());
+    }
+    let before = rss_bytes();
+    let started = Instant::now();
+    for round in 0..2 {
+        for (i, id) in ids.iter().enumerate() {
+            let event = Event::SessionStarted(SessionStarted {
+                user_id: *id,
+                session_id: authlog::domain::SessionId::new(),
+                expires_at: now + chrono::Duration::days(30),
+                idle_seconds: 604_800,
+            });
+            let address = std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            let agent = "Mozilla/5.0 (X11; Linux x86_64) Firefox/1";
+            let metadata = EventMetadata::new(Some(address), Some(agent));
+            record(&mut state, 2 + round, event, metadata);
+        }
+    }
+    let applied = started.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    let sessions = state.directory().session_count() as u64;
+    json!({
+        "measure": "session_memory", "users": users, "sessions": sessions,
+        "memory_bytes": after.saturating_sub(before),
+        "bytes_per_session": after.saturating_sub(before) as f64 / sessions.max(1) as f64,
+        "apply_seconds": applied,
+    })
 }
 
 async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde_json::Value> {
