@@ -59,6 +59,8 @@ pub enum Command {
         user_id: UserId,
         rehash: Option<PasswordHash>,
         session: Option<NewSession>,
+        /// The user's `password_changes` when the password was checked.
+        checked_at: u32,
     },
     /// A password check failed for a known user.
     RecordLoginFailure { user_id: UserId },
@@ -74,6 +76,8 @@ pub enum Command {
         user_id: UserId,
         password_hash: PasswordHash,
         keep: Option<SessionId>,
+        /// The user's `password_changes` when the current password was checked.
+        checked_at: u32,
     },
 }
 
@@ -97,6 +101,8 @@ pub enum Decision {
 pub enum Rejection {
     EmailTaken,
     UnknownUser,
+    /// The password was checked before a change of password committed: it may be the old one.
+    StaleCredentials,
 }
 
 /// Decides the commands of one batch, in arrival order.
@@ -109,6 +115,10 @@ pub struct BatchPlanner<'a> {
     versions: HashMap<UserId, i32>,
     /// Sessions ended by earlier commands of this batch.
     ended: HashSet<SessionId>,
+    /// Sessions started by earlier commands of this batch, per user.
+    started: HashMap<UserId, Vec<SessionId>>,
+    /// Users whose password an earlier command of this batch changes.
+    changed: HashSet<UserId>,
 }
 
 impl<'a> BatchPlanner<'a> {
@@ -148,11 +158,12 @@ impl<'a> BatchPlanner<'a> {
         scope: SessionScope,
         reason: EndReason,
     ) -> (Vec<Event>, Vec<SessionWrite>) {
-        let live = self
+        let mut live = self
             .directory
             .get(user_id)
             .map(|user| user.sessions)
             .unwrap_or_default();
+        live.extend(self.started.get(&user_id).into_iter().flatten());
         live.into_iter()
             .filter(|session| scope.covers(*session) && self.ended.insert(*session))
             .map(|session_id| {
@@ -174,7 +185,19 @@ impl<'a> BatchPlanner<'a> {
             claimed: HashSet::new(),
             versions: HashMap::new(),
             ended: HashSet::new(),
+            started: HashMap::new(),
+            changed: HashSet::new(),
         }
+    }
+
+    /// Whether a password check made when the user had `checked_at` password changes still
+    /// stands: no change committed since, and none earlier in this batch.
+    fn stale(&self, user_id: UserId, checked_at: u32) -> bool {
+        self.changed.contains(&user_id)
+            || self
+                .directory
+                .get(user_id)
+                .is_some_and(|user| user.password_changes != checked_at)
     }
 
     pub fn decide(&mut self, command: &Command) -> Decision {
@@ -209,7 +232,11 @@ impl<'a> BatchPlanner<'a> {
                 user_id,
                 rehash,
                 session,
+                checked_at,
             } => {
+                if self.stale(*user_id, *checked_at) {
+                    return Decision::Reject(Rejection::StaleCredentials);
+                }
                 let mut events = vec![Event::LoginSucceeded(LoginSucceeded { user_id: *user_id })];
                 if let Some(password_hash) = rehash {
                     events.push(Event::PasswordRehashed(PasswordRehashed {
@@ -219,6 +246,10 @@ impl<'a> BatchPlanner<'a> {
                 }
                 let mut writes = Vec::new();
                 if let Some(session) = session {
+                    self.started
+                        .entry(*user_id)
+                        .or_default()
+                        .push(session.session_id);
                     events.push(Event::SessionStarted(SessionStarted {
                         user_id: *user_id,
                         session_id: session.session_id,
@@ -247,7 +278,11 @@ impl<'a> BatchPlanner<'a> {
                 user_id,
                 password_hash,
                 keep,
+                checked_at,
             } => {
+                if self.stale(*user_id, *checked_at) {
+                    return Decision::Reject(Rejection::StaleCredentials);
+                }
                 let mut events = vec![Event::PasswordChanged(PasswordChanged {
                     user_id: *user_id,
                     password_hash: password_hash.clone(),
@@ -256,7 +291,11 @@ impl<'a> BatchPlanner<'a> {
                 let (ended, writes) =
                     self.end_sessions(*user_id, scope, EndReason::PasswordChanged);
                 events.extend(ended);
-                self.append_with(*user_id, events, writes)
+                let decision = self.append_with(*user_id, events, writes);
+                if matches!(decision, Decision::Append { .. }) {
+                    self.changed.insert(*user_id);
+                }
+                decision
             }
             Command::RecordLoginFailure { user_id } => self.append_to(
                 *user_id,
@@ -351,6 +390,7 @@ mod tests {
                     user_id: id,
                     rehash: None,
                     session: None,
+                    checked_at: 0,
                 }) {
                     Decision::Append { events, .. } => events[0].0,
                     other => panic!("expected Append, got {other:?}"),
@@ -369,6 +409,7 @@ mod tests {
                 user_id: UserId::new(),
                 rehash: None,
                 session: None,
+                checked_at: 0,
             }),
             Decision::Reject(Rejection::UnknownUser)
         );
@@ -392,6 +433,7 @@ mod tests {
             user_id: id,
             rehash,
             session: None,
+            checked_at: 0,
         }) else {
             panic!("appends");
         };
@@ -400,5 +442,65 @@ mod tests {
             versions,
             [(3, Event::LOGIN_SUCCEEDED), (4, Event::PASSWORD_REHASHED)]
         );
+    }
+
+    #[test]
+    fn a_check_made_before_a_password_change_is_refused_and_its_session_ends_with_the_others() {
+        let (mut directory, id) = directory_with("a@example.com", 1);
+        let session = |n: u8| NewSession {
+            session_id: SessionId::new(),
+            token_hash: TokenHash([n; 32]),
+            now: chrono::Utc::now(),
+            expires_at: chrono::Utc::now(),
+            idle_seconds: 60,
+        };
+        let login = |checked_at, session| Command::RecordLogin {
+            user_id: id,
+            rehash: None,
+            session: Some(session),
+            checked_at,
+        };
+        let change = |checked_at| Command::ChangePassword {
+            user_id: id,
+            password_hash: PasswordHash::new("$2b$04$new".into()),
+            keep: None,
+            checked_at,
+        };
+        // In one batch: a login, then a change (which ends that login's new session too), then
+        // a login and a change whose checks came before the change: both refused.
+        let mut planner = BatchPlanner::new(&directory);
+        let early = session(1);
+        assert!(matches!(
+            planner.decide(&login(0, early.clone())),
+            Decision::Append { .. }
+        ));
+        let Decision::Append { sessions, .. } = planner.decide(&change(0)) else {
+            panic!("the change appends");
+        };
+        assert_eq!(sessions, [SessionWrite::End(early.session_id)]);
+        for command in [login(0, session(2)), change(0)] {
+            assert_eq!(
+                planner.decide(&command),
+                Decision::Reject(Rejection::StaleCredentials)
+            );
+        }
+        // Once the change has committed, a check made before it is stale too.
+        directory.apply(&recorded(
+            2,
+            2,
+            Event::PasswordChanged(PasswordChanged {
+                user_id: id,
+                password_hash: PasswordHash::new("$2b$04$new".into()),
+            }),
+        ));
+        let mut planner = BatchPlanner::new(&directory);
+        assert_eq!(
+            planner.decide(&login(0, session(3))),
+            Decision::Reject(Rejection::StaleCredentials)
+        );
+        assert!(matches!(
+            planner.decide(&login(1, session(4))),
+            Decision::Append { .. }
+        ));
     }
 }

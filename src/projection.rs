@@ -29,6 +29,9 @@ pub struct UserEntry {
     pub failed_logins: u64,
     /// Sessions started and not ended or expired, oldest first.
     pub sessions: Vec<SessionId>,
+    /// `PasswordChanged` events so far: a password check made before the latest change is
+    /// stale, and its outcome is refused (see [`crate::decide`]).
+    pub password_changes: u32,
 }
 
 /// A live session as the log describes it. Its current refresh token lives beside the log.
@@ -144,6 +147,7 @@ impl Directory {
                         logins: 0,
                         failed_logins: 0,
                         sessions: Vec::new(),
+                        password_changes: 0,
                     },
                 );
             }
@@ -158,6 +162,7 @@ impl Directory {
             }),
             Event::PasswordChanged(changed) => self.update(changed.user_id, recorded, |user| {
                 user.password_hash = changed.password_hash.clone();
+                user.password_changes += 1;
             }),
             Event::SessionStarted(started) => {
                 self.sessions.insert(

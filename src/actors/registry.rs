@@ -110,7 +110,9 @@ impl From<CommitError> for RegistryError {
     fn from(error: CommitError) -> Self {
         match error {
             CommitError::Rejected(Rejection::EmailTaken) => RegistryError::EmailTaken,
-            CommitError::Rejected(Rejection::UnknownUser) => RegistryError::InvalidCredentials,
+            CommitError::Rejected(Rejection::UnknownUser | Rejection::StaleCredentials) => {
+                RegistryError::InvalidCredentials
+            }
             CommitError::Unavailable(error) => RegistryError::Unavailable(error),
             CommitError::Contention => RegistryError::Contention,
         }
@@ -388,6 +390,9 @@ struct Check {
     hash: PasswordHash,
     /// The stored hash is weaker than the configured cost: hash anew if the password matches.
     rehash: bool,
+    /// The user's password changes when the check was granted: its outcome stands only if
+    /// there has been none since.
+    checked_at: u32,
 }
 
 /// A login waiting for its turn: costs nothing until [`Turns::next`] hands it out.
@@ -985,6 +990,7 @@ impl UserRegistry {
                 registry: ctx.address(),
             },
             user_id: user.as_ref().map(|user| user.id),
+            checked_at: user.as_ref().map_or(0, |user| user.password_changes),
             hash: user.map_or_else(|| self.dummy_hash.clone(), |user| user.password_hash),
             rehash,
         }
@@ -1033,7 +1039,12 @@ impl UserRegistry {
             purpose,
             reply,
         } = attempt;
-        let Check { turn, user_id, .. } = check;
+        let Check {
+            turn,
+            user_id,
+            checked_at,
+            ..
+        } = check;
         let (command, succeeded) = match (verified, user_id) {
             (Ok((true, rehash)), Some(user_id)) => match purpose {
                 Purpose::Login(session) => {
@@ -1043,6 +1054,7 @@ impl UserRegistry {
                             user_id,
                             rehash,
                             session,
+                            checked_at,
                         },
                         true,
                     )
@@ -1056,6 +1068,7 @@ impl UserRegistry {
                         user_id,
                         password_hash,
                         keep,
+                        checked_at,
                     },
                     true,
                 ),
