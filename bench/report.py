@@ -95,8 +95,9 @@ for store in stores:
         target(f"POST /token/refresh, 32 connections ({store})",
                f"{refresh['per_second']:,.0f}/s = {f['refresh_to_group_commit']:.0%} of the store's group commit "
                f"({group:,.0f} appends/s), p99 {refresh['p99_ms']:.1f} ms",
-               "≥ 25 % of group commit; no errors",
-               f["refresh_to_group_commit"] >= 0.25 and refresh["non_2xx"] == 0 and refresh["socket_errors"] == 0,
+               "≥ 50 % of group commit (one row written per refresh, batched like appends, plus the "
+               "HTTP and token work of two /profile requests); no errors",
+               f["refresh_to_group_commit"] >= 0.5 and refresh["non_2xx"] == 0 and refresh["socket_errors"] == 0,
                f"{refresh['non_2xx']} non-2xx")
     lo, hi = h["profile_to_ceiling_range"]
     target(f"GET /profile, 64 connections ({store})",
