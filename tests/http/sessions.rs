@@ -894,3 +894,90 @@ async fn logout_and_logout_all_are_seen_on_another_instance() {
     })
     .await;
 }
+
+// ---- The real binary, restarted ----
+
+/// A session survives the process: kill -9 after a login, a refresh and a logout, start again on
+/// the same log, and the live session refreshes and opens /profile while the ended one stays
+/// ended. Both stores.
+#[actix_web::test]
+async fn sessions_survive_a_kill_9_and_a_restart_of_the_binary() {
+    use crate::common::service::{Service, embedded_env, login_at, signup_at};
+    let data = tempfile::tempdir().expect("temp dir");
+    let db = TestDatabase::create().await;
+    for env in [embedded_env(data.path()), db.service_env()] {
+        let http = reqwest::Client::new();
+        let service = Service::start(&env);
+        assert_eq!(
+            signup_at(
+                &http,
+                &service.address,
+                "restart@example.com",
+                TUTORIAL_PASSWORD
+            )
+            .await,
+            201
+        );
+        let login = |service: &Service| {
+            let address = service.address.clone();
+            let http = http.clone();
+            async move {
+                let response =
+                    login_at(&http, &address, "restart@example.com", TUTORIAL_PASSWORD).await;
+                assert_eq!(response.status(), 200);
+                Pair::from_body(&response.json().await.expect("json"))
+            }
+        };
+        let kept = login(&service).await;
+        let ended = login(&service).await;
+        let post = |service: &Service, path: &str, body: Value| {
+            http.post(service.url(path)).json(&body).send()
+        };
+        let response = post(
+            &service,
+            "/token/refresh",
+            json!({"refresh_token": kept.refresh}),
+        )
+        .await
+        .expect("sent");
+        assert_eq!(response.status(), 200);
+        let kept = Pair::from_body(&response.json().await.expect("json"));
+        let response = http
+            .post(service.url("/logout"))
+            .bearer_auth(&ended.access)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 204);
+        service.kill_9();
+
+        let service = Service::start(&env);
+        let profile = |pair: &Pair| {
+            http.get(service.url("/profile"))
+                .bearer_auth(pair.access.clone())
+                .send()
+        };
+        assert_eq!(profile(&kept).await.expect("sent").status(), 200);
+        assert_eq!(profile(&ended).await.expect("sent").status(), 401);
+        let response = post(
+            &service,
+            "/token/refresh",
+            json!({"refresh_token": kept.refresh}),
+        )
+        .await
+        .expect("sent");
+        assert_eq!(
+            response.status(),
+            200,
+            "the rotated token is the current one"
+        );
+        let response = post(
+            &service,
+            "/token/refresh",
+            json!({"refresh_token": ended.refresh}),
+        )
+        .await
+        .expect("sent");
+        assert_eq!(response.status(), 401);
+    }
+}
