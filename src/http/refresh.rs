@@ -23,7 +23,6 @@ use crate::sessions::seal;
 #[serde(expecting = "a JSON object with a \"refresh_token\" string")]
 pub(crate) struct RefreshRequest {
     /// The refresh token from the last login or refresh.
-    #[schema(max_length = 128)]
     refresh_token: String,
 }
 
