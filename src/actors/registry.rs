@@ -60,6 +60,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 /// How often the lag gauge is refreshed.
 const LAG_EVERY: Duration = Duration::from_secs(1);
+/// Rotation batches sent to the store at once: a second one fills the first's round trip and
+/// commit, and on PostgreSQL their commits can share a WAL flush.
+const ROTATIONS_IN_FLIGHT: usize = 2;
 /// Known-email login outcomes whose commit waits are kept, to pad unknown-email failures with.
 const KEPT_WAITS: usize = 64;
 
@@ -483,9 +486,9 @@ pub struct UserRegistry {
     /// Session lifetimes and the reuse grace.
     sessions: SessionPolicy,
     clock: Clock,
-    /// Refreshes waiting for the store, and whether a rotation batch is in flight.
+    /// Refreshes waiting for the store, and the sessions of the rotation batches in flight.
     rotations: VecDeque<PendingRotation>,
-    rotating: bool,
+    rotating: Vec<std::collections::HashSet<SessionId>>,
 }
 
 impl UserRegistry {
@@ -550,7 +553,7 @@ impl UserRegistry {
             sessions: SessionPolicy::DEFAULT,
             clock: Clock::system(),
             rotations: VecDeque::new(),
-            rotating: false,
+            rotating: Vec::new(),
         }
     }
 
@@ -1260,10 +1263,12 @@ impl UserRegistry {
         let _ = reply.send(Err(RegistryError::InvalidRefreshToken));
     }
 
-    /// Sends the queued rotations to the store in one transaction, unless a batch is in flight;
-    /// two rotations of one session never share a batch (the second waits for the next).
+    /// Sends the queued rotations to the store as one batch, with at most
+    /// [`ROTATIONS_IN_FLIGHT`] batches in flight. A session is in at most one of them: a second
+    /// rotation of it waits for the batch that has the first, so it is judged against that
+    /// batch's outcome.
     fn flush_rotations(&mut self, ctx: &mut Context<Self>) {
-        if self.rotating || self.rotations.is_empty() {
+        if self.rotating.len() >= ROTATIONS_IN_FLIGHT || self.rotations.is_empty() {
             return;
         }
         let mut batch = Vec::new();
@@ -1273,7 +1278,9 @@ impl UserRegistry {
             if pending.reply.is_closed() {
                 continue;
             }
-            if batch.len() >= MAX_BATCH || !sessions.insert(pending.rotation.presented.session) {
+            let session = pending.rotation.presented.session;
+            let busy = self.rotating.iter().any(|batch| batch.contains(&session));
+            if batch.len() >= MAX_BATCH || busy || !sessions.insert(session) {
                 later.push_back(pending);
             } else {
                 batch.push(pending);
@@ -1283,12 +1290,14 @@ impl UserRegistry {
         if batch.is_empty() {
             return;
         }
-        self.rotating = true;
+        self.rotating.push(sessions);
         let store = Arc::clone(&self.store);
         let rotations = batch.iter().map(|p| p.rotation.clone()).collect();
         let rotate = async move { store.rotate(rotations).await };
         ctx.spawn(rotate.into_actor(self).map(move |result, act, ctx| {
-            act.rotating = false;
+            let first = batch.first().map(|p| p.rotation.presented.session);
+            act.rotating
+                .retain(|sessions| first.is_none_or(|first| !sessions.contains(&first)));
             act.finish_rotations(batch, result, ctx);
             act.flush_rotations(ctx);
         }));

@@ -463,8 +463,10 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> StoreFuture<'_, Vec<RecordedEvent>>;
 
     /// Carries out each rotation whose presented refresh token is its session's current one
-    /// (and live), in one transaction, and says for each whether it did. Single use is the
-    /// store's rule: of two rotations of one token, from any processes, exactly one is `Done`.
+    /// (and live), all at once (one statement on PostgreSQL, one transaction on SQLite), and
+    /// says for each whether it did, with the row as it stands for those it did not. Single use
+    /// is the store's rule: of two rotations of one token, from any processes, exactly one is
+    /// `Done`.
     fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>>;
 
     /// When each of these sessions' refresh tokens was last used (sessions with no row left

@@ -341,8 +341,10 @@ impl PostgresEventStore {
         if rotations.is_empty() {
             return Ok(Vec::new());
         }
-        let mut client = self.pool.get().await.map_err(StoreError::unavailable)?;
-        let transaction = client.transaction().await.map_err(map_error)?;
+        // One statement, committed on its own: single use needs only the UPDATE's own atomicity
+        // (its row locks), and a transaction around it would cost two more round trips. The
+        // rows of unmatched sessions are read after it, as any later statement would see them.
+        let client = self.pool.get().await.map_err(StoreError::unavailable)?;
         let ids: Vec<uuid::Uuid> = rotations
             .iter()
             .map(|r| r.presented.session.as_uuid())
@@ -356,11 +358,11 @@ impl PostgresEventStore {
         let sealed: Vec<&[u8]> = rotations.iter().map(|r| &r.sealed[..]).collect();
         let now: Vec<DateTime<Utc>> = rotations.iter().map(|r| r.now).collect();
         let cutoffs: Vec<DateTime<Utc>> = rotations.iter().map(|r| r.idle_cutoff).collect();
-        let statement = transaction
+        let statement = client
             .prepare_cached(ROTATE_SQL)
             .await
             .map_err(map_error)?;
-        let done: HashSet<uuid::Uuid> = transaction
+        let done: HashSet<uuid::Uuid> = client
             .query(
                 &statement,
                 &[
@@ -386,7 +388,7 @@ impl PostgresEventStore {
             .collect();
         let mut rows = HashMap::new();
         if !unmatched.is_empty() {
-            for row in transaction
+            for row in client
                 .query(SESSION_ROWS_SQL, &[&unmatched])
                 .await
                 .map_err(map_error)?
@@ -395,7 +397,6 @@ impl PostgresEventStore {
                 rows.insert(row.session, row);
             }
         }
-        transaction.commit().await.map_err(map_error)?;
         Ok(rotations
             .iter()
             .map(|r| {
