@@ -358,10 +358,7 @@ impl PostgresEventStore {
         let sealed: Vec<&[u8]> = rotations.iter().map(|r| &r.sealed[..]).collect();
         let now: Vec<DateTime<Utc>> = rotations.iter().map(|r| r.now).collect();
         let cutoffs: Vec<DateTime<Utc>> = rotations.iter().map(|r| r.idle_cutoff).collect();
-        let statement = client
-            .prepare_cached(ROTATE_SQL)
-            .await
-            .map_err(map_error)?;
+        let statement = client.prepare_cached(ROTATE_SQL).await.map_err(map_error)?;
         let done: HashSet<uuid::Uuid> = client
             .query(
                 &statement,
