@@ -60,6 +60,23 @@ impl From<&UserEntry> for UserSummary {
     }
 }
 
+/// What a request needs of a session: whose it is and when it ends at the latest. A copy, so
+/// the check on every Bearer request allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLife {
+    pub user_id: UserId,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<&SessionEntry> for SessionLife {
+    fn from(entry: &SessionEntry) -> Self {
+        Self {
+            user_id: entry.user_id,
+            expires_at: entry.expires_at,
+        }
+    }
+}
+
 type Users = DashMap<UserId, UserEntry>;
 type Sessions = DashMap<SessionId, SessionEntry>;
 
@@ -96,10 +113,12 @@ impl DirectoryView {
         self.users.is_empty()
     }
 
-    /// The session, if it is live as far as the log has been applied (expiry is the caller's
-    /// to check against its clock).
-    pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
-        self.sessions.get(&id).map(|entry| entry.value().clone())
+    /// Whose the session is and when it ends, if it is live as far as the log has been applied
+    /// (expiry is the caller's to check against its clock).
+    pub fn session(&self, id: SessionId) -> Option<SessionLife> {
+        self.sessions
+            .get(&id)
+            .map(|entry| SessionLife::from(entry.value()))
     }
 
     /// The user's live sessions, oldest first.
@@ -110,7 +129,11 @@ impl DirectoryView {
             .map(|user| user.sessions.clone())
             .unwrap_or_default();
         ids.into_iter()
-            .filter_map(|id| self.session(id).map(|entry| (id, entry)))
+            .filter_map(|id| {
+                self.sessions
+                    .get(&id)
+                    .map(|entry| (id, entry.value().clone()))
+            })
             .collect()
     }
 }
@@ -230,8 +253,9 @@ impl Directory {
             .collect()
     }
 
-    pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
-        self.sessions.get(&id).map(|entry| entry.value().clone())
+    /// [`DirectoryView::session`].
+    pub fn session(&self, id: SessionId) -> Option<SessionLife> {
+        self.view().session(id)
     }
 
     /// Applies `change` to an existing user and moves their stream to the event's version.

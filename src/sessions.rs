@@ -42,6 +42,34 @@ impl SessionPolicy {
     };
 }
 
+impl SessionPolicy {
+    /// The absolute end of a session started at `now`, in whole seconds (as `SessionStarted`
+    /// records it).
+    pub fn expires_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        use chrono::SubsecRound as _;
+        now.checked_add_signed(delta(self.lifetime))
+            .unwrap_or(now)
+            .trunc_subsecs(0)
+    }
+
+    /// When a session last used at `last_used` goes idle.
+    pub fn idle_at(&self, last_used: DateTime<Utc>) -> DateTime<Utc> {
+        last_used
+            .checked_add_signed(delta(self.idle))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// Sessions last used at or before this are idle at `now`.
+    pub fn idle_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now.checked_sub_signed(delta(self.idle))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+}
+
+fn delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
 impl Default for SessionPolicy {
     fn default() -> Self {
         Self::DEFAULT
@@ -340,14 +368,13 @@ pub fn judge(
     let Some(row) = row else {
         return Judgement::Invalid;
     };
-    let idle = TimeDelta::from_std(policy.idle).unwrap_or(TimeDelta::MAX);
-    if row.expires_at <= now || row.last_used_at + idle <= now {
+    if row.expires_at <= now || policy.idle_at(row.last_used_at) <= now {
         return Judgement::Invalid;
     }
     if presented.generation >= row.generation {
         return Judgement::Invalid;
     }
-    let grace = TimeDelta::from_std(policy.grace).unwrap_or(TimeDelta::MAX);
+    let grace = delta(policy.grace);
     let just_spent = presented.generation + 1 == row.generation
         && row.previous_hash == Some(presented.hash)
         && row
@@ -412,6 +439,19 @@ mod tests {
             assert!(key.read(junk).is_none(), "{junk:?}");
         }
         assert!(!format!("{minted:?}").contains(minted.token.as_str()));
+    }
+
+    #[test]
+    fn a_padded_key_is_the_same_hmac_key_as_the_slice_itself() {
+        for key in [&b"short"[..], &[7u8; 64][..], &[9u8; 100][..]] {
+            let padded = <HmacSha256 as hmac::digest::KeyInit>::new(&pad_key(key));
+            let direct = <HmacSha256 as Mac>::new_from_slice(key).expect("any length");
+            let tag = |mut mac: HmacSha256| {
+                mac.update(b"message");
+                mac.finalize().into_bytes()
+            };
+            assert_eq!(tag(padded), tag(direct), "{} bytes", key.len());
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::events::{
 };
 use crate::hashing::{HashError, PasswordHasher};
 use crate::metrics::METRICS;
-use crate::projection::{Directory, DirectoryView, SessionEntry, UserSummary};
+use crate::projection::{Directory, DirectoryView, SessionEntry, SessionLife, UserSummary};
 use crate::sessions::{
     Judgement, PresentedRefresh, Rotated, Rotation, SessionPolicy, TokenHash, judge,
 };
@@ -314,13 +314,17 @@ struct RecordAttempt {
 enum Purpose {
     /// A login, starting this session if any.
     Login(Option<SessionGrant>),
-    /// A password change; `new_hash` is set once the current password matched and the new one
-    /// was hashed.
+    /// A password change, keeping this session.
     ChangePassword {
         keep: Option<SessionId>,
-        new_password: Option<Password>,
-        new_hash: Option<PasswordHash>,
+        new: NewPassword,
     },
+}
+
+/// A password change's new password: as given, until the current one has matched; then hashed.
+enum NewPassword {
+    Given(Password),
+    Hashed(PasswordHash),
 }
 
 /// A login's turn ended ([`TurnGuard`]): the next attempt of its key may start.
@@ -348,7 +352,7 @@ impl RegistryView {
     }
 
     /// The session, if the log says it is live (its absolute expiry is the caller's to check).
-    pub fn session(&self, id: SessionId) -> Result<Option<SessionEntry>, RegistryError> {
+    pub fn session(&self, id: SessionId) -> Result<Option<SessionLife>, RegistryError> {
         if !self.loaded.load(Ordering::Acquire) {
             return Err(RegistryError::Loading);
         }
@@ -1064,8 +1068,7 @@ impl UserRegistry {
                 }
                 Purpose::ChangePassword {
                     keep,
-                    new_hash: Some(password_hash),
-                    ..
+                    new: NewPassword::Hashed(password_hash),
                 } => (
                     Command::ChangePassword {
                         user_id,
@@ -1075,8 +1078,12 @@ impl UserRegistry {
                     },
                     true,
                 ),
-                // Matched, but the new password was not hashed: nothing to record.
-                Purpose::ChangePassword { new_hash: None, .. } => {
+                // The attempt hashes the new password whenever the current one matched, so this
+                // cannot happen; if it did, nothing would be recorded.
+                Purpose::ChangePassword {
+                    new: NewPassword::Given(_),
+                    ..
+                } => {
                     let _ = reply.send(Err(RegistryError::InvalidCredentials));
                     return;
                 }
@@ -1126,27 +1133,14 @@ impl UserRegistry {
 impl UserRegistry {
     /// The session a successful login starts now, under the session policy.
     fn new_session(&self, grant: SessionGrant) -> NewSession {
-        use chrono::SubsecRound as _;
         let now = self.clock.now();
-        let lifetime =
-            chrono::TimeDelta::from_std(self.sessions.lifetime).unwrap_or(chrono::TimeDelta::MAX);
         NewSession {
             session_id: grant.session_id,
             token_hash: grant.token_hash,
             now,
-            expires_at: now
-                .checked_add_signed(lifetime)
-                .unwrap_or(now)
-                .trunc_subsecs(0),
+            expires_at: self.sessions.expires_at(now),
             idle_seconds: self.sessions.idle.as_secs(),
         }
-    }
-
-    fn idle_cutoff(&self, now: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
-        let idle =
-            chrono::TimeDelta::from_std(self.sessions.idle).unwrap_or(chrono::TimeDelta::MAX);
-        now.checked_sub_signed(idle)
-            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
     }
 
     /// A password check (for a login or a password change), as a task of its own outside the
@@ -1181,15 +1175,13 @@ impl UserRegistry {
                 (
                     Purpose::ChangePassword {
                         keep,
-                        new_password: Some(new_password),
-                        ..
+                        new: NewPassword::Given(new_password),
                     },
                     Ok((true, _)),
                 ) => match hasher.hash(new_password).await {
-                    Ok(new_hash) => Purpose::ChangePassword {
+                    Ok(hash) => Purpose::ChangePassword {
                         keep,
-                        new_password: None,
-                        new_hash: Some(new_hash),
+                        new: NewPassword::Hashed(hash),
                     },
                     Err(error) => return Err(RegistryError::Hashing(error)),
                 },
@@ -1230,8 +1222,8 @@ impl UserRegistry {
             .session(session)
             .filter(|entry| entry.expires_at > now)
             .and_then(|entry| {
-                let user = self.state.directory().get(entry.user_id)?;
-                Some((UserSummary::from(&user), entry.expires_at))
+                let user = self.state.directory().view().find(entry.user_id)?;
+                Some((user, entry.expires_at))
             });
         let Some((user, expires_at)) = live else {
             tracing::debug!(session_id = %session, "a refresh for a session that is not live");
@@ -1243,7 +1235,7 @@ impl UserRegistry {
             successor: msg.successor,
             sealed: msg.sealed,
             now,
-            idle_cutoff: self.idle_cutoff(now),
+            idle_cutoff: self.sessions.idle_cutoff(now),
         };
         self.rotations.push_back(PendingRotation {
             rotation,
@@ -1417,7 +1409,7 @@ impl UserRegistry {
     fn expire_sessions(&mut self, done: Option<oneshot::Sender<usize>>, ctx: &mut Context<Self>) {
         let now = self.clock.now();
         let expired = self.state.directory_mut().expire_sessions(now, &[]);
-        let cutoff = self.idle_cutoff(now);
+        let cutoff = self.sessions.idle_cutoff(now);
         let candidates = self.state.directory().sessions_started_before(cutoff);
         let store = Arc::clone(&self.store);
         let check = async move {
@@ -1627,8 +1619,7 @@ impl Handler<ChangePassword> for UserRegistry {
         };
         let purpose = Purpose::ChangePassword {
             keep: msg.keep,
-            new_password: Some(msg.new_password),
-            new_hash: None,
+            new: NewPassword::Given(msg.new_password),
         };
         self.attempt(user.email, msg.current_password, msg.metadata, purpose, ctx)
     }

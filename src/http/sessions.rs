@@ -37,24 +37,37 @@ pub(crate) struct SessionView {
     current: bool,
 }
 
-async fn end(
-    caller: &Caller,
-    scope: SessionScope,
-    reason: EndReason,
+/// Authorizes the caller, ends the sessions `choose` picks for it, and logs the attempt as
+/// `action`: what `/logout`, `/logout/all` and `DELETE /sessions/{id}` share. 204 once the
+/// `SessionEnded` events have committed and been applied here.
+async fn end_sessions(
+    action: &'static str,
+    token: Result<BearerToken, ApiError>,
     req: &HttpRequest,
     state: &AppState,
-) -> Result<(), ApiError> {
-    let end = EndSessions {
-        user_id: caller.user.user_id,
-        scope,
-        reason,
-        metadata: request_metadata(req),
-    };
-    Ok(state
-        .registry
-        .send(end)
-        .timeout(state.actor_timeout)
-        .await??)
+    tokens: &Tokens,
+    reason: EndReason,
+    choose: impl FnOnce(&Caller) -> Result<SessionScope, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let result = async {
+        let caller = authorize(token, state, tokens).await?;
+        let end = EndSessions {
+            user_id: caller.user.user_id,
+            scope: choose(&caller)?,
+            reason,
+            metadata: request_metadata(req),
+        };
+        state
+            .registry
+            .send(end)
+            .timeout(state.actor_timeout)
+            .await??;
+        Ok(caller.user.user_id)
+    }
+    .await;
+    log_attempt(action, req, result.as_ref().copied());
+    result?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Logs out: ends the session of this access token.
@@ -81,16 +94,16 @@ pub async fn logout(
     state: web::Data<AppState>,
     tokens: Tokens,
 ) -> Result<HttpResponse, ApiError> {
-    let result = async {
-        let caller = authorize(token, &state, &tokens).await?;
-        let scope = SessionScope::One(caller.claims.sid);
-        end(&caller, scope, EndReason::Logout, &req, &state).await?;
-        Ok(caller.user.user_id)
-    }
-    .await;
-    log_attempt("logout", &req, result.as_ref().copied());
-    result?;
-    Ok(HttpResponse::NoContent().finish())
+    end_sessions(
+        "logout",
+        token,
+        &req,
+        &state,
+        &tokens,
+        EndReason::Logout,
+        |caller| Ok(SessionScope::One(caller.claims.sid)),
+    )
+    .await
 }
 
 /// Logs out everywhere: ends every session of the user, this one included.
@@ -114,22 +127,11 @@ pub async fn logout_all(
     state: web::Data<AppState>,
     tokens: Tokens,
 ) -> Result<HttpResponse, ApiError> {
-    let result = async {
-        let caller = authorize(token, &state, &tokens).await?;
-        end(
-            &caller,
-            SessionScope::All,
-            EndReason::LogoutAll,
-            &req,
-            &state,
-        )
-        .await?;
-        Ok(caller.user.user_id)
-    }
-    .await;
-    log_attempt("logout_all", &req, result.as_ref().copied());
-    result?;
-    Ok(HttpResponse::NoContent().finish())
+    let reason = EndReason::LogoutAll;
+    end_sessions("logout_all", token, &req, &state, &tokens, reason, |_| {
+        Ok(SessionScope::All)
+    })
+    .await
 }
 
 /// Lists the caller's live sessions, oldest first.
@@ -154,7 +156,6 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let caller = authorize(token, &state, &tokens).await?;
     let now = state.clock.now();
-    let idle = chrono::TimeDelta::from_std(state.sessions.idle).unwrap_or(chrono::TimeDelta::MAX);
     let live: Vec<_> = state
         .view
         .sessions_of(caller.user.user_id)
@@ -173,7 +174,7 @@ pub async fn list(
         .into_iter()
         .filter_map(|(id, entry)| {
             let last_used_at = *used.get(&id)?;
-            let expires_at = entry.expires_at.min(last_used_at + idle);
+            let expires_at = entry.expires_at.min(state.sessions.idle_at(last_used_at));
             (expires_at > now).then(|| SessionView {
                 id,
                 created_at: entry.started_at,
@@ -212,24 +213,23 @@ pub async fn revoke(
     state: web::Data<AppState>,
     tokens: Tokens,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authorize(token, &state, &tokens).await?;
-    let session = uuid::Uuid::parse_str(&id)
-        .map(SessionId::from)
-        .map_err(|_| ApiError::SessionNotFound)?;
-    let owned = state
-        .view
-        .session(session)?
-        .is_some_and(|entry| entry.user_id == caller.user.user_id);
-    if !owned {
-        return Err(ApiError::SessionNotFound);
-    }
-    end(
-        &caller,
-        SessionScope::One(session),
-        EndReason::Revoked,
+    let reason = EndReason::Revoked;
+    end_sessions(
+        "revoke_session",
+        token,
         &req,
         &state,
+        &tokens,
+        reason,
+        |caller| {
+            let session = uuid::Uuid::parse_str(&id)
+                .map(SessionId::from)
+                .map_err(|_| ApiError::SessionNotFound)?;
+            match state.view.session(session)? {
+                Some(life) if life.user_id == caller.user.user_id => Ok(SessionScope::One(session)),
+                _ => Err(ApiError::SessionNotFound),
+            }
+        },
     )
-    .await?;
-    Ok(HttpResponse::NoContent().finish())
+    .await
 }

@@ -423,3 +423,89 @@ async fn a_second_server_on_one_embedded_data_directory_is_refused() {
         200
     );
 }
+
+/// The refresh-token attacks, on two real binaries with no reuse grace: a spent token replayed
+/// on the other instance ends the whole session, the thief's current tokens included; and the
+/// same token sent to both instances at once rotates once, the loser ending the session.
+#[actix_web::test]
+async fn a_refresh_token_replayed_on_another_instance_ends_its_session_everywhere() {
+    let db = TestDatabase::create().await;
+    let mut env = db.service_env();
+    env.push((
+        "AUTHLOG_REFRESH_REUSE_GRACE_SECONDS".to_owned(),
+        "0".to_owned(),
+    ));
+    let (a, b) = (Service::start(&env), Service::start(&env));
+    let http = reqwest::Client::new();
+    assert_eq!(signup(&http, &a, "stolen@example.com").await, 201);
+    let tokens = |body: Value| {
+        (
+            body["access_token"].as_str().expect("access").to_owned(),
+            body["refresh_token"].as_str().expect("refresh").to_owned(),
+        )
+    };
+    let refresh = |service: &Service, token: &str| {
+        http.post(service.url("/token/refresh"))
+            .json(&serde_json::json!({ "refresh_token": token }))
+            .send()
+    };
+    let profile = |service: &Service, access: &str| {
+        http.get(service.url("/profile")).bearer_auth(access).send()
+    };
+    let login_body = login(&http, &a, "stolen@example.com", PASSWORD).await;
+    let (_, spent) = tokens(login_body.json().await.expect("json"));
+    // The thief refreshes first, on A.
+    let rotated = refresh(&a, &spent).await.expect("sent");
+    assert_eq!(rotated.status(), 200);
+    let (thief_access, thief_refresh) = tokens(rotated.json().await.expect("json"));
+    assert_eq!(
+        profile(&b, &thief_access).await.expect("sent").status(),
+        200
+    );
+    // The victim's client presents the spent token, on B.
+    let replay = refresh(&b, &spent).await.expect("sent");
+    assert_eq!(replay.status(), 401);
+    // The session is over on both instances, the thief's tokens included.
+    for service in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while profile(service, &thief_access)
+            .await
+            .expect("sent")
+            .status()
+            != 401
+        {
+            assert!(Instant::now() < deadline, "the thief's token still works");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let response = refresh(service, &thief_refresh).await.expect("sent");
+        assert_eq!(response.status(), 401);
+    }
+
+    // The same token at both instances at once: one rotation, and the other use ends it.
+    let login_body = login(&http, &b, "stolen@example.com", PASSWORD).await;
+    let (access, token) = tokens(login_body.json().await.expect("json"));
+    let (on_a, on_b) = tokio::join!(refresh(&a, &token), refresh(&b, &token));
+    let mut statuses = [
+        on_a.expect("sent").status().as_u16(),
+        on_b.expect("sent").status().as_u16(),
+    ];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while profile(&a, &access).await.expect("sent").status() != 401 {
+        assert!(Instant::now() < deadline, "the raced session still works");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ended: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_type = 'SessionEnded' \
+             AND payload->>'reason' = 'refresh_token_reused'",
+            &[],
+        )
+        .await
+        .expect("counted")
+        .get(0);
+    assert_eq!(ended, 2, "each reuse ended its session once");
+}
