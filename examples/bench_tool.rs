@@ -277,7 +277,7 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
     let mut batch = Vec::with_capacity(20_000);
     for n in 0..users {
         let event = registration("cold", n)?;
-        ids.push(event.stream_id());
+        ids.push(UserId::from(event.stream_id()));
         batch.push(event);
         if batch.len() == 20_000 {
             store.append(std::mem::take(&mut batch)).await?;

@@ -148,14 +148,14 @@ impl UserSelector {
 
     fn matches(&mut self, event: &RecordedEvent) -> bool {
         match self {
-            Self::Id(id) => event.stream_id() == *id,
+            Self::Id(id) => event.event.user_id() == Some(*id),
             Self::Email(email, id) => {
                 if let (None, Event::UserRegistered(registered)) = (&id, &event.event)
                     && registered.email == *email
                 {
                     *id = Some(registered.user_id);
                 }
-                *id == Some(event.stream_id())
+                id.is_some() && *id == event.event.user_id()
             }
             Self::Nobody => false,
         }
@@ -207,7 +207,7 @@ pub async fn events(
                     time(event.recorded_at),
                     event.event.event_type(),
                     event.stream_version,
-                    event.stream_id(),
+                    stream_name(&event),
                     details(&event)
                 )
             };
@@ -244,8 +244,37 @@ fn client(event: &RecordedEvent) -> String {
         .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
 }
 
+/// The table's stream column: the user's id, or `signing-keys`.
+fn stream_name(event: &RecordedEvent) -> String {
+    event
+        .event
+        .user_id()
+        .map_or_else(|| "signing-keys".to_owned(), |id| id.to_string())
+}
+
+/// Who made a change no request asked for (`by=`), or where a request came from (`from=`).
+fn origin(event: &RecordedEvent) -> String {
+    match &event.metadata.actor {
+        Some(actor) => format!("by={actor:?}"),
+        None => format!("from={}", client(event)),
+    }
+}
+
 fn details(event: &RecordedEvent) -> String {
     match &event.event {
+        // The sealed private key is never printed, not even sealed.
+        Event::SigningKeyAdded(added) => format!(
+            "key={} alg={} {}",
+            added.key_id,
+            added.algorithm,
+            origin(event)
+        ),
+        Event::SigningKeyActivated(activated) => {
+            format!("key={} {}", activated.key_id, origin(event))
+        }
+        Event::SigningKeyRetired(retired) => {
+            format!("key={} {}", retired.key_id, origin(event))
+        }
         Event::UserRegistered(registered) => format!(
             "email={} password={} from={}",
             registered.email,
@@ -283,6 +312,9 @@ fn event_json(event: &RecordedEvent) -> Value {
     let mut payload = event.event.payload();
     if let Some(hash) = payload.get("password_hash").and_then(Value::as_str) {
         payload["password_hash"] = json!(fingerprint(hash));
+    }
+    if payload.get("sealed_private_key").is_some() {
+        payload["sealed_private_key"] = json!("<sealed>");
     }
     json!({
         "position": event.position,
@@ -366,7 +398,11 @@ pub async fn replay(
             details(event)
         )?;
     }
-    let Some(entry) = history.first().and_then(|e| directory.get(e.stream_id())) else {
+    let Some(entry) = history
+        .first()
+        .and_then(|e| e.event.user_id())
+        .and_then(|id| directory.get(id))
+    else {
         writeln!(out, "could log in at {}: no (not registered)", time(now))?;
         return Ok(());
     };

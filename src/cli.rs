@@ -1,8 +1,9 @@
 //! The command line: subcommands, flags and the environment variables behind them, turned into
 //! validated [`Settings`] once, at start-up.
 //!
-//! Secrets (`DATABASE_URL`, `AUTHLOG_JWT_SECRET`) are read from the environment only, never from
-//! flags, so they do not show up in `ps` or shell history, and they are never printed. Defaults
+//! Secrets (`DATABASE_URL`, `AUTHLOG_MASTER_KEY`, `AUTHLOG_JWT_SECRET`) are read from the
+//! environment only, never from flags, so they do not show up in `ps` or shell history, and they
+//! are never printed. Defaults
 //! are not stated here: each flag takes its default from [`crate::config`] or from the type that
 //! owns it.
 
@@ -15,21 +16,31 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 
 use crate::audit::ExpectedHead;
-use crate::config::{ConfigError, JwtSecretSource, Settings, StoreSettings, defaults, key_file};
+use crate::config::{
+    ConfigError, JwtSecretSource, MasterKeySource, Settings, StoreSettings, defaults, key_file,
+    master_key_file, parse_public_url,
+};
+use crate::domain::{KeyAlgorithm, KeyId};
 use crate::events::{DEFAULT_STORE_TIMEOUT, Event, PostgresSettings, SqliteSettings};
 use crate::jwt::JwtSecret;
 use crate::sessions::SessionPolicy;
 use crate::telemetry::LogFormat;
 use crate::throttle::ThrottlePolicy;
+use crate::vault::MasterKey;
 
 const SECRETS_HELP: &str = "\
 Secrets, read from the environment only:
   DATABASE_URL        PostgreSQL URL holding the event log, e.g.
                       postgres://postgres@127.0.0.1:5432/authlog
                       [default: unset, the embedded SQLite log in --data-dir]
-  AUTHLOG_JWT_SECRET  HMAC key for access tokens, at least 32 bytes, e.g. from
-                      `openssl rand -hex 32`. Required with PostgreSQL; on the
-                      embedded log a key is generated once into --data-dir/jwt-secret
+  AUTHLOG_MASTER_KEY  opens the signing keys stored (sealed) in the log, and keys refresh
+                      tokens; at least 32 bytes, e.g. from `openssl rand -hex 32`. Required
+                      with PostgreSQL, the same for every instance; on the embedded log one is
+                      generated once into --data-dir/master-key
+  AUTHLOG_JWT_SECRET  HS256 secret, at least 32 bytes: signs tokens with
+                      --token-algorithm HS256 (required then with PostgreSQL; generated into
+                      --data-dir/jwt-secret on the embedded log), and keeps tokens it signed
+                      valid after a switch to EdDSA
 
 Logging:
   RUST_LOG            log filter, e.g. `info` or `authlog=debug,info` [default: info]
@@ -66,6 +77,100 @@ pub enum CliCommand {
     Replay(ReplayArgs),
     /// Recompute the hash chain: exit 0 if intact, 1 with the first bad position otherwise.
     Verify(VerifyArgs),
+    /// The token signing keys: list them, rotate, retire one.
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = KEYS_HELP)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+const KEYS_HELP: &str = "\
+The log, from the environment: DATABASE_URL (PostgreSQL) or the embedded log in --data-dir.
+`rotate` also needs the master key: AUTHLOG_MASTER_KEY, or --data-dir/master-key.
+Running servers see the change at once (PostgreSQL), or within a second (embedded).
+
+Exit status: 0 done; 1 refused (the keys are not as the command needs: the message says why);
+2 a usage error; 3 the log could not be read or written.";
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Every key in the log: its id, algorithm, state and when it changed.
+    List(KeysListArgs),
+    /// Add a new key. It is published at once and signs once the JWKS cache lifetime has
+    /// passed (a running server activates it), or at once with --now.
+    Rotate(KeysRotateArgs),
+    /// Withdraw a pending or retiring key: it leaves the JWKS, and tokens it signed are
+    /// refused from now on. The active key cannot be retired: rotate first.
+    Retire(KeysRetireArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysListArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A readable table, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysRotateArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Sign with the new key at once, without waiting for verifiers' JWKS caches (for a key
+    /// that may have leaked: verifiers that cache the JWKS refetch it for an unknown `kid`).
+    #[arg(long)]
+    pub now: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysRetireArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The key's id (its `kid`), as `authlog keys list` shows it.
+    pub key_id: KeyId,
+}
+
+/// `--token-algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenAlgorithm {
+    /// Ed25519 keys kept in the log, published at /.well-known/jwks.json.
+    #[value(name = "EdDSA")]
+    EdDsa,
+    /// One shared secret (AUTHLOG_JWT_SECRET); nothing is published.
+    #[value(name = "HS256")]
+    Hs256,
+}
+
+impl From<TokenAlgorithm> for KeyAlgorithm {
+    fn from(algorithm: TokenAlgorithm) -> Self {
+        match algorithm {
+            TokenAlgorithm::EdDsa => KeyAlgorithm::EdDSA,
+            TokenAlgorithm::Hs256 => KeyAlgorithm::HS256,
+        }
+    }
+}
+
+/// The secrets, from the environment (or given, in tests).
+#[derive(Default)]
+pub struct Secrets {
+    pub database_url: Option<SecretString>,
+    pub master_key: Option<SecretString>,
+    pub jwt_secret: Option<SecretString>,
+}
+
+impl Secrets {
+    pub fn from_env() -> Self {
+        Self {
+            database_url: env_secret("DATABASE_URL"),
+            master_key: env_secret("AUTHLOG_MASTER_KEY"),
+            jwt_secret: env_secret("AUTHLOG_JWT_SECRET"),
+        }
+    }
 }
 
 /// Which log an audit command reads: PostgreSQL when DATABASE_URL is set, else the embedded one.
@@ -77,6 +182,16 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The master key: AUTHLOG_MASTER_KEY, or the data directory's file on the embedded store
+    /// (generated there if missing); required with PostgreSQL.
+    pub fn master_key(&self, secrets: &Secrets) -> Result<MasterKeySource, ConfigError> {
+        match (&secrets.database_url, &secrets.master_key) {
+            (_, Some(key)) => Ok(MasterKeySource::Given(MasterKey::parse(key)?)),
+            (Some(_), None) => Err(ConfigError::MissingMasterKey),
+            (None, None) => Ok(MasterKeySource::File(master_key_file(&self.data_dir))),
+        }
+    }
+
     /// The store the environment names, with the default timeouts (audit commands).
     pub fn store_settings(&self) -> StoreSettings {
         self.settings(
@@ -223,6 +338,27 @@ pub struct ServeArgs {
     /// The `aud` claim of issued tokens, required on tokens presented.
     #[arg(long, env = "AUTHLOG_TOKEN_AUDIENCE", default_value = defaults::ISSUER)]
     pub token_audience: String,
+    /// What signs access tokens: the log's Ed25519 keys, which anyone may check with the
+    /// public keys at /.well-known/jwks.json, or one shared HS256 secret (AUTHLOG_JWT_SECRET).
+    #[arg(long, env = "AUTHLOG_TOKEN_ALGORITHM", value_enum, ignore_case = true,
+          default_value_t = TokenAlgorithm::EdDsa)]
+    pub token_algorithm: TokenAlgorithm,
+    /// Days a signing key signs before the next one takes over (0: only on demand, with
+    /// `authlog keys rotate`).
+    #[arg(long, env = "AUTHLOG_KEY_ROTATION_DAYS", default_value_t = defaults::KEY_ROTATION_DAYS,
+          value_parser = clap::value_parser!(u64).range(0..=3650))]
+    pub key_rotation_days: u64,
+    /// How long verifiers may cache the JWKS (its Cache-Control max-age), in seconds: a new
+    /// key is published this long before it signs.
+    #[arg(long, env = "AUTHLOG_JWKS_MAX_AGE_SECONDS",
+          default_value_t = defaults::JWKS_MAX_AGE_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=7 * 86_400))]
+    pub jwks_max_age_seconds: u64,
+    /// The URL clients reach this service at, for the discovery document's `jwks_uri` and
+    /// `token_endpoint`, e.g. `https://auth.example.com` [default: `http://` and the address it
+    /// listens on].
+    #[arg(long, env = "AUTHLOG_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// HTTP worker threads [default: one per core].
     #[arg(long, env = "AUTHLOG_WORKERS", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: Option<u64>,
@@ -331,26 +467,50 @@ impl LoginThrottleArgs {
 impl ServeArgs {
     /// Combines the parsed flags with the secrets from the environment.
     pub fn settings_from_env(self) -> Result<Settings, ConfigError> {
-        self.settings(env_secret("DATABASE_URL"), env_secret("AUTHLOG_JWT_SECRET"))
+        self.settings(Secrets::from_env())
     }
 
     /// [`ServeArgs::settings_from_env`] without the environment, so the rules can be tested.
-    pub fn settings(
-        self,
-        database_url: Option<SecretString>,
-        jwt_secret: Option<SecretString>,
-    ) -> Result<Settings, ConfigError> {
-        let jwt_secret = match (&database_url, jwt_secret) {
-            (_, Some(secret)) => JwtSecretSource::Given(JwtSecret::parse(secret)?),
-            (Some(_), None) => return Err(ConfigError::MissingJwtSecret),
-            (None, None) => JwtSecretSource::File(key_file(&self.store.data_dir)),
+    pub fn settings(self, secrets: Secrets) -> Result<Settings, ConfigError> {
+        let algorithm = KeyAlgorithm::from(self.token_algorithm);
+        let master_key = self.store.master_key(&secrets)?;
+        let Secrets {
+            database_url,
+            jwt_secret,
+            ..
+        } = secrets;
+        let data_dir_secret = key_file(&self.store.data_dir);
+        let jwt_secret = match (&database_url, jwt_secret, algorithm) {
+            (_, Some(secret), _) => JwtSecretSource::Given(JwtSecret::parse(secret)?),
+            (Some(_), None, KeyAlgorithm::HS256) => return Err(ConfigError::MissingJwtSecret),
+            (Some(_), None, KeyAlgorithm::EdDSA) => JwtSecretSource::None,
+            (None, None, KeyAlgorithm::HS256) => JwtSecretSource::File(data_dir_secret),
+            (None, None, KeyAlgorithm::EdDSA) => JwtSecretSource::IfPresent(data_dir_secret),
         };
+        let rotation = Duration::from_secs(self.key_rotation_days * 86_400);
+        let lead = Duration::from_secs(self.jwks_max_age_seconds);
+        if !rotation.is_zero() && lead >= rotation {
+            return Err(ConfigError::LeadLongerThanRotation {
+                lead: lead.as_secs(),
+                rotation: rotation.as_secs(),
+            });
+        }
+        let public_url = self
+            .public_url
+            .as_deref()
+            .map(parse_public_url)
+            .transpose()?;
         let store = self.store.settings(
             database_url,
             Duration::from_secs(self.db_timeout_seconds),
             usize::try_from(self.db_pool_size).unwrap_or(PostgresSettings::DEFAULT_POOL_SIZE),
         );
-        let mut settings = Settings::new(store, jwt_secret);
+        let mut settings = Settings::new(store, master_key);
+        settings.jwt_secret = jwt_secret;
+        settings.token_algorithm = algorithm;
+        settings.key_rotation = (!rotation.is_zero()).then_some(rotation);
+        settings.jwks_max_age = lead;
+        settings.public_url = public_url;
         settings.bind = self.bind;
         settings.bcrypt_cost = self.bcrypt_cost;
         settings.token_ttl = Duration::from_secs(self.token_ttl_minutes * 60);
@@ -419,46 +579,153 @@ mod tests {
         Some(SecretString::from(value))
     }
 
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    /// PostgreSQL with a master key, and `jwt_secret` if given.
+    fn on_postgres(jwt_secret: Option<&str>) -> Secrets {
+        Secrets {
+            database_url: secret("postgres://postgres@127.0.0.1/authlog"),
+            master_key: secret(KEY),
+            jwt_secret: jwt_secret.and_then(secret),
+        }
+    }
+
     #[test]
-    fn postgres_needs_a_long_enough_secret() {
-        let url = secret("postgres://postgres@127.0.0.1/authlog");
-        let key = secret("0123456789abcdef0123456789abcdef");
-        let error = serve_args(&[]).settings(url.clone(), None).err();
+    fn postgres_needs_a_long_enough_master_key_and_an_hs256_secret_only_for_hs256() {
+        let no_master = Secrets {
+            master_key: None,
+            ..on_postgres(None)
+        };
+        let error = serve_args(&[]).settings(no_master).err();
+        assert!(matches!(error, Some(ConfigError::MissingMasterKey)));
+        let short = Secrets {
+            master_key: secret("short"),
+            ..on_postgres(None)
+        };
+        let message = serve_args(&[])
+            .settings(short)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert_eq!(
+            message,
+            "AUTHLOG_MASTER_KEY must be at least 32 bytes, got 5"
+        );
+        let settings = serve_args(&[]).settings(on_postgres(None)).expect("valid");
+        assert!(matches!(settings.store, StoreSettings::Postgres(_)));
+        assert!(matches!(settings.master_key, MasterKeySource::Given(_)));
+        assert!(matches!(settings.jwt_secret, JwtSecretSource::None));
+        assert_eq!(settings.token_algorithm, KeyAlgorithm::EdDSA);
+
+        let hs256 = || serve_args(&["--token-algorithm", "HS256"]);
+        let error = hs256().settings(on_postgres(None)).err();
         assert!(matches!(error, Some(ConfigError::MissingJwtSecret)));
-        let error = serve_args(&[]).settings(url.clone(), secret("short")).err();
-        let message = error.expect("refused").to_string();
+        let message = hs256()
+            .settings(on_postgres(Some("short")))
+            .err()
+            .expect("refused")
+            .to_string();
         assert_eq!(
             message,
             "AUTHLOG_JWT_SECRET must be at least 32 bytes, got 5"
         );
-        let settings = serve_args(&[]).settings(url, key).expect("valid");
-        assert!(matches!(settings.store, StoreSettings::Postgres(_)));
+        let settings = hs256().settings(on_postgres(Some(KEY))).expect("valid");
+        assert_eq!(settings.token_algorithm, KeyAlgorithm::HS256);
         assert!(matches!(settings.jwt_secret, JwtSecretSource::Given(_)));
+        let settings = serve_args(&["--token-algorithm", "eddsa"])
+            .settings(on_postgres(Some(KEY)))
+            .expect("valid");
+        assert_eq!(settings.token_algorithm, KeyAlgorithm::EdDSA);
+        assert!(
+            matches!(settings.jwt_secret, JwtSecretSource::Given(_)),
+            "kept to check the tokens it signed"
+        );
     }
 
     #[test]
-    fn without_a_database_url_the_log_is_embedded_in_the_data_dir() {
-        let settings = serve_args(&[]).settings(None, None).expect("valid");
+    fn without_a_database_url_the_log_and_keys_are_in_the_data_dir() {
+        let settings = serve_args(&[]).settings(Secrets::default()).expect("valid");
         let StoreSettings::Sqlite(sqlite) = &settings.store else {
             panic!("expected the embedded store");
         };
         assert_eq!(sqlite.path, Path::new("authlog-data/events.db"));
-        let JwtSecretSource::File(key) = &settings.jwt_secret else {
-            panic!("expected a generated key file");
+        let MasterKeySource::File(master) = &settings.master_key else {
+            panic!("expected a generated master key file");
+        };
+        assert_eq!(master, Path::new("authlog-data/master-key"));
+        let JwtSecretSource::IfPresent(key) = &settings.jwt_secret else {
+            panic!("expected an HS256 secret read only if present");
         };
         assert_eq!(key, Path::new("authlog-data/jwt-secret"));
+        let settings = serve_args(&["--token-algorithm", "HS256"])
+            .settings(Secrets::default())
+            .expect("valid");
+        assert!(matches!(settings.jwt_secret, JwtSecretSource::File(_)));
 
         let args = serve_args(&["--data-dir", "/var/lib/authlog"]);
         let settings = args
-            .settings(None, secret("0123456789abcdef0123456789abcdef"))
+            .settings(Secrets {
+                jwt_secret: secret(KEY),
+                master_key: secret(KEY),
+                ..Secrets::default()
+            })
             .expect("valid");
         let StoreSettings::Sqlite(sqlite) = &settings.store else {
             panic!("expected the embedded store");
         };
         assert_eq!(sqlite.path, Path::new("/var/lib/authlog/events.db"));
         assert!(matches!(settings.jwt_secret, JwtSecretSource::Given(_)));
-        let error = serve_args(&[]).settings(None, secret("short")).err();
+        assert!(matches!(settings.master_key, MasterKeySource::Given(_)));
+        let error = serve_args(&[])
+            .settings(Secrets {
+                jwt_secret: secret("short"),
+                ..Secrets::default()
+            })
+            .err();
         assert!(matches!(error, Some(ConfigError::WeakJwtSecret(_))));
+    }
+
+    #[test]
+    fn key_settings_reach_the_settings_and_are_checked_together() {
+        let settings = serve_args(&[]).settings(Secrets::default()).expect("valid");
+        assert_eq!(
+            settings.key_rotation,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(settings.jwks_max_age, Duration::from_secs(3600));
+        assert_eq!(settings.public_url, None);
+        let settings = serve_args(&[
+            "--key-rotation-days",
+            "0",
+            "--jwks-max-age-seconds",
+            "5",
+            "--public-url",
+            "https://auth.example.com/",
+        ])
+        .settings(Secrets::default())
+        .expect("valid");
+        assert_eq!(settings.key_rotation, None, "0: only on demand");
+        assert_eq!(settings.jwks_max_age, Duration::from_secs(5));
+        assert_eq!(
+            settings.public_url.as_deref(),
+            Some("https://auth.example.com")
+        );
+        let error = serve_args(&[
+            "--key-rotation-days",
+            "1",
+            "--jwks-max-age-seconds",
+            "86400",
+        ])
+        .settings(Secrets::default())
+        .err();
+        assert!(matches!(
+            error,
+            Some(ConfigError::LeadLongerThanRotation { .. })
+        ));
+        let error = serve_args(&["--public-url", "auth.example.com"])
+            .settings(Secrets::default())
+            .err();
+        assert!(matches!(error, Some(ConfigError::PublicUrl(_))));
     }
 
     #[test]
@@ -473,12 +740,7 @@ mod tests {
             "--workers",
             "3",
         ]);
-        let settings = args
-            .settings(
-                secret("postgres://postgres@127.0.0.1/authlog"),
-                secret("0123456789abcdef0123456789abcdef"),
-            )
-            .expect("valid");
+        let settings = args.settings(on_postgres(None)).expect("valid");
         assert_eq!(settings.bind, "0.0.0.0:9000");
         assert_eq!(settings.bcrypt_cost, 4);
         assert_eq!(settings.token_ttl, Duration::from_secs(300));
@@ -495,16 +757,14 @@ mod tests {
             "--shutdown-timeout-seconds",
             "10",
         ]);
-        let url = secret("postgres://postgres@127.0.0.1/authlog");
-        let key = secret("0123456789abcdef0123456789abcdef");
-        let settings = args.clone().settings(url, key).expect("valid");
+        let settings = args.clone().settings(on_postgres(None)).expect("valid");
         let StoreSettings::Postgres(postgres) = &settings.store else {
             panic!("expected PostgreSQL");
         };
         assert_eq!(postgres.pool_size, 8);
         assert_eq!(postgres.timeout, Duration::from_secs(2));
         assert_eq!(settings.shutdown_timeout, Duration::from_secs(10));
-        let settings = args.settings(None, None).expect("valid");
+        let settings = args.settings(Secrets::default()).expect("valid");
         let StoreSettings::Sqlite(sqlite) = &settings.store else {
             panic!("expected the embedded store");
         };

@@ -15,10 +15,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::decide::{BatchPlanner, Command, Decision, Rejection};
+use crate::decide::{BatchPlanner, Command, Committed, Decision, Rejection};
 use crate::events::{Conflict, EventMetadata, NewEvent, RecordedEvent, StoreError};
-use crate::projection::{Directory, UserSummary};
+use crate::projection::UserSummary;
 use crate::sessions::SessionWrite;
+use crate::state::State;
 
 /// Most commands in one append, so one transaction stays small even under a burst.
 pub const MAX_BATCH: usize = 512;
@@ -44,7 +45,16 @@ pub enum CommitError {
 }
 
 /// What the caller of a queued command hears.
-pub type Outcome = Result<UserSummary, CommitError>;
+pub type Outcome = Result<Committed, CommitError>;
+
+/// The user a user command's outcome names. A user command is always answered with its user;
+/// a key command's answer here would be a bug, refused rather than trusted.
+pub fn user_of(outcome: Outcome) -> Result<UserSummary, CommitError> {
+    match outcome? {
+        Committed::User(user) => Ok(user),
+        Committed::Keys => Err(CommitError::Rejected(Rejection::UnknownUser)),
+    }
+}
 
 /// Hears a command's outcome, once. Whatever it owns lives until then: the registry keeps a
 /// login's turn in it, so the turn ends only once its outcome is committed and applied.
@@ -73,7 +83,7 @@ struct Planned {
     pending: Pending,
     events: Vec<NewEvent>,
     sessions: Vec<SessionWrite>,
-    user: UserSummary,
+    answer: Committed,
 }
 
 /// Commands decided into one append.
@@ -166,16 +176,16 @@ impl CommitQueue {
         self.stale = true;
     }
 
-    /// The next step: a catch-up if the directory may be behind the log, else a batch decided
-    /// against `directory`, else nothing. Rejections are answered at once; commands that must
+    /// The next step: a catch-up if the state may be behind the log, else a batch decided
+    /// against `state`, else nothing. Rejections are answered at once; commands that must
     /// wait for this batch's outcome stay at the front of the queue.
-    pub fn next(&mut self, directory: &Directory) -> Next {
-        self.next_unless_behind(directory, false)
+    pub fn next(&mut self, state: &State) -> Next {
+        self.next_unless_behind(state, false)
     }
 
     /// [`CommitQueue::next`], with a catch-up first if `behind`: the log is known to hold events
     /// the directory lacks (another writer's notification), as judged at this moment.
-    pub fn next_unless_behind(&mut self, directory: &Directory, behind: bool) -> Next {
+    pub fn next_unless_behind(&mut self, state: &State, behind: bool) -> Next {
         if self.busy {
             return Next::Idle;
         }
@@ -186,7 +196,7 @@ impl CommitQueue {
             self.busy = true;
             return Next::CatchUp;
         }
-        let batch = self.take_batch(directory);
+        let batch = self.take_batch(state);
         if batch.is_empty() {
             return Next::Idle;
         }
@@ -194,8 +204,8 @@ impl CommitQueue {
         Next::Append(batch)
     }
 
-    fn take_batch(&mut self, directory: &Directory) -> Batch {
-        let mut planner = BatchPlanner::new(directory);
+    fn take_batch(&mut self, state: &State) -> Batch {
+        let mut planner = BatchPlanner::new(state.directory(), state.keys());
         let mut planned: Vec<Planned> = Vec::new();
         let mut waiting = Vec::new();
         while let Some(pending) = self.queue.pop_front() {
@@ -209,7 +219,7 @@ impl CommitQueue {
                 Decision::Append {
                     events,
                     sessions,
-                    user,
+                    answer,
                 } => {
                     let events = events
                         .into_iter()
@@ -223,7 +233,7 @@ impl CommitQueue {
                         pending,
                         events,
                         sessions,
-                        user,
+                        answer,
                     });
                 }
                 Decision::Reject(rejection) => {
@@ -251,7 +261,7 @@ impl CommitQueue {
             Ok(recorded) => {
                 recorded.iter().for_each(&mut apply);
                 for planned in batch.planned {
-                    planned.pending.answer(Ok(planned.user));
+                    planned.pending.answer(Ok(planned.answer));
                 }
             }
             Err(StoreError::Conflict(conflict)) => {
@@ -441,10 +451,10 @@ mod tests {
         let mut queue = CommitQueue::new();
         let first = push(&mut queue, register("a@example.com"));
         let second = push(&mut queue, register("b@example.com"));
-        let batch = append(queue.next(state.directory()));
+        let batch = append(queue.next(&state));
         assert_eq!(batch.len(), 2);
         assert!(
-            matches!(queue.next(state.directory()), Next::Idle),
+            matches!(queue.next(&state), Next::Idle),
             "one append at a time"
         );
         assert!(
@@ -457,7 +467,7 @@ mod tests {
         });
         assert_eq!(state.directory().len(), 2);
         assert!(
-            matches!(outcome(&first), Some(Ok(user)) if user.email.as_str() == "a@example.com")
+            matches!(outcome(&first), Some(Ok(Committed::User(user))) if user.email.as_str() == "a@example.com")
         );
         assert!(matches!(outcome(&second), Some(Ok(_))));
     }
@@ -468,14 +478,14 @@ mod tests {
         let mut queue = CommitQueue::new();
         let first = push(&mut queue, register("a@example.com"));
         let again = push(&mut queue, register("a@example.com"));
-        let batch = append(queue.next(state.directory()));
+        let batch = append(queue.next(&state));
         assert_eq!((batch.len(), queue.len()), (1, 1));
         let events = recorded(&batch, 0);
         queue.finish(batch, Ok(events), |event| {
             state.apply(event);
         });
         assert!(matches!(outcome(&first), Some(Ok(_))));
-        assert!(matches!(queue.next(state.directory()), Next::Idle));
+        assert!(matches!(queue.next(&state), Next::Idle));
         assert!(matches!(
             outcome(&again),
             Some(Err(CommitError::Rejected(Rejection::EmailTaken)))
@@ -493,12 +503,12 @@ mod tests {
                 push(&mut queue, register(&email))
             })
             .collect();
-        let batch = append(queue.next(state.directory()));
+        let batch = append(queue.next(&state));
         queue.finish(batch, Err(conflict()), |_| {});
-        assert!(matches!(queue.next(state.directory()), Next::CatchUp));
+        assert!(matches!(queue.next(&state), Next::CatchUp));
         queue.caught_up();
         for _ in 0..3 {
-            let solo = append(queue.next(state.directory()));
+            let solo = append(queue.next(&state));
             assert_eq!(solo.len(), 1, "each command alone");
             let events = recorded(&solo, 0);
             queue.finish(solo, Ok(events), |_| {});
@@ -512,9 +522,9 @@ mod tests {
         let mut queue = CommitQueue::new();
         let reply = push(&mut queue, register("a@example.com"));
         for attempt in 0..=MAX_STREAM_RETRIES {
-            let batch = append(queue.next(state.directory()));
+            let batch = append(queue.next(&state));
             queue.finish(batch, Err(conflict()), |_| {});
-            assert!(matches!(queue.next(state.directory()), Next::CatchUp));
+            assert!(matches!(queue.next(&state), Next::CatchUp));
             queue.caught_up();
             if attempt < MAX_STREAM_RETRIES {
                 assert!(
@@ -534,7 +544,7 @@ mod tests {
         let mut state = State::new(ThrottlePolicy::off());
         let mut queue = CommitQueue::new();
         let reply = push(&mut queue, register("a@example.com"));
-        let batch = append(queue.next(state.directory()));
+        let batch = append(queue.next(&state));
         let unavailable = StoreError::unavailable("connection reset");
         queue.finish(batch, Err(unavailable), |event| {
             state.apply(event);
@@ -546,13 +556,13 @@ mod tests {
         ));
         // Queued meanwhile: the catch-up fails too, and the queue answers rather than piling up.
         let queued = push(&mut queue, register("b@example.com"));
-        assert!(matches!(queue.next(state.directory()), Next::CatchUp));
+        assert!(matches!(queue.next(&state), Next::CatchUp));
         queue.catch_up_failed(Arc::new(StoreError::unavailable("still down")));
         assert!(matches!(
             outcome(&queued),
             Some(Err(CommitError::Unavailable(_)))
         ));
-        assert!(matches!(queue.next(state.directory()), Next::CatchUp));
+        assert!(matches!(queue.next(&state), Next::CatchUp));
     }
 
     /// Counts its drops: stands for a login's turn, held until the command is answered.
@@ -575,7 +585,7 @@ mod tests {
             EventMetadata::default(),
             move |_| drop(hold),
         );
-        let batch = append(queue.next(state.directory()));
+        let batch = append(queue.next(&state));
         assert_eq!(released.load(Ordering::SeqCst), 0);
         let events = recorded(&batch, 0);
         queue.finish(batch, Ok(events), |event| {
@@ -606,14 +616,14 @@ mod tests {
     #[test]
     fn given_a_catch_up_in_flight_when_the_queue_is_marked_stale_then_another_read_follows() {
         let mut queue = CommitQueue::new();
-        let directory = Directory::new();
+        let state = State::new(ThrottlePolicy::off());
         queue.mark_stale();
-        assert!(matches!(queue.next(&directory), Next::CatchUp));
+        assert!(matches!(queue.next(&state), Next::CatchUp));
         queue.mark_stale(); // a notification arrives while the read is in flight
         queue.caught_up();
-        assert!(matches!(queue.next(&directory), Next::CatchUp));
+        assert!(matches!(queue.next(&state), Next::CatchUp));
         queue.caught_up();
-        assert!(matches!(queue.next(&directory), Next::Idle));
+        assert!(matches!(queue.next(&state), Next::Idle));
     }
 
     #[test]
@@ -621,20 +631,17 @@ mod tests {
         let state = State::new(ThrottlePolicy::off());
         let mut queue = CommitQueue::new();
         let _reply = push(&mut queue, register("a@example.com"));
-        let batch = append(queue.next(state.directory()));
+        let batch = append(queue.next(&state));
         // A notification arrives for the append in flight itself: nothing to read yet.
-        assert!(matches!(
-            queue.next_unless_behind(state.directory(), true),
-            Next::Idle
-        ));
+        assert!(matches!(queue.next_unless_behind(&state, true), Next::Idle));
         queue.finish(batch, Ok(Vec::new()), |_| {});
         // Once it returned, only a log still ahead of the state is read.
         assert!(matches!(
-            queue.next_unless_behind(state.directory(), false),
+            queue.next_unless_behind(&state, false),
             Next::Idle
         ));
         assert!(matches!(
-            queue.next_unless_behind(state.directory(), true),
+            queue.next_unless_behind(&state, true),
             Next::CatchUp
         ));
     }

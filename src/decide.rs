@@ -1,18 +1,19 @@
 //! Deciding what a command means for the log: pure, and tested without actors or stores.
 //!
 //! The registry batches commands that arrive while an append is in flight. [`BatchPlanner`] decides
-//! each command against the committed [`Directory`] plus the commands already in the batch, and
-//! answers with the events to append, a rejection, or "wait for the next batch".
+//! each command against the committed [`Directory`] and [`KeyRing`] plus the commands already in
+//! the batch, and answers with the events to append, a rejection, or "wait for the next batch".
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Email, PasswordHash, SessionId, UserId};
+use crate::domain::{Email, KeyId, PasswordHash, SessionId, UserId};
 use crate::events::{
     EndReason, Event, LoginFailed, LoginSucceeded, PasswordChanged, PasswordRehashed, SessionEnded,
-    SessionStarted, UserRegistered,
+    SessionStarted, SigningKeyActivated, SigningKeyAdded, SigningKeyRetired, UserRegistered,
 };
+use crate::keyring::KeyRing;
 use crate::projection::{Directory, UserSummary};
 use crate::sessions::{SessionWrite, TokenHash};
 
@@ -79,17 +80,38 @@ pub enum Command {
         /// The user's `password_changes` when the current password was checked.
         checked_at: u32,
     },
+    /// Adds a signing key (made and sealed by the caller) to follow `after`, the newest key
+    /// when the caller decided; activates it at once if `activate`. Refused if another key was
+    /// added since.
+    AddSigningKey {
+        key: SigningKeyAdded,
+        activate: bool,
+        after: Option<KeyId>,
+    },
+    /// Makes a pending key the one that signs.
+    ActivateSigningKey { key_id: KeyId },
+    /// Withdraws a pending or retiring key.
+    RetireSigningKey { key_id: KeyId },
+}
+
+/// What a command's caller hears once its events have committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// A command about a user: who.
+    User(UserSummary),
+    /// A change to the signing keys.
+    Keys,
 }
 
 /// What a command means, given the state it is decided against.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Append these `(stream_version, event)` pairs; once they commit, answer with `user`.
+    /// Append these `(stream_version, event)` pairs; once they commit, answer `answer`.
     Append {
         events: Vec<(i32, Event)>,
         /// Rows beside the log, written in the same transaction.
         sessions: Vec<SessionWrite>,
-        user: UserSummary,
+        answer: Committed,
     },
     Reject(Rejection),
     /// The command touches an email an earlier command in this batch is registering. Its answer
@@ -103,11 +125,18 @@ pub enum Rejection {
     UnknownUser,
     /// The password was checked before a change of password committed: it may be the old one.
     StaleCredentials,
+    /// The signing keys are no longer as the command assumed: another instance or command
+    /// took this step, or another one, first.
+    KeysChanged,
 }
 
 /// Decides the commands of one batch, in arrival order.
 pub struct BatchPlanner<'a> {
     directory: &'a Directory,
+    keys: &'a KeyRing,
+    /// An earlier command of this batch changes the keys: a second waits for the next batch,
+    /// so each is decided against committed keys.
+    keys_claimed: bool,
     /// Emails registered by earlier commands of this batch.
     claimed: HashSet<Email>,
     /// Last stream version handed out in this batch, per user, so logins to one stream in one
@@ -147,7 +176,28 @@ impl<'a> BatchPlanner<'a> {
         Decision::Append {
             events,
             sessions,
-            user: UserSummary::from(&user),
+            answer: Committed::User(UserSummary::from(&user)),
+        }
+    }
+
+    /// One key event, if the ring still allows it; at most one key command per batch.
+    fn change_keys(&mut self, allowed: bool, event: impl FnOnce() -> Vec<Event>) -> Decision {
+        if self.keys_claimed {
+            return Decision::Wait;
+        }
+        if !allowed {
+            return Decision::Reject(Rejection::KeysChanged);
+        }
+        self.keys_claimed = true;
+        let events = event()
+            .into_iter()
+            .zip(self.keys.version() + 1..)
+            .map(|(event, version)| (version, event))
+            .collect();
+        Decision::Append {
+            events,
+            sessions: Vec::new(),
+            answer: Committed::Keys,
         }
     }
 
@@ -179,9 +229,11 @@ impl<'a> BatchPlanner<'a> {
             .unzip()
     }
 
-    pub fn new(directory: &'a Directory) -> Self {
+    pub fn new(directory: &'a Directory, keys: &'a KeyRing) -> Self {
         Self {
             directory,
+            keys,
+            keys_claimed: false,
             claimed: HashSet::new(),
             versions: HashMap::new(),
             ended: HashSet::new(),
@@ -222,10 +274,10 @@ impl<'a> BatchPlanner<'a> {
                 Decision::Append {
                     events: vec![(1, event)],
                     sessions: Vec::new(),
-                    user: UserSummary {
+                    answer: Committed::User(UserSummary {
                         user_id: *user_id,
                         email: email.clone(),
-                    },
+                    }),
                 }
             }
             Command::RecordLogin {
@@ -301,6 +353,33 @@ impl<'a> BatchPlanner<'a> {
                 *user_id,
                 vec![Event::LoginFailed(LoginFailed { user_id: *user_id })],
             ),
+            Command::AddSigningKey {
+                key,
+                activate,
+                after,
+            } => self.change_keys(self.keys.can_add(after.as_ref()), || {
+                let mut events = vec![Event::SigningKeyAdded(key.clone())];
+                if *activate {
+                    events.push(Event::SigningKeyActivated(SigningKeyActivated {
+                        key_id: key.key_id.clone(),
+                    }));
+                }
+                events
+            }),
+            Command::ActivateSigningKey { key_id } => {
+                self.change_keys(self.keys.can_activate(key_id), || {
+                    vec![Event::SigningKeyActivated(SigningKeyActivated {
+                        key_id: key_id.clone(),
+                    })]
+                })
+            }
+            Command::RetireSigningKey { key_id } => {
+                self.change_keys(self.keys.can_retire(key_id), || {
+                    vec![Event::SigningKeyRetired(SigningKeyRetired {
+                        key_id: key_id.clone(),
+                    })]
+                })
+            }
         }
     }
 }
@@ -312,6 +391,12 @@ mod tests {
 
     fn email(raw: &str) -> Email {
         Email::parse(raw).expect("valid")
+    }
+
+    /// The keys of a log that has none.
+    fn no_keys() -> &'static KeyRing {
+        static NONE: std::sync::LazyLock<KeyRing> = std::sync::LazyLock::new(KeyRing::new);
+        &NONE
     }
 
     fn register(raw: &str) -> Command {
@@ -340,9 +425,13 @@ mod tests {
     #[test]
     fn given_no_users_when_registering_then_user_registered_at_version_1() {
         let directory = Directory::new();
-        let mut planner = BatchPlanner::new(&directory);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
         match planner.decide(&register("new@example.com")) {
-            Decision::Append { events, user, .. } => {
+            Decision::Append {
+                events,
+                answer: Committed::User(user),
+                ..
+            } => {
                 assert_eq!(events.len(), 1);
                 assert_eq!(events[0].0, 1);
                 assert_eq!(events[0].1.event_type(), Event::USER_REGISTERED);
@@ -355,7 +444,7 @@ mod tests {
     #[test]
     fn given_a_registered_email_when_registering_it_again_then_rejected() {
         let (directory, _) = directory_with("taken@example.com", 1);
-        let mut planner = BatchPlanner::new(&directory);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
         assert_eq!(
             planner.decide(&register("taken@example.com")),
             Decision::Reject(Rejection::EmailTaken)
@@ -365,7 +454,7 @@ mod tests {
     #[test]
     fn given_an_email_claimed_in_this_batch_when_registering_it_again_then_wait() {
         let directory = Directory::new();
-        let mut planner = BatchPlanner::new(&directory);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
         assert!(matches!(
             planner.decide(&register("race@example.com")),
             Decision::Append { .. }
@@ -383,7 +472,7 @@ mod tests {
     #[test]
     fn given_a_user_at_version_3_when_two_logins_in_one_batch_then_versions_4_and_5() {
         let (directory, id) = directory_with("a@example.com", 3);
-        let mut planner = BatchPlanner::new(&directory);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
         let versions: Vec<i32> = (0..2)
             .map(|_| {
                 match planner.decide(&Command::RecordLogin {
@@ -403,7 +492,7 @@ mod tests {
     #[test]
     fn given_an_unknown_user_when_recording_a_login_then_rejected() {
         let directory = Directory::new();
-        let mut planner = BatchPlanner::new(&directory);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
         assert_eq!(
             planner.decide(&Command::RecordLogin {
                 user_id: UserId::new(),
@@ -420,7 +509,7 @@ mod tests {
         let mut directory = Directory::new();
         let id = UserId::new();
         directory.apply(&recorded(1, 1, registered(id, "a@example.com")));
-        let mut planner = BatchPlanner::new(&directory);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
         let Decision::Append { events, .. } =
             planner.decide(&Command::RecordLoginFailure { user_id: id })
         else {
@@ -468,7 +557,7 @@ mod tests {
         };
         // In one batch: a login, then a change (which ends that login's new session too), then
         // a login and a change whose checks came before the change: both refused.
-        let mut planner = BatchPlanner::new(&directory);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
         let early = session(1);
         assert!(matches!(
             planner.decide(&login(0, early.clone())),
@@ -493,7 +582,7 @@ mod tests {
                 password_hash: PasswordHash::new("$2b$04$new".into()),
             }),
         ));
-        let mut planner = BatchPlanner::new(&directory);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
         assert_eq!(
             planner.decide(&login(0, session(3))),
             Decision::Reject(Rejection::StaleCredentials)
@@ -502,5 +591,102 @@ mod tests {
             planner.decide(&login(1, session(4))),
             Decision::Append { .. }
         ));
+    }
+
+    fn new_key(n: u8) -> SigningKeyAdded {
+        SigningKeyAdded {
+            key_id: KeyId::thumbprint_ed25519(&[n; 32]),
+            algorithm: crate::domain::KeyAlgorithm::EdDSA,
+            public_key: vec![n; 32],
+            sealed_private_key: vec![0; 72],
+        }
+    }
+
+    #[test]
+    fn given_no_keys_when_adding_an_active_key_then_added_and_activated_on_the_keys_stream() {
+        let (directory, keys) = (Directory::new(), KeyRing::new());
+        let mut planner = BatchPlanner::new(&directory, &keys);
+        let Decision::Append { events, answer, .. } = planner.decide(&Command::AddSigningKey {
+            key: new_key(1),
+            activate: true,
+            after: None,
+        }) else {
+            panic!("appends");
+        };
+        assert_eq!(answer, Committed::Keys);
+        let steps: Vec<_> = events.iter().map(|(v, e)| (*v, e.event_type())).collect();
+        assert_eq!(
+            steps,
+            [
+                (1, Event::SIGNING_KEY_ADDED),
+                (2, Event::SIGNING_KEY_ACTIVATED)
+            ]
+        );
+        assert!(
+            events
+                .iter()
+                .all(|(_, e)| e.stream_id() == crate::events::SIGNING_KEYS_STREAM)
+        );
+    }
+
+    #[test]
+    fn given_a_key_added_meanwhile_when_adding_after_the_old_newest_then_keys_changed() {
+        let directory = Directory::new();
+        let mut keys = KeyRing::new();
+        keys.apply(&recorded(1, 1, Event::SigningKeyAdded(new_key(1))));
+        let mut planner = BatchPlanner::new(&directory, &keys);
+        assert_eq!(
+            planner.decide(&Command::AddSigningKey {
+                key: new_key(2),
+                activate: false,
+                after: None,
+            }),
+            Decision::Reject(Rejection::KeysChanged),
+            "two instances deciding the first key: the second is refused"
+        );
+        let Decision::Append { events, .. } = planner.decide(&Command::AddSigningKey {
+            key: new_key(2),
+            activate: false,
+            after: Some(new_key(1).key_id),
+        }) else {
+            panic!("appends");
+        };
+        assert_eq!(events[0].0, 2, "the keys stream's next version");
+        assert_eq!(
+            planner.decide(&Command::ActivateSigningKey {
+                key_id: new_key(1).key_id
+            }),
+            Decision::Wait,
+            "one key change per batch"
+        );
+    }
+
+    #[test]
+    fn activating_or_retiring_against_the_states_is_refused() {
+        let directory = Directory::new();
+        let mut keys = KeyRing::new();
+        keys.apply(&recorded(1, 1, Event::SigningKeyAdded(new_key(1))));
+        keys.apply(&recorded(
+            2,
+            2,
+            Event::SigningKeyActivated(SigningKeyActivated {
+                key_id: new_key(1).key_id,
+            }),
+        ));
+        let id = new_key(1).key_id;
+        for command in [
+            Command::ActivateSigningKey { key_id: id.clone() },
+            Command::RetireSigningKey { key_id: id },
+            Command::RetireSigningKey {
+                key_id: new_key(9).key_id,
+            },
+        ] {
+            let mut planner = BatchPlanner::new(&directory, &keys);
+            assert_eq!(
+                planner.decide(&command),
+                Decision::Reject(Rejection::KeysChanged),
+                "{command:?}"
+            );
+        }
     }
 }

@@ -201,6 +201,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::InvalidRefreshToken => ApiError::InvalidRefreshToken,
             error @ (RegistryError::Unavailable(_)
             | RegistryError::Contention
+            | RegistryError::KeysChanged
             | RegistryError::Stopped
             | RegistryError::Loading) => ApiError::Unavailable(error.into()),
         }
@@ -210,10 +211,13 @@ impl From<RegistryError> for ApiError {
 impl From<TokenError> for ApiError {
     fn from(error: TokenError) -> Self {
         match error {
-            TokenError::Invalid(_) | TokenError::UnexpectedHeader => ApiError::InvalidToken,
-            error @ (TokenError::Sign(_) | TokenError::Random(_)) => {
-                ApiError::Internal(error.into())
+            TokenError::Invalid(_) | TokenError::UnexpectedHeader | TokenError::UnknownKey => {
+                ApiError::InvalidToken
             }
+            // The log has no usable signing key yet (a new log, before the first is made):
+            // waiting fixes it.
+            error @ TokenError::NoSigningKey => ApiError::Unavailable(error.into()),
+            error @ TokenError::Random(_) => ApiError::Internal(error.into()),
         }
     }
 }

@@ -1,9 +1,12 @@
-//! The embedded store's token key: generated once into the data directory, so that a newcomer
-//! needs no secret to start authlog, and tokens still survive restarts.
+//! The embedded store's keys: generated once into the data directory, so that a newcomer needs
+//! no secret to start authlog, and keys and tokens still survive restarts.
 //!
-//! The file holds 32 random bytes, hex-encoded (64 characters), and is used exactly as an
-//! `AUTHLOG_JWT_SECRET` value would be: `AUTHLOG_JWT_SECRET="$(cat authlog-data/jwt-secret)"`
-//! signs the same tokens.
+//! - `master-key`: the master key ([`crate::vault`]), used exactly as an `AUTHLOG_MASTER_KEY`
+//!   value would be: `AUTHLOG_MASTER_KEY="$(cat authlog-data/master-key)"` opens the same log.
+//! - `jwt-secret`: the HS256 secret, made only when tokens are signed with HS256, and read (to
+//!   keep tokens issued before EdDSA valid) when a data directory from before has one.
+//!
+//! Each file holds 32 random bytes, hex-encoded (64 characters).
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -12,13 +15,16 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::Context as _;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::data_dir::create_parent_dir;
-use crate::jwt::JwtSecret;
 
-/// The key file's name inside the data directory.
+/// The HS256 secret's file name inside the data directory.
 pub const FILE_NAME: &str = "jwt-secret";
+/// The master key's file name inside the data directory.
+pub const MASTER_KEY_FILE_NAME: &str = "master-key";
+/// The shortest key either file may hold.
+const MIN_KEY_BYTES: usize = 32;
 
 const KEY_BYTES: usize = 32;
 
@@ -34,7 +40,7 @@ pub enum KeyOrigin {
 /// Refuses a key file that other users may read, as ssh does, rather than sign with a key that
 /// may have leaked. Two processes starting at once agree on one key: the file is written under a
 /// temporary name and linked into place only if no key is there yet.
-pub fn load_or_generate(path: &Path) -> anyhow::Result<(JwtSecret, KeyOrigin)> {
+pub fn load_or_generate(path: &Path) -> anyhow::Result<(SecretString, KeyOrigin)> {
     create_parent_dir(path)?;
     match load(path) {
         Err(error) if is_not_found(&error) => {}
@@ -48,31 +54,40 @@ pub fn load_or_generate(path: &Path) -> anyhow::Result<(JwtSecret, KeyOrigin)> {
     }
 }
 
+/// Reads the key at `path` if there is one (with the same checks as [`load_or_generate`]).
+pub fn load_if_present(path: &Path) -> anyhow::Result<Option<SecretString>> {
+    match load(path) {
+        Err(error) if is_not_found(&error) => Ok(None),
+        loaded => loaded.map(Some),
+    }
+}
+
 fn is_not_found(error: &anyhow::Error) -> bool {
     error
         .downcast_ref::<std::io::Error>()
         .is_some_and(|io| io.kind() == ErrorKind::NotFound)
 }
 
-fn load(path: &Path) -> anyhow::Result<JwtSecret> {
+fn load(path: &Path) -> anyhow::Result<SecretString> {
     let mode = fs::metadata(path)?.mode() & 0o777;
     anyhow::ensure!(
         mode & 0o077 == 0,
-        "the token key {} may be read by other users (mode {mode:03o}); \
+        "the key file {} may be read by other users (mode {mode:03o}); \
          run `chmod 600 {}` if it has not leaked, or delete it to make a new one",
         path.display(),
         path.display()
     );
     let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read the token key {}", path.display()))?;
-    JwtSecret::parse(SecretString::from(text.trim_end().to_owned())).map_err(|error| {
-        anyhow::anyhow!(
-            "the token key {} is too short ({} bytes, at least 32); \
-             delete it to make a new one, which invalidates issued tokens",
-            path.display(),
-            error.0
-        )
-    })
+        .with_context(|| format!("cannot read the key file {}", path.display()))?;
+    let key = SecretString::from(text.trim_end().to_owned());
+    let len = key.expose_secret().len();
+    anyhow::ensure!(
+        len >= MIN_KEY_BYTES,
+        "the key file {} is too short ({len} bytes, at least {MIN_KEY_BYTES}); delete it to \
+         make a new one, which invalidates what it protected",
+        path.display(),
+    );
+    Ok(key)
 }
 
 /// Writes a new key to `path`. Returns `false` if a key appeared there meanwhile.
@@ -103,7 +118,7 @@ fn generate(path: &Path) -> anyhow::Result<bool> {
     })();
     let _ = fs::remove_file(&temporary);
     let created =
-        written.with_context(|| format!("cannot write the token key {}", path.display()))?;
+        written.with_context(|| format!("cannot write the key file {}", path.display()))?;
     if created && let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         // Make the new directory entry durable too, not only the file's contents.
         File::open(dir)

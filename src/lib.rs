@@ -13,16 +13,20 @@
 //!   limits, and login turn-taking in [`throttle::turns`]).
 //! - [`decide`]: pure decisions: which events a command appends, against committed state.
 //! - [`commit`]: group commit as a plain queue.
-//! - [`actors`]: [`actors::UserRegistry`] (the only writer) and [`actors::TokenActor`] (tokens,
-//!   over the pure keys in [`jwt`]).
+//! - [`actors`]: [`actors::UserRegistry`] (the only writer), [`actors::TokenActor`] (tokens,
+//!   over the pure keys in [`jwt`]) and [`actors::KeyRotator`] (the signing keys' schedule).
+//! - [`keyring`]: the signing keys as the log describes them, and their rotation schedule, pure;
+//!   [`signing`]: their private halves, made, sealed and opened ([`signing::Keychain`] turns
+//!   the log's keys into what TokenActors sign with); [`vault`]: the master key and sealing.
 //! - [`sessions`]: refresh tokens, their rotation rule and session lifetimes, as pure rules;
 //!   [`clock`]: the time session decisions read (settable in tests).
 //! - [`hashing`]: bcrypt on a bounded blocking pool.
 //! - [`http`]: routes, extractors and handlers; [`error`]: the one HTTP error type.
-//! - [`audit`]: the auditors' commands `events`, `replay`, `verify`.
+//! - [`audit`]: the auditors' commands `events`, `replay`, `verify`; [`operate`]: the
+//!   operators' `keys` commands.
 //! - [`cli`] (flags) and [`config`] (validated settings, and every default), [`startup`] (wiring),
 //!   [`telemetry`] (logs), [`metrics`] (Prometheus), [`keyfile`] (the embedded store's generated
-//!   token key), [`data_dir`] and [`diagnostics`] (small helpers every layer may use).
+//!   keys), [`data_dir`] and [`diagnostics`] (small helpers every layer may use).
 
 #![forbid(unsafe_code)]
 
@@ -42,10 +46,14 @@ pub mod hashing;
 pub mod http;
 pub mod jwt;
 pub mod keyfile;
+pub mod keyring;
 pub mod metrics;
+pub mod operate;
 pub mod projection;
 pub mod sessions;
+pub mod signing;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod throttle;
+pub mod vault;

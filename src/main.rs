@@ -7,14 +7,19 @@ use std::process::ExitCode;
 use std::io::Write as _;
 
 use authlog::audit::{self, EventFilter, ReplayPoint, VerifyOutcome};
-use authlog::cli::{Cli, CliCommand, EventsArgs, OutputFormat, ReplayArgs, ServeArgs, VerifyArgs};
-use authlog::startup::{Application, open_for_audit};
+use authlog::cli::{
+    Cli, CliCommand, EventsArgs, KeysArgs, KeysCommand, OutputFormat, ReplayArgs, Secrets,
+    ServeArgs, VerifyArgs,
+};
+use authlog::operate::{self, KeysOutcome};
+use authlog::startup::{Application, master_key, open_for_audit, open_store};
 use clap::Parser;
 
-/// The auditors' commands' exit statuses (their `--help` and docs/auditing.md say the same):
-/// 0 success, 1 `verify` found the log changed, 2 a usage error (clap's own), 3 the log could not
-/// be read.
+/// The auditors' and operators' commands' exit statuses (their `--help` and docs/auditing.md say
+/// the same): 0 success, 1 `verify` found the log changed (or a `keys` command was refused), 2 a
+/// usage error (clap's own), 3 the log could not be read (or written).
 const LOG_CHANGED: u8 = 1;
+const REFUSED: u8 = 1;
 const LOG_UNREADABLE: u8 = 3;
 
 #[actix_web::main]
@@ -39,6 +44,7 @@ async fn main() -> ExitCode {
         CliCommand::Events(args) => events(args).await,
         CliCommand::Replay(args) => replay(args).await,
         CliCommand::Verify(args) => verify(args).await,
+        CliCommand::Keys(args) => keys(args).await,
     };
     audit.unwrap_or_else(|error| {
         // An auditor's script reads this: a plain message, not a log line.
@@ -59,6 +65,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.run_until_stopped().await?;
     tracing::info!("authlog stopped");
     Ok(())
+}
+
+async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let outcome = match args.command {
+        KeysCommand::List(args) => {
+            let store = open_for_audit(&args.store.store_settings()).await?;
+            let ring = operate::key_ring(store.as_ref()).await?;
+            operate::list(&ring, args.format == OutputFormat::Jsonl, &mut out)?;
+            KeysOutcome::Done
+        }
+        KeysCommand::Rotate(args) => {
+            let secrets = Secrets::from_env();
+            let master = master_key(&args.store.master_key(&secrets)?)?;
+            let (store, _) = open_store(&args.store.store_settings()).await?;
+            let actor = if args.now {
+                "authlog keys rotate --now"
+            } else {
+                "authlog keys rotate"
+            };
+            operate::rotate(store, &master, args.now, actor, &mut out).await?
+        }
+        KeysCommand::Retire(args) => {
+            let (store, _) = open_store(&args.store.store_settings()).await?;
+            operate::retire(store, &args.key_id, "authlog keys retire", &mut out).await?
+        }
+    };
+    out.flush()?;
+    Ok(match outcome {
+        KeysOutcome::Done => ExitCode::SUCCESS,
+        KeysOutcome::Refused(why) => {
+            eprintln!("authlog: refused: {why}");
+            ExitCode::from(REFUSED)
+        }
+    })
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {

@@ -208,6 +208,10 @@ impl Directory {
                     user.sessions.retain(|id| *id != ended.session_id);
                 });
             }
+            // The signing keys' stream: the key ring's.
+            Event::SigningKeyAdded(_)
+            | Event::SigningKeyActivated(_)
+            | Event::SigningKeyRetired(_) => {}
         }
     }
 

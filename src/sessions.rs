@@ -3,9 +3,11 @@
 //!
 //! A refresh token is `base64url(session id ‖ generation ‖ secret ‖ tag)`:
 //! - the secret is 32 bytes from the OS random source, and only its SHA-256 is stored;
-//! - the tag is an HMAC over the rest under a key derived from the token signing secret, so a
-//!   token authlog did not mint is refused before any lookup, and one that carries a valid tag
-//!   but an old generation is known to be a spent token of ours: a reuse;
+//! - the tag is an HMAC over the rest under a key derived from the master key
+//!   ([`crate::vault`]), so a token authlog did not mint is refused before any lookup, and one
+//!   that carries a valid tag but an old generation is known to be a spent token of ours: a
+//!   reuse. Tokens minted before the master key existed carry a tag under a key derived from
+//!   the HS256 secret; they are read while that secret is configured ([`RefreshKeys`]);
 //! - the generation counts rotations: each refresh spends generation `g` and mints `g + 1`.
 //!
 //! The exact rotation rule is [`judge`], and `docs/decisions.md` states it in prose.
@@ -16,10 +18,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, Mac as _};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{SessionId, UserId};
+use crate::jwt::hmac_sha256;
+use crate::vault::{MasterKey, labels};
 
 /// Lifetimes and the reuse grace, stated once (the CLI's defaults are these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,8 +151,8 @@ impl fmt::Debug for PresentedRefresh {
     }
 }
 
-/// Mints and reads refresh tokens. The key is derived from the token signing secret, so every
-/// instance that can sign access tokens reads the others' refresh tokens.
+/// Mints and reads refresh tokens under one key. Every instance derives the same key from the
+/// master key, so each reads the others' refresh tokens.
 #[derive(Clone)]
 pub struct RefreshKey {
     /// HMAC-SHA256 keyed once, cloned for each tag.
@@ -164,14 +168,22 @@ impl fmt::Debug for RefreshKey {
 type HmacSha256 = Hmac<Sha256>;
 
 impl RefreshKey {
-    /// A key of its own for refresh-token tags, derived from the signing secret (HMAC as a
-    /// KDF with a fixed label), so a tag never doubles as an access-token signature.
+    /// The key refresh tokens are minted with: derived from the master key for this purpose
+    /// alone, so a tag never doubles as anything else.
+    pub fn from_master(master: &MasterKey) -> Self {
+        Self {
+            mac: hmac_sha256(master.derive(labels::REFRESH_TOKEN_TAG).as_slice()),
+        }
+    }
+
+    /// The key refresh tokens were minted with before the master key: derived from the HS256
+    /// signing secret (HMAC as a KDF with a fixed label).
     pub fn derive(secret: &[u8]) -> Self {
-        let mut kdf = <HmacSha256 as hmac::digest::KeyInit>::new(&pad_key(secret));
+        let mut kdf = hmac_sha256(secret);
         kdf.update(b"authlog refresh-token tag v1");
         let key: [u8; 32] = kdf.finalize().into_bytes().into();
         Self {
-            mac: <HmacSha256 as hmac::digest::KeyInit>::new(&pad_key(&key)),
+            mac: hmac_sha256(&key),
         }
     }
 
@@ -236,6 +248,37 @@ impl RefreshKey {
             secret,
         })
     }
+}
+
+/// The key refresh tokens are minted with, and the one they were minted with before the master
+/// key existed (derived from the HS256 secret), read for as long as that secret is configured:
+/// sessions started before an upgrade keep refreshing, and their next token carries the new tag.
+#[derive(Debug, Clone)]
+pub struct RefreshKeys {
+    current: RefreshKey,
+    legacy: Option<RefreshKey>,
+}
+
+impl RefreshKeys {
+    pub fn new(current: RefreshKey, legacy: Option<RefreshKey>) -> Self {
+        Self { current, legacy }
+    }
+
+    /// [`RefreshKey::mint`], under the current key.
+    pub fn mint(
+        &self,
+        session: SessionId,
+        generation: u32,
+    ) -> Result<MintedRefresh, getrandom::Error> {
+        self.current.mint(session, generation)
+    }
+
+    /// [`RefreshKey::read`], under the current key or the legacy one.
+    pub fn read(&self, raw: &str) -> Option<PresentedRefresh> {
+        self.current
+            .read(raw)
+            .or_else(|| self.legacy.as_ref()?.read(raw))
+    }
 
     /// The successor sealed under `presented`, opened: the token another refresh of the same
     /// token received, if it is one of ours for this session.
@@ -247,18 +290,6 @@ impl RefreshKey {
             && successor.generation == presented.generation.wrapping_add(1))
         .then_some(RefreshToken(raw))
     }
-}
-
-/// An HMAC key as one SHA-256 block, as RFC 2104 prepares it: a longer key is hashed first,
-/// a shorter one padded with zeros (so this equals keying with the slice itself).
-fn pad_key(key: &[u8]) -> hmac::digest::Key<HmacSha256> {
-    let mut block = [0u8; 64];
-    if key.len() > block.len() {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    block.into()
 }
 
 fn hash_secret(secret: &[u8; SECRET_BYTES]) -> TokenHash {
@@ -390,8 +421,11 @@ pub fn judge(
 mod tests {
     use super::*;
 
-    fn key() -> RefreshKey {
-        RefreshKey::derive(b"0123456789abcdef0123456789abcdef")
+    fn key() -> RefreshKeys {
+        RefreshKeys::new(
+            RefreshKey::derive(b"0123456789abcdef0123456789abcdef"),
+            None,
+        )
     }
 
     fn row(minted: &MintedRefresh, now: DateTime<Utc>) -> SessionRow {
@@ -439,19 +473,6 @@ mod tests {
             assert!(key.read(junk).is_none(), "{junk:?}");
         }
         assert!(!format!("{minted:?}").contains(minted.token.as_str()));
-    }
-
-    #[test]
-    fn a_padded_key_is_the_same_hmac_key_as_the_slice_itself() {
-        for key in [&b"short"[..], &[7u8; 64][..], &[9u8; 100][..]] {
-            let padded = <HmacSha256 as hmac::digest::KeyInit>::new(&pad_key(key));
-            let direct = <HmacSha256 as Mac>::new_from_slice(key).expect("any length");
-            let tag = |mut mac: HmacSha256| {
-                mac.update(b"message");
-                mac.finalize().into_bytes()
-            };
-            assert_eq!(tag(padded), tag(direct), "{} bytes", key.len());
-        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Builds the application: store, migrations, replay, actors, listener, server.
+//! Builds the application: store, migrations, replay, keys, actors, listener, server.
 //!
-//! The registry is started once, here, outside `HttpServer::new`. The TokenActor is started once
-//! here too (for callers that drive the actors), and once more on each HTTP worker's own arbiter,
-//! on purpose: a token check then never leaves the worker's thread.
+//! The registry and the key rotator are started once, here, outside `HttpServer::new`. The
+//! TokenActor is started once here too (for callers that drive the actors), and once more on
+//! each HTTP worker's own arbiter, on purpose: a token check then never leaves the worker's
+//! thread. All TokenActors share one keychain.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -12,15 +13,22 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
-use crate::actors::{LoadError, TokenActor, UserRegistry};
-use crate::config::{JwtSecretSource, Settings, StoreSettings, available_cores};
+use crate::actors::{KeyRotator, LoadError, Readiness, RotateKeys, TokenActor, UserRegistry};
+use crate::config::{
+    JwtSecretSource, MasterKeySource, Settings, StoreSettings, available_cores, defaults,
+};
 use crate::diagnostics::error_chain;
+use crate::domain::KeyAlgorithm;
 use crate::events::{EventStore, PostgresEventStore, SqliteEventStore, StoreError};
 use crate::hashing::PasswordHasher;
-use crate::http::{self, AppState};
-use crate::jwt::{JwtKeys, JwtSecret};
+use crate::http::{self, AppState, Discovery};
+use crate::jwt::{JwtSecret, LEEWAY_SECONDS, TokenPolicy};
 use crate::keyfile::{self, KeyOrigin};
+use crate::keyring::RotationPolicy;
 use crate::metrics::METRICS;
+use crate::sessions::{RefreshKey, RefreshKeys};
+use crate::signing::{KeyVault, Keychain, SigningSettings};
+use crate::vault::MasterKey;
 
 /// Opens the event store the settings name, and a description of it for logs (no password).
 /// PostgreSQL is only connected lazily here; the registry's replay migrates it.
@@ -96,26 +104,65 @@ pub async fn open_for_audit(store: &StoreSettings) -> anyhow::Result<Arc<dyn Eve
     })
 }
 
-/// The signing key, reading or generating the key file if that is where it comes from.
-fn jwt_secret(settings: &Settings) -> anyhow::Result<JwtSecret> {
-    let path = match &settings.jwt_secret {
-        JwtSecretSource::Given(secret) => return Ok(secret.clone()),
-        JwtSecretSource::File(path) => path,
+/// The master key, reading or generating the key file if that is where it comes from.
+pub fn master_key(source: &MasterKeySource) -> anyhow::Result<MasterKey> {
+    let path = match source {
+        MasterKeySource::Given(key) => return Ok(key.clone()),
+        MasterKeySource::File(path) => path,
     };
-    let (secret, origin) = keyfile::load_or_generate(path)?;
+    let (key, origin) = keyfile::load_or_generate(path)?;
     match origin {
         KeyOrigin::Generated => tracing::warn!(
-            "AUTHLOG_JWT_SECRET is not set: generated a token signing key in {} (mode 0600). \
-             Tokens stay valid across restarts as long as that file is kept and private; \
-             set AUTHLOG_JWT_SECRET to manage the key yourself",
+            "AUTHLOG_MASTER_KEY is not set: generated a master key in {} (mode 0600). It opens \
+             the signing keys in the log: keep that file, private and backed up apart from the \
+             log, or set AUTHLOG_MASTER_KEY to manage the key yourself",
             path.display()
         ),
         KeyOrigin::Loaded => tracing::info!(
-            "AUTHLOG_JWT_SECRET is not set: signing tokens with the key in {}",
+            "AUTHLOG_MASTER_KEY is not set: using the master key in {}",
             path.display()
         ),
     }
-    Ok(secret)
+    MasterKey::parse(&key).map_err(anyhow::Error::new)
+}
+
+/// The HS256 secret, if there is one, reading or generating the key file if that is where it
+/// comes from.
+pub fn jwt_secret(source: &JwtSecretSource) -> anyhow::Result<Option<JwtSecret>> {
+    let secret = match source {
+        JwtSecretSource::None => return Ok(None),
+        JwtSecretSource::Given(secret) => return Ok(Some(secret.clone())),
+        JwtSecretSource::IfPresent(path) => {
+            let Some(secret) = keyfile::load_if_present(path)? else {
+                return Ok(None);
+            };
+            tracing::info!(
+                "HS256 tokens signed with the secret in {} are still accepted; delete it once \
+                 no session from before needs it (docs/decisions.md, \"Switching algorithms\")",
+                path.display()
+            );
+            secret
+        }
+        JwtSecretSource::File(path) => {
+            let (secret, origin) = keyfile::load_or_generate(path)?;
+            match origin {
+                KeyOrigin::Generated => tracing::warn!(
+                    "AUTHLOG_JWT_SECRET is not set: generated an HS256 secret in {} (mode \
+                     0600). Tokens stay valid across restarts as long as that file is kept and \
+                     private; set AUTHLOG_JWT_SECRET to manage the secret yourself",
+                    path.display()
+                ),
+                KeyOrigin::Loaded => tracing::info!(
+                    "AUTHLOG_JWT_SECRET is not set: signing tokens with the secret in {}",
+                    path.display()
+                ),
+            }
+            secret
+        }
+    };
+    JwtSecret::parse(secret)
+        .map(Some)
+        .map_err(anyhow::Error::new)
 }
 
 pub struct Application {
@@ -125,6 +172,8 @@ pub struct Application {
     lock: Option<DataDirLock>,
     registry: Addr<UserRegistry>,
     tokens: Addr<TokenActor>,
+    rotator: Addr<KeyRotator>,
+    keychain: Arc<Keychain>,
 }
 
 impl Application {
@@ -143,7 +192,8 @@ impl Application {
             _ => None,
         };
         let (store, store_name) = open_store(&settings.store).await?;
-        let jwt_secret = jwt_secret(&settings)?;
+        let master = master_key(&settings.master_key)?;
+        let hs256 = jwt_secret(&settings.jwt_secret)?;
         // Build the metrics now, not on the first request that records one.
         std::sync::LazyLock::force(&METRICS);
 
@@ -173,23 +223,74 @@ impl Application {
                 }
             };
         let readiness = registry.readiness();
+        let loaded = matches!(readiness, Readiness::Ready { .. });
         let view = registry.view();
+        let vault = KeyVault::new(&master);
+        let keychain = Arc::new(Keychain::new(
+            vault.clone(),
+            registry.keys(),
+            SigningSettings {
+                algorithm: settings.token_algorithm,
+                hs256: hs256.clone(),
+                policy: TokenPolicy {
+                    ttl: settings.token_ttl,
+                    issuer: settings.token_issuer.clone(),
+                    audience: settings.token_audience.clone(),
+                },
+            },
+        ));
+        if loaded {
+            // Before any actor starts: a wrong master key stops start-up here.
+            keychain.check()?;
+        }
+        let keys = registry.keys();
         let registry = registry
             .with_throttle_policy(settings.throttle)
             .with_session_policy(settings.sessions)
             .with_clock(settings.clock.clone())
             .start();
-        let keys = Arc::new(JwtKeys::with_issuer(
-            &jwt_secret,
-            settings.token_ttl,
-            &settings.token_issuer,
-            &settings.token_audience,
-        ));
         let clock = settings.clock.clone();
-        let tokens = TokenActor::new(Arc::clone(&keys))
+        let rotator = KeyRotator::new(
+            registry.clone(),
+            view.clone(),
+            keys,
+            vault,
+            rotation_policy(&settings),
+        )
+        .with_clock(clock.clone())
+        .start();
+        if loaded {
+            // A new log gets its first key before the first request; an older one takes
+            // whatever step came due while no instance ran.
+            match rotator.send(RotateKeys).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error_chain(&error), "cannot take a key rotation step yet; retrying");
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "the key rotator did not answer");
+                }
+            }
+        }
+        let refresh = RefreshKeys::new(
+            RefreshKey::from_master(&master),
+            hs256
+                .as_ref()
+                .map(|secret| RefreshKey::derive(secret.bytes())),
+        );
+        let tokens = TokenActor::new(Arc::clone(&keychain), refresh.clone())
             .with_clock(clock.clone())
             .start();
 
+        let discovery = Discovery::new(
+            settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{address}")),
+            settings.token_issuer.clone(),
+            settings.jwks_max_age,
+            settings.token_algorithm,
+        );
         let state = web::Data::new(AppState {
             store,
             registry: registry.clone(),
@@ -198,8 +299,11 @@ impl Application {
             actor_timeout: settings.actor_timeout,
             clock: settings.clock.clone(),
             sessions: settings.sessions,
+            keychain: Arc::clone(&keychain),
+            discovery,
         });
         let trusted_proxies = settings.trusted_proxies.clone();
+        let keychain_for_workers = Arc::clone(&keychain);
         let connections = http::ConnectionCounts::new(
             settings.max_connections_per_address,
             settings.trusted_proxies.clone(),
@@ -207,7 +311,7 @@ impl Application {
         let server = HttpServer::new(move || {
             // Runs on each worker's thread: this TokenActor lives on that worker's arbiter.
             let tokens = web::Data::new(
-                TokenActor::new(Arc::clone(&keys))
+                TokenActor::new(Arc::clone(&keychain_for_workers), refresh.clone())
                     .with_clock(clock.clone())
                     .start(),
             );
@@ -233,6 +337,12 @@ impl Application {
         tracing::info!(
             readiness = %readiness,
             bcrypt_cost = settings.bcrypt_cost,
+            token_algorithm = %settings.token_algorithm,
+            signing_key = keychain
+                .current()
+                .keys
+                .signing_key()
+                .map(tracing::field::display),
             "authlog listening on http://{address} with the event log in {store_name}"
         );
         Ok(Self {
@@ -241,6 +351,8 @@ impl Application {
             lock,
             registry,
             tokens,
+            rotator,
+            keychain,
         })
     }
 
@@ -261,10 +373,33 @@ impl Application {
         self.tokens.clone()
     }
 
+    /// The key rotator: [`RotateKeys`] takes the step the schedule wants now.
+    pub fn rotator(&self) -> Addr<KeyRotator> {
+        self.rotator.clone()
+    }
+
+    /// The keys tokens are signed and checked with, as built from the log.
+    pub fn keychain(&self) -> Arc<Keychain> {
+        Arc::clone(&self.keychain)
+    }
+
     /// Serves until the server is stopped (SIGINT or SIGTERM, or the System shutting down).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         drop(self.lock);
         served
+    }
+}
+
+/// The rotation schedule the settings describe: a key that stopped signing lingers for the
+/// longest token lifetime, the leeway and a margin.
+pub fn rotation_policy(settings: &Settings) -> RotationPolicy {
+    RotationPolicy {
+        sign_with_keys: settings.token_algorithm == KeyAlgorithm::EdDSA,
+        rotation: settings.key_rotation,
+        lead: settings.jwks_max_age,
+        linger: settings.token_ttl
+            + std::time::Duration::from_secs(LEEWAY_SECONDS)
+            + defaults::KEY_RETIREMENT_MARGIN,
     }
 }

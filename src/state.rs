@@ -3,11 +3,13 @@
 //! [`State::apply`] is the only code that turns a recorded event into state. Start-up replay,
 //! the live path after each commit, catch-up after an outage or another writer, `authlog
 //! replay` and the tests all call it, so they cannot disagree. A new event type touches the
-//! match in each part's own `apply` ([`Directory::apply`], [`Throttle::apply`]) and nothing else.
+//! match in each part's own `apply` ([`Directory::apply`], [`Throttle::apply`],
+//! [`KeyRing::apply`]) and nothing else.
 
 use std::ops::ControlFlow;
 
 use crate::events::{EventStore, RecordedEvent, StoreError, events_after};
+use crate::keyring::KeyRing;
 use crate::projection::Directory;
 use crate::throttle::{Throttle, ThrottlePolicy};
 
@@ -15,6 +17,8 @@ use crate::throttle::{Throttle, ThrottlePolicy};
 pub struct State {
     directory: Directory,
     throttle: Throttle,
+    /// The token signing keys.
+    keys: KeyRing,
     /// Position of the last event applied; replay and catch-up continue after it.
     position: i64,
 }
@@ -24,6 +28,7 @@ impl State {
         Self {
             directory: Directory::new(),
             throttle: Throttle::new(policy),
+            keys: KeyRing::new(),
             position: 0,
         }
     }
@@ -53,15 +58,17 @@ impl State {
         self.position = event.position;
         self.directory.apply(event);
         self.throttle.apply(event);
+        self.keys.apply(event);
         true
     }
 
-    /// Takes over what `other` replayed, keeping this state's directory views (which then see
-    /// it) and throttle policy. O(users), once: when a registry that started before its store
+    /// Takes over what `other` replayed, keeping this state's directory and key views (which
+    /// then see it) and throttle policy. O(users), once: when a registry that started before its store
     /// answered has replayed the log.
     pub fn adopt(&mut self, other: State) {
         self.directory.adopt(other.directory);
         self.throttle.replace_state(other.throttle);
+        self.keys.adopt(other.keys);
         self.position = other.position;
     }
 
@@ -75,6 +82,10 @@ impl State {
 
     pub fn directory_mut(&mut self) -> &mut Directory {
         &mut self.directory
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
     }
 
     pub fn throttle(&self) -> &Throttle {

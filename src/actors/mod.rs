@@ -1,16 +1,19 @@
 //! The actors: thin message handlers around the plain types that decide (`commit`, `decide`,
-//! `state`, `throttle`) and the pure token keys (`jwt`).
+//! `state`, `throttle`, `keyring`) and the pure token keys (`jwt`, `signing`).
 //!
 //! They are public API: programs and tests can drive them without HTTP.
 
+pub mod keys;
 pub mod registry;
 mod reply;
 pub mod token;
 
+pub use keys::{KeyRotator, RotateError, RotateKeys};
 pub use registry::{
-    AdmitSignup, Authenticate, CatchUp, ChangePassword, EndSessions, ExpireSessions, FindUser,
-    GetDirectory, GetReadiness, LoadError, Readiness, Refresh, Refreshed, Register, RegistryError,
-    RegistryView, RejectRefresh, SessionGrant, Successor, UserRegistry,
+    AdmitSignup, Authenticate, CatchUp, ChangePassword, ChangeSigningKeys, EndSessions,
+    ExpireSessions, FindUser, GetDirectory, GetReadiness, KeyChange, LoadError, Readiness, Refresh,
+    Refreshed, Register, RegistryError, RegistryView, RejectRefresh, SessionGrant, Successor,
+    UserRegistry,
 };
 pub use reply::Cancellable;
 pub use token::{IssueToken, MintRefresh, OpenSealed, ReadRefresh, TokenActor, VerifyToken};

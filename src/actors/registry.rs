@@ -32,14 +32,16 @@ use tokio::sync::oneshot;
 
 use super::reply::Cancellable;
 use crate::clock::Clock;
-use crate::commit::{Batch, CommitError, CommitQueue, MAX_BATCH, Next, Outcome, Syncs};
+use crate::commit::{Batch, CommitError, CommitQueue, MAX_BATCH, Next, Outcome, Syncs, user_of};
 use crate::decide::{Command, NewSession, Rejection, SessionScope};
 use crate::diagnostics::error_chain;
-use crate::domain::{Email, Password, PasswordHash, SessionId, UserId};
+use crate::domain::{Email, KeyId, Password, PasswordHash, SessionId, UserId};
 use crate::events::{
-    Change, EndReason, EventMetadata, EventStore, RecordedEvent, StoreError, events_after,
+    Change, EndReason, EventMetadata, EventStore, RecordedEvent, SigningKeyAdded, StoreError,
+    events_after,
 };
 use crate::hashing::{HashError, PasswordHasher};
+use crate::keyring::KeysView;
 use crate::metrics::METRICS;
 use crate::projection::{Directory, DirectoryView, SessionEntry, SessionLife, UserSummary};
 use crate::sessions::{
@@ -107,6 +109,10 @@ pub enum RegistryError {
     /// Too many failed refreshes from this address; retry after the given time.
     #[error("too many failed refreshes; retry in {:?}", .0.retry_after)]
     RefreshThrottled(Throttled),
+    /// The signing keys are no longer as a key change assumed: another instance or command
+    /// took this step, or another one, first.
+    #[error("the signing keys changed meanwhile")]
+    KeysChanged,
 }
 
 impl From<CommitError> for RegistryError {
@@ -116,6 +122,7 @@ impl From<CommitError> for RegistryError {
             CommitError::Rejected(Rejection::UnknownUser | Rejection::StaleCredentials) => {
                 RegistryError::InvalidCredentials
             }
+            CommitError::Rejected(Rejection::KeysChanged) => RegistryError::KeysChanged,
             CommitError::Unavailable(error) => RegistryError::Unavailable(error),
             CommitError::Contention => RegistryError::Contention,
         }
@@ -240,6 +247,52 @@ pub struct EndSessions {
     pub metadata: EventMetadata,
 }
 
+/// One change to the token signing keys, appended on the keys' stream; Ok once committed,
+/// [`RegistryError::KeysChanged`] if the keys are no longer as `change` assumed (another
+/// instance or command got there first). On a store other instances write, it is decided after
+/// catching up with the log.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct ChangeSigningKeys {
+    pub change: KeyChange,
+    /// Who asks: `actor` names the command or the schedule.
+    pub metadata: EventMetadata,
+}
+
+/// See [`ChangeSigningKeys`].
+#[derive(Debug, Clone)]
+pub enum KeyChange {
+    /// Adds `key` (made and sealed by the caller) to follow `after`, the newest key when the
+    /// caller looked; activates it at once if `activate`.
+    Add {
+        key: SigningKeyAdded,
+        activate: bool,
+        after: Option<KeyId>,
+    },
+    /// Makes a pending key the one that signs.
+    Activate(KeyId),
+    /// Withdraws a pending or retiring key: tokens it signed stop verifying.
+    Retire(KeyId),
+}
+
+impl From<KeyChange> for Command {
+    fn from(change: KeyChange) -> Self {
+        match change {
+            KeyChange::Add {
+                key,
+                activate,
+                after,
+            } => Command::AddSigningKey {
+                key,
+                activate,
+                after,
+            },
+            KeyChange::Activate(key_id) => Command::ActivateSigningKey { key_id },
+            KeyChange::Retire(key_id) => Command::RetireSigningKey { key_id },
+        }
+    }
+}
+
 /// Forgets sessions past their absolute lifetime or idle timeout (checked beside the log) now,
 /// as the registry does every minute; answers how many went.
 #[derive(Message)]
@@ -343,6 +396,11 @@ pub struct RegistryView {
 }
 
 impl RegistryView {
+    /// Whether the log has been replayed.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
     /// [`FindUser`], answered on the caller's own thread.
     pub fn find_user(&self, user_id: UserId) -> Result<Option<UserSummary>, RegistryError> {
         if !self.loaded.load(Ordering::Acquire) {
@@ -443,6 +501,11 @@ enum AfterSync {
     Reply(oneshot::Sender<Result<(), RegistryError>>),
     /// A refresh whose session this instance had not seen yet.
     Refresh(Refresh, RefreshReply),
+    /// A key change, decided against every instance's key events.
+    Keys(
+        ChangeSigningKeys,
+        oneshot::Sender<Result<(), RegistryError>>,
+    ),
 }
 
 type RefreshReply = oneshot::Sender<Result<Refreshed, RegistryError>>;
@@ -587,6 +650,12 @@ impl UserRegistry {
         }
     }
 
+    /// The signing keys as published to readers (the TokenActors); it follows this registry
+    /// once started.
+    pub fn keys(&self) -> KeysView {
+        self.state.keys().view()
+    }
+
     /// The directory as replayed so far (before the actor starts: the state it will serve).
     pub fn directory(&self) -> &Directory {
         self.state.directory()
@@ -629,9 +698,7 @@ impl UserRegistry {
         // Judged now, not when a notification arrived: the notification of this registry's own
         // append often arrives before the append returns, and by now that append is applied.
         let behind = self.head > self.state.position();
-        let next = self
-            .commits
-            .next_unless_behind(self.state.directory(), behind);
+        let next = self.commits.next_unless_behind(&self.state, behind);
         METRICS.registry_queue_depth.set(gauge(self.commits.len()));
         match next {
             Next::Idle => {}
@@ -848,6 +915,10 @@ impl UserRegistry {
             (AfterSync::Handoff(address), _) => self.hand_turns(address, ctx),
             (AfterSync::Refresh(msg, reply), Ok(())) => self.start_refresh(msg, reply, ctx),
             (AfterSync::Refresh(_, reply), Err(error)) => {
+                let _ = reply.send(Err(error));
+            }
+            (AfterSync::Keys(msg, reply), Ok(())) => self.change_keys(msg, reply, ctx),
+            (AfterSync::Keys(_, reply), Err(error)) => {
                 let _ = reply.send(Err(error));
             }
             (AfterSync::Reply(reply), Ok(())) => {
@@ -1117,7 +1188,7 @@ impl UserRegistry {
                 }
                 waits.push_back(enqueued.elapsed());
             }
-            let answer = match outcome {
+            let answer = match user_of(outcome) {
                 Ok(user) if succeeded => Ok(user),
                 Ok(_) => Err(RegistryError::InvalidCredentials),
                 Err(error) => Err(error.into()),
@@ -1445,6 +1516,23 @@ impl UserRegistry {
         }));
     }
 
+    /// Queues a key change; `reply` hears once it has committed, or why not.
+    fn change_keys(
+        &mut self,
+        msg: ChangeSigningKeys,
+        reply: oneshot::Sender<Result<(), RegistryError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.is_loaded() {
+            let _ = reply.send(Err(RegistryError::Loading));
+            return;
+        }
+        let respond = move |outcome: Outcome| {
+            let _ = reply.send(outcome.map(|_| ()).map_err(RegistryError::from));
+        };
+        self.enqueue(msg.change.into(), msg.metadata, respond, ctx);
+    }
+
     /// One of the recent known-email commit waits, chosen at random (none yet: no wait).
     fn commit_wait_sample(&self) -> Duration {
         let Ok(waits) = self.waits.lock() else {
@@ -1500,7 +1588,7 @@ impl Actor for UserRegistry {
             METRICS.log_lag_seconds.set(lag);
         });
         if let Some(feed) = self.store.watch() {
-            self.shared = true;
+            self.shared = self.store.shared();
             ctx.add_stream(feed);
         }
         self.applied();
@@ -1557,7 +1645,7 @@ impl Handler<Register> for UserRegistry {
         };
         let (reply, receiver) = oneshot::channel();
         let respond = move |outcome: Outcome| {
-            let _ = reply.send(outcome.map_err(RegistryError::from));
+            let _ = reply.send(user_of(outcome).map_err(RegistryError::from));
         };
         self.enqueue(command, msg.metadata, respond, ctx);
         Box::pin(answer(receiver))
@@ -1678,6 +1766,16 @@ impl Handler<EndSessions> for UserRegistry {
             let _ = reply.send(outcome.map(|_| ()).map_err(RegistryError::from));
         };
         self.enqueue(command, msg.metadata, respond, ctx);
+        Box::pin(async move { replied.await.unwrap_or(Err(RegistryError::Stopped)) })
+    }
+}
+
+impl Handler<ChangeSigningKeys> for UserRegistry {
+    type Result = ResponseFuture<Result<(), RegistryError>>;
+
+    fn handle(&mut self, msg: ChangeSigningKeys, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, replied) = oneshot::channel();
+        self.sync(AfterSync::Keys(msg, reply), ctx);
         Box::pin(async move { replied.await.unwrap_or(Err(RegistryError::Stopped)) })
     }
 }

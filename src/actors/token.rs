@@ -1,11 +1,12 @@
-//! TokenActor: issues and verifies access tokens, and mints and reads refresh tokens, over the
-//! pure [`JwtKeys`].
+//! TokenActor: issues and verifies access tokens, and mints and reads refresh tokens, with the
+//! keys the process's [`Keychain`] builds from the log.
 //!
 //! An ordinary actor, cheap to start: [`crate::startup::Application`] starts one on each HTTP
 //! worker's own arbiter, on purpose, so a request's token check is a message to an actor on the
 //! same thread (no cross-thread hop, no lock), and one more on the main arbiter for callers that
 //! drive the actors directly ([`crate::startup::Application::tokens`]). All of them share one
-//! set of keys.
+//! keychain: each compares the keychain's generation with its own keys' on every message (one
+//! atomic load), and takes the keychain's new build when the log's keys changed.
 
 use std::sync::Arc;
 
@@ -16,7 +17,8 @@ use crate::clock::Clock;
 use crate::domain::SessionId;
 use crate::jwt::{AccessToken, Claims, JwtKeys, TokenError, VerifiedTokens};
 use crate::projection::UserSummary;
-use crate::sessions::{MintedRefresh, PresentedRefresh, RefreshToken};
+use crate::sessions::{MintedRefresh, PresentedRefresh, RefreshKeys, RefreshToken};
+use crate::signing::{Built, Keychain};
 
 /// Signs an access token for a user the registry has just authenticated, in `session`, expiring
 /// no later than the session does.
@@ -30,7 +32,8 @@ pub struct IssueToken {
 
 /// Verifies a bearer token and returns its claims (shared: a token presented again is answered
 /// from this actor's cache of verified tokens, without a copy). Whether its session is live is
-/// the caller's next check.
+/// the caller's next check. [`TokenError::UnknownKey`] may mean the key was added by another
+/// instance a moment ago: the caller may catch up with the log and ask again.
 #[derive(Message)]
 #[rtype(result = "Result<Arc<Claims>, TokenError>")]
 pub struct VerifyToken {
@@ -64,16 +67,21 @@ pub struct OpenSealed {
 pub const VERIFIED_TOKENS: usize = 4096;
 
 pub struct TokenActor {
-    keys: Arc<JwtKeys>,
-    /// This actor's own, so no lock is shared between workers.
+    keychain: Arc<Keychain>,
+    /// The keys this actor signs and verifies with, and the keychain generation they are for.
+    built: Arc<Built>,
+    refresh: RefreshKeys,
+    /// This actor's own, so no lock is shared between workers. Cleared when the keys change.
     verified: VerifiedTokens,
     clock: Clock,
 }
 
 impl TokenActor {
-    pub fn new(keys: Arc<JwtKeys>) -> Self {
+    pub fn new(keychain: Arc<Keychain>, refresh: RefreshKeys) -> Self {
         Self {
-            keys,
+            built: keychain.current(),
+            keychain,
+            refresh,
             verified: VerifiedTokens::new(VERIFIED_TOKENS),
             clock: Clock::system(),
         }
@@ -83,6 +91,16 @@ impl TokenActor {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The keys for the log's keys as they stand now. A change of keys empties the cache of
+    /// verified tokens, so a retired key's tokens leave with it.
+    fn keys(&mut self) -> &JwtKeys {
+        if self.keychain.generation() != self.built.generation {
+            self.built = self.keychain.current();
+            self.verified.clear();
+        }
+        &self.built.keys
     }
 }
 
@@ -100,8 +118,9 @@ impl Handler<IssueToken> for TokenActor {
     type Result = Result<AccessToken, TokenError>;
 
     fn handle(&mut self, msg: IssueToken, _ctx: &mut Self::Context) -> Self::Result {
-        self.keys
-            .issue(&msg.user, msg.session, msg.not_after, self.clock.now())
+        let now = self.clock.now();
+        self.keys()
+            .issue(&msg.user, msg.session, msg.not_after, now)
     }
 }
 
@@ -110,10 +129,12 @@ impl Handler<VerifyToken> for TokenActor {
 
     fn handle(&mut self, msg: VerifyToken, _ctx: &mut Self::Context) -> Self::Result {
         let now = self.clock.now();
+        // First, so a change of keys empties the cache before it is read.
+        self.keys();
         if let Some(claims) = self.verified.get(&msg.token, now.timestamp()) {
             return Ok(claims);
         }
-        let claims = Arc::new(self.keys.verify(&msg.token, now)?);
+        let claims = Arc::new(self.built.keys.verify(&msg.token, now)?);
         self.verified
             .insert(&msg.token, Arc::clone(&claims), now.timestamp());
         Ok(claims)
@@ -124,8 +145,7 @@ impl Handler<MintRefresh> for TokenActor {
     type Result = Result<MintedRefresh, TokenError>;
 
     fn handle(&mut self, msg: MintRefresh, _ctx: &mut Self::Context) -> Self::Result {
-        self.keys
-            .refresh()
+        self.refresh
             .mint(msg.session, msg.generation)
             .map_err(TokenError::Random)
     }
@@ -135,7 +155,7 @@ impl Handler<ReadRefresh> for TokenActor {
     type Result = Option<PresentedRefresh>;
 
     fn handle(&mut self, msg: ReadRefresh, _ctx: &mut Self::Context) -> Self::Result {
-        self.keys.refresh().read(&msg.token)
+        self.refresh.read(&msg.token)
     }
 }
 
@@ -143,6 +163,6 @@ impl Handler<OpenSealed> for TokenActor {
     type Result = Option<RefreshToken>;
 
     fn handle(&mut self, msg: OpenSealed, _ctx: &mut Self::Context) -> Self::Result {
-        self.keys.refresh().open(&msg.sealed, &msg.presented)
+        self.refresh.open(&msg.sealed, &msg.presented)
     }
 }

@@ -5,9 +5,11 @@
 mod email;
 mod password;
 mod session_id;
+mod signing_key;
 mod user_id;
 
 pub use email::{Email, EmailError};
 pub use password::{Password, PasswordError, PasswordHash};
 pub use session_id::SessionId;
+pub use signing_key::{KeyAlgorithm, KeyId, KeyIdError};
 pub use user_id::UserId;

@@ -14,7 +14,7 @@ use super::{
     Conflict, Event, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, columns_of,
     link_batch,
 };
-use crate::domain::{Email, SessionId, UserId};
+use crate::domain::{Email, SessionId};
 use crate::sessions::{Rotated, Rotation, SessionRow, SessionWrite};
 
 #[derive(Default)]
@@ -28,7 +28,7 @@ pub struct InMemoryEventStore {
 struct Log {
     events: Vec<RecordedEvent>,
     /// Mirrors the `UNIQUE (stream_id, stream_version)` constraint.
-    versions: HashSet<(UserId, i32)>,
+    versions: HashSet<(uuid::Uuid, i32)>,
     /// Mirrors the unique index on registered emails.
     emails: HashSet<Email>,
     /// The rows as stored, with their chain links, parallel to `events`.

@@ -20,7 +20,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Email, PasswordHash, SessionId, UserId};
+use crate::domain::{Email, KeyAlgorithm, KeyId, PasswordHash, SessionId, UserId};
 use crate::sessions::{Rotated, Rotation, SessionWrite};
 
 pub use memory::InMemoryEventStore;
@@ -38,7 +38,17 @@ pub enum Event {
     SessionStarted(SessionStarted),
     SessionEnded(SessionEnded),
     PasswordChanged(PasswordChanged),
+    SigningKeyAdded(SigningKeyAdded),
+    SigningKeyActivated(SigningKeyActivated),
+    SigningKeyRetired(SigningKeyRetired),
 }
+
+/// The stream of the token signing keys: one for the whole log, so its stream versions order
+/// every key change, and two instances deciding the same rotation cannot both append it. A
+/// version-8 ("custom") UUID, so no random (version-4) user id can equal it; `6b657973` is
+/// "keys" in ASCII.
+pub const SIGNING_KEYS_STREAM: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6b65_7973_0000_8000_8000_0000_0000_0000);
 
 /// A new account: the first event of every user stream (stream version 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +133,53 @@ pub struct PasswordChanged {
     pub password_hash: PasswordHash,
 }
 
+/// A token signing key was made. It is published (in `/.well-known/jwks.json`) from now on, and
+/// signs only once a [`SigningKeyActivated`] names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyAdded {
+    /// Its RFC 7638 thumbprint: the `kid` of every token it signs.
+    pub key_id: KeyId,
+    pub algorithm: KeyAlgorithm,
+    /// The public key (Ed25519: 32 bytes), base64url.
+    #[serde(with = "base64url")]
+    pub public_key: Vec<u8>,
+    /// The private key sealed under the master key ([`crate::vault`]: XChaCha20-Poly1305, bound
+    /// to the key id), base64url. Useless without the master key, which is never in the log.
+    #[serde(with = "base64url")]
+    pub sealed_private_key: Vec<u8>,
+}
+
+/// From now on this key signs every new token; the key that signed before keeps verifying the
+/// tokens it signed until it is retired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyActivated {
+    pub key_id: KeyId,
+}
+
+/// This key is no longer published, and tokens it signed are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRetired {
+    pub key_id: KeyId,
+}
+
+/// Bytes as base64url without padding, in event payloads.
+mod base64url {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        URL_SAFE_NO_PAD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A stored payload that could not be turned back into an [`Event`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -139,7 +196,9 @@ pub enum DecodeError {
     },
     #[error("malformed metadata")]
     Metadata(#[source] serde_json::Error),
-    #[error("the payload's user_id does not match the stream_id column")]
+    #[error(
+        "the payload's stream (its user_id, or the signing keys') does not match the stream_id column"
+    )]
     StreamMismatch,
     #[error("malformed {column} column")]
     Column {
@@ -157,8 +216,11 @@ impl Event {
     pub const SESSION_STARTED: &'static str = "SessionStarted";
     pub const SESSION_ENDED: &'static str = "SessionEnded";
     pub const PASSWORD_CHANGED: &'static str = "PasswordChanged";
+    pub const SIGNING_KEY_ADDED: &'static str = "SigningKeyAdded";
+    pub const SIGNING_KEY_ACTIVATED: &'static str = "SigningKeyActivated";
+    pub const SIGNING_KEY_RETIRED: &'static str = "SigningKeyRetired";
     /// Every event type this build knows, for auditors' filters.
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 10] = [
         Self::USER_REGISTERED,
         Self::LOGIN_SUCCEEDED,
         Self::LOGIN_FAILED,
@@ -166,6 +228,9 @@ impl Event {
         Self::SESSION_STARTED,
         Self::SESSION_ENDED,
         Self::PASSWORD_CHANGED,
+        Self::SIGNING_KEY_ADDED,
+        Self::SIGNING_KEY_ACTIVATED,
+        Self::SIGNING_KEY_RETIRED,
     ];
 
     /// The `event_type` column.
@@ -178,6 +243,9 @@ impl Event {
             Event::SessionStarted(_) => Self::SESSION_STARTED,
             Event::SessionEnded(_) => Self::SESSION_ENDED,
             Event::PasswordChanged(_) => Self::PASSWORD_CHANGED,
+            Event::SigningKeyAdded(_) => Self::SIGNING_KEY_ADDED,
+            Event::SigningKeyActivated(_) => Self::SIGNING_KEY_ACTIVATED,
+            Event::SigningKeyRetired(_) => Self::SIGNING_KEY_RETIRED,
         }
     }
 
@@ -190,21 +258,33 @@ impl Event {
             | Event::PasswordRehashed(_)
             | Event::SessionStarted(_)
             | Event::SessionEnded(_)
-            | Event::PasswordChanged(_) => 1,
+            | Event::PasswordChanged(_)
+            | Event::SigningKeyAdded(_)
+            | Event::SigningKeyActivated(_)
+            | Event::SigningKeyRetired(_) => 1,
         }
     }
 
-    /// The user whose stream this event belongs to.
-    pub fn user_id(&self) -> UserId {
+    /// The user this event is about, if it is about one (its stream is then the user's).
+    pub fn user_id(&self) -> Option<UserId> {
         match self {
-            Event::UserRegistered(e) => e.user_id,
-            Event::LoginSucceeded(e) => e.user_id,
-            Event::LoginFailed(e) => e.user_id,
-            Event::PasswordRehashed(e) => e.user_id,
-            Event::SessionStarted(e) => e.user_id,
-            Event::SessionEnded(e) => e.user_id,
-            Event::PasswordChanged(e) => e.user_id,
+            Event::UserRegistered(e) => Some(e.user_id),
+            Event::LoginSucceeded(e) => Some(e.user_id),
+            Event::LoginFailed(e) => Some(e.user_id),
+            Event::PasswordRehashed(e) => Some(e.user_id),
+            Event::SessionStarted(e) => Some(e.user_id),
+            Event::SessionEnded(e) => Some(e.user_id),
+            Event::PasswordChanged(e) => Some(e.user_id),
+            Event::SigningKeyAdded(_)
+            | Event::SigningKeyActivated(_)
+            | Event::SigningKeyRetired(_) => None,
         }
+    }
+
+    /// The stream this event belongs to: its user's, or [`SIGNING_KEYS_STREAM`].
+    pub fn stream_id(&self) -> uuid::Uuid {
+        self.user_id()
+            .map_or(SIGNING_KEYS_STREAM, |user| user.as_uuid())
     }
 
     /// The `payload` column.
@@ -217,9 +297,12 @@ impl Event {
             Event::SessionStarted(e) => serde_json::to_value(e),
             Event::SessionEnded(e) => serde_json::to_value(e),
             Event::PasswordChanged(e) => serde_json::to_value(e),
+            Event::SigningKeyAdded(e) => serde_json::to_value(e),
+            Event::SigningKeyActivated(e) => serde_json::to_value(e),
+            Event::SigningKeyRetired(e) => serde_json::to_value(e),
         };
-        // These structs hold only strings, numbers, times and UUIDs, whose serialisation
-        // cannot fail.
+        // These structs hold only strings, numbers, times, UUIDs and bytes (as strings), whose
+        // serialisation cannot fail.
         encoded.unwrap_or(Value::Null)
     }
 
@@ -247,6 +330,17 @@ impl Event {
             (Self::SESSION_ENDED, 1) => parse(Self::SESSION_ENDED, payload, Event::SessionEnded),
             (Self::PASSWORD_CHANGED, 1) => {
                 parse(Self::PASSWORD_CHANGED, payload, Event::PasswordChanged)
+            }
+            (Self::SIGNING_KEY_ADDED, 1) => {
+                parse(Self::SIGNING_KEY_ADDED, payload, Event::SigningKeyAdded)
+            }
+            (Self::SIGNING_KEY_ACTIVATED, 1) => parse(
+                Self::SIGNING_KEY_ACTIVATED,
+                payload,
+                Event::SigningKeyActivated,
+            ),
+            (Self::SIGNING_KEY_RETIRED, 1) => {
+                parse(Self::SIGNING_KEY_RETIRED, payload, Event::SigningKeyRetired)
             }
             _ => Err(DecodeError::Unknown {
                 event_type: event_type.to_owned(),
@@ -284,6 +378,10 @@ pub struct EventMetadata {
     /// Truncated to [`EventMetadata::MAX_USER_AGENT`] bytes, so a client cannot bloat the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// Who or what made a change no request asked for: `authlog keys rotate`, or the rotation
+    /// schedule. Absent for requests (their address says where they came from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 impl EventMetadata {
@@ -300,6 +398,16 @@ impl EventMetadata {
         Self {
             client_ip,
             user_agent,
+            actor: None,
+        }
+    }
+
+    /// The metadata of a change made by `actor` (a command, the rotation schedule), not by a
+    /// request.
+    pub fn by(actor: &str) -> Self {
+        Self {
+            actor: Some(actor.to_owned()),
+            ..Self::default()
         }
     }
 
@@ -319,8 +427,8 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn stream_id(&self) -> UserId {
-        self.event.user_id()
+    pub fn stream_id(&self) -> uuid::Uuid {
+        self.event.stream_id()
     }
 }
 
@@ -336,8 +444,8 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    pub fn stream_id(&self) -> UserId {
-        self.event.user_id()
+    pub fn stream_id(&self) -> uuid::Uuid {
+        self.event.stream_id()
     }
 
     /// Rebuilds an event from a row's columns, the same way for every backend: upcast and decode
@@ -347,7 +455,7 @@ impl RecordedEvent {
         let corrupt = |source| StoreError::Corrupt { position, source };
         let event = Event::decode(&columns.event_type, columns.event_version, columns.payload)
             .map_err(corrupt)?;
-        if event.user_id().as_uuid() != columns.stream_id {
+        if event.stream_id() != columns.stream_id {
             return Err(corrupt(DecodeError::StreamMismatch));
         }
         let metadata: EventMetadata = serde_json::from_value(columns.metadata)
@@ -497,11 +605,18 @@ pub trait EventStore: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
-    /// Changes made by other processes, for stores several processes append to (PostgreSQL).
-    /// `None` where the serving process is the only writer (the embedded store is one process
-    /// per data directory), so there is nothing to watch.
+    /// Changes made by other processes: every append on PostgreSQL, which several instances
+    /// serve; the `authlog keys` commands' on the embedded store, which one server serves.
+    /// `None` where nothing but the serving process writes (the in-memory store).
     fn watch(&self) -> Option<ChangeFeed> {
         None
+    }
+
+    /// Whether other instances serve this log at the same time (PostgreSQL): a decision that
+    /// their events could change (a login, a sign-up's rate) then waits for a catch-up first.
+    /// The embedded store has a change feed for the operators' commands, but no other server.
+    fn shared(&self) -> bool {
+        false
     }
 
     /// The position of the log's last event (0 when empty), for stores other processes append
@@ -530,7 +645,7 @@ pub(crate) fn columns_of(
 ) -> StoredColumns {
     StoredColumns {
         position,
-        stream_id: new.stream_id().as_uuid(),
+        stream_id: new.stream_id(),
         stream_version: new.stream_version,
         event_type: new.event.event_type().to_owned(),
         event_version: new.event.event_version(),

@@ -289,7 +289,7 @@ impl PostgresEventStore {
         let mut hashes = Vec::with_capacity(count);
         for ((new, position), (prev_hash, hash)) in events.iter().zip(last + 1..).zip(links) {
             positions.push(position);
-            stream_ids.push(new.stream_id().as_uuid());
+            stream_ids.push(new.stream_id());
             versions.push(new.stream_version);
             types.push(new.event.event_type());
             event_versions.push(new.event.event_version());
@@ -531,6 +531,10 @@ impl EventStore for PostgresEventStore {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         Box::pin(self.bounded(self.read_rows(after, limit)))
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     fn watch(&self) -> Option<super::ChangeFeed> {

@@ -10,7 +10,7 @@ use std::fs::OpenOptions;
 use std::future::Future;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Weak, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -87,9 +87,14 @@ impl SqliteSettings {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// How often a server on the embedded log looks for commits by another process (`authlog
+/// keys`): one `PRAGMA data_version` on the SQLite thread.
+pub const WATCH_EVERY: Duration = Duration::from_millis(500);
+
 pub struct SqliteEventStore {
-    /// `None` only while dropping, so that the worker sees the channel close.
-    jobs: Option<mpsc::Sender<Job>>,
+    /// `None` only while dropping, so that the worker sees the channel close. Shared (weakly)
+    /// with the change feed, which must not keep the worker alive.
+    jobs: Option<Arc<mpsc::Sender<Job>>>,
     worker: Option<JoinHandle<()>>,
     path: PathBuf,
     timeout: Duration,
@@ -159,7 +164,7 @@ impl SqliteEventStore {
             .await
             .map_err(|_| anyhow::anyhow!("the SQLite thread stopped while opening"));
         let store = Self {
-            jobs: Some(jobs),
+            jobs: Some(Arc::new(jobs)),
             worker: Some(worker),
             path,
             timeout,
@@ -271,6 +276,53 @@ impl EventStore for SqliteEventStore {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         Box::pin(self.call(move |connection| read_rows(connection, after, limit, true)))
+    }
+
+    /// The embedded log is one server's, but `authlog keys` may append to it while it runs:
+    /// SQLite's `data_version` changes when another connection commits, and the feed then asks
+    /// for a read of the tail. Every `WATCH_EVERY` (half a second), until the store is dropped.
+    fn watch(&self) -> Option<super::ChangeFeed> {
+        let jobs = Arc::downgrade(self.jobs.as_ref()?);
+        let (changes, mut feed) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(watch_data_version(jobs, changes));
+        Some(Box::pin(futures_util::stream::poll_fn(move |cx| {
+            feed.poll_recv(cx)
+        })))
+    }
+}
+
+/// Sends [`super::Change::Poll`] whenever another connection has committed since the last look.
+async fn watch_data_version(
+    jobs: Weak<mpsc::Sender<Job>>,
+    changes: tokio::sync::mpsc::UnboundedSender<super::Change>,
+) {
+    let mut ticker = tokio::time::interval(WATCH_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        ticker.tick().await;
+        if changes.is_closed() {
+            return;
+        }
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |connection: &mut Connection| {
+            let _ = reply.send(
+                connection.pragma_query_value(None, "data_version", |row| row.get::<_, i64>(0)),
+            );
+        });
+        // Held only while handing over the job: a dropped store ends the feed.
+        let sent = jobs.upgrade().map(|jobs| jobs.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            return;
+        }
+        if let Ok(Ok(version)) = answer.await {
+            if last.is_some_and(|last| last != version)
+                && changes.send(super::Change::Poll).is_err()
+            {
+                return;
+            }
+            last = Some(version);
+        }
     }
 }
 
@@ -438,7 +490,7 @@ fn append_batch(
             insert
                 .execute(params![
                     position,
-                    new.stream_id().as_uuid().hyphenated().to_string(),
+                    new.stream_id().hyphenated().to_string(),
                     new.stream_version,
                     new.event.event_type(),
                     new.event.event_version(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{AppState, BearerToken, Tokens};
 use crate::actors::{CatchUp, VerifyToken};
 use crate::error::ApiError;
-use crate::jwt::Claims;
+use crate::jwt::{Claims, TokenError};
 use crate::projection::UserSummary;
 
 /// The caller of a protected route.
@@ -17,30 +17,43 @@ pub struct Caller {
 
 /// The caller, if the token verifies and both its user and its session are live. Every step
 /// stays on this worker's thread (its own TokenActor, then the registry's published view); only
-/// a user or session the view lacks costs a message: the registry catches up first, so a token
-/// from another instance's fresh login works at once, and one whose session ended anywhere
-/// fails as soon as this instance has applied that end.
+/// a key, user or session the view lacks costs a message: the registry catches up first, so a
+/// token from another instance's fresh login (or signed by a key another instance just made)
+/// works at once, and one whose session ended anywhere fails as soon as this instance has
+/// applied that end.
 pub async fn authorize(
     token: Result<BearerToken, ApiError>,
     state: &AppState,
     tokens: &Tokens,
 ) -> Result<Caller, ApiError> {
-    let verify = VerifyToken {
-        token: token?.into_string(),
-    };
+    let token = token?.into_string();
     // No timeout: this worker's TokenActor runs on this very thread between our polls, so it
     // cannot be slower than this handler, and a timer per request would cost more than the check.
-    let claims = tokens.send(verify).await??;
+    let verify = VerifyToken {
+        token: token.clone(),
+    };
+    let claims = match tokens.send(verify).await? {
+        Err(TokenError::UnknownKey) => {
+            catch_up(state).await?;
+            tokens.send(VerifyToken { token }).await??
+        }
+        verified => verified?,
+    };
     if let Some(user) = live(&claims, state)? {
         return Ok(Caller { user, claims });
     }
-    state
+    catch_up(state).await?;
+    let user = live(&claims, state)?.ok_or(ApiError::InvalidToken)?;
+    Ok(Caller { user, claims })
+}
+
+/// Waits until the registry has applied everything any instance committed so far.
+async fn catch_up(state: &AppState) -> Result<(), ApiError> {
+    Ok(state
         .registry
         .send(CatchUp)
         .timeout(state.actor_timeout)
-        .await??;
-    let user = live(&claims, state)?.ok_or(ApiError::InvalidToken)?;
-    Ok(Caller { user, claims })
+        .await??)
 }
 
 /// The token's user, if the view holds them and their session, unexpired, now.

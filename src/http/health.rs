@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::actors::{GetReadiness, Readiness};
+use crate::domain::KeyAlgorithm;
 use crate::error::{ApiError, ErrorBody};
 use crate::events::StoreError;
 use crate::metrics::METRICS;
@@ -52,8 +53,9 @@ pub async fn live() -> HttpResponse {
         .body(r#"{"status":"alive"}"#)
 }
 
-/// Readiness: 200 only when the event store answers and the directory has been rebuilt. The body
-/// says how far this instance trails the log's head (other instances' appends not applied yet).
+/// Readiness: 200 only when the event store answers, the directory has been rebuilt, and (with
+/// EdDSA) a signing key is active. The body says how far this instance trails the log's head
+/// (other instances' appends not applied yet).
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -113,6 +115,12 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             None
         }
     };
+    if ready.is_some()
+        && state.keychain.settings().algorithm == KeyAlgorithm::EdDSA
+        && state.keychain.current().keys.signing_key().is_none()
+    {
+        missing.push("no signing key is active yet (see the log)");
+    }
     match ready {
         Some(ready) if missing.is_empty() => Ok(HttpResponse::Ok().json(ready)),
         _ => Err(ApiError::NotReady(missing.join("; "))),

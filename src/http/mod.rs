@@ -17,6 +17,7 @@ mod refresh;
 mod root;
 mod sessions;
 mod signup;
+mod wellknown;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub use connections::{ConnectionCounts, ConnectionLimit};
 pub use json::{JsonBody, MAX_BODY_BYTES};
 pub use observe::{Observe, REQUEST_ID};
 pub use openapi::{ApiDoc, DOCS_PATH, SPEC_PATH};
+pub use wellknown::{DISCOVERY_PATH, Discovery, JWKS_PATH};
 
 /// What every handler shares. Built once in `Application::build`, before the workers start.
 pub struct AppState {
@@ -52,6 +54,11 @@ pub struct AppState {
     pub clock: crate::clock::Clock,
     /// Session lifetimes, for the session list's expiry times.
     pub sessions: crate::sessions::SessionPolicy,
+    /// The keys tokens are signed and checked with, as built from the log: the JWKS, and
+    /// readiness.
+    pub keychain: Arc<crate::signing::Keychain>,
+    /// The discovery document.
+    pub discovery: Discovery,
 }
 
 /// This worker's own [`TokenActor`], started on the worker's arbiter (see
@@ -73,6 +80,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/password", "POST").route(web::post().to(password::change)))
         .service(endpoint("/", "GET").route(web::get().to(root::root)))
         .service(endpoint("/health/ready", "GET").route(web::get().to(health::ready)))
+        .service(endpoint(JWKS_PATH, "GET").route(web::get().to(wellknown::jwks)))
+        .service(
+            endpoint(DISCOVERY_PATH, "GET").route(web::get().to(wellknown::openid_configuration)),
+        )
         .service(endpoint("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(openapi::swagger_ui())
         .service(openapi::docs_redirect())

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{health, login, password, profile, refresh, root, sessions, signup};
+use super::{health, login, password, profile, refresh, root, sessions, signup, wellknown};
 use crate::error::ErrorBody;
 
 /// Where the document is served.
@@ -43,13 +43,17 @@ pub const DOCS_PATH: &str = "/docs/";
         password::change,
         health::live,
         health::ready,
-        health::metrics
+        health::metrics,
+        wellknown::jwks,
+        wellknown::openid_configuration
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Accounts and tokens"),
-        (name = "operations", description = "Health probes and metrics")
+        (name = "operations", description = "Health probes and metrics"),
+        (name = "discovery", description = "The public keys tokens are signed with, and where \
+            they are: for services that check authlog's tokens themselves")
     )
 )]
 pub struct ApiDoc;

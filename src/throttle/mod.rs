@@ -197,7 +197,12 @@ impl Throttle {
             Event::PasswordChanged(changed) => {
                 self.succeeded(&Subject::User(changed.user_id), client);
             }
-            Event::PasswordRehashed(_) | Event::SessionStarted(_) | Event::SessionEnded(_) => {}
+            Event::PasswordRehashed(_)
+            | Event::SessionStarted(_)
+            | Event::SessionEnded(_)
+            | Event::SigningKeyAdded(_)
+            | Event::SigningKeyActivated(_)
+            | Event::SigningKeyRetired(_) => {}
         }
     }
 
@@ -460,10 +465,7 @@ mod tests {
             position,
             stream_version: 1,
             event,
-            metadata: EventMetadata {
-                client_ip: client,
-                user_agent: None,
-            },
+            metadata: EventMetadata::new(client, None),
             recorded_at: when,
         }
     }

@@ -22,7 +22,9 @@ use authlog::actors::UserRegistry;
 use authlog::config::{Settings, StoreSettings};
 use authlog::events::{PostgresSettings, SqliteEventStore, SqliteSettings, events_after};
 use authlog::jwt::JwtSecret;
+use authlog::signing::Keychain;
 use authlog::startup::Application;
+use authlog::vault::MasterKey;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,6 +33,8 @@ use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 pub const TEST_SECRET: &str = "test-only-secret-at-least-32-bytes-long!";
+/// The tests' master key (`AUTHLOG_MASTER_KEY`).
+pub const TEST_MASTER_KEY: &str = "test-only-master-key-0123456789abcdef0123456789abcdef";
 /// The tutorial's own example credentials.
 pub const TUTORIAL_EMAIL: &str = "user@example.com";
 pub const TUTORIAL_PASSWORD: &str = "mypassword123";
@@ -66,9 +70,15 @@ pub fn jwt_secret() -> JwtSecret {
     JwtSecret::parse(SecretString::from(TEST_SECRET)).expect("test secret is long enough")
 }
 
-/// Settings for a test: port 0, bcrypt cost 4, two workers.
+pub fn master_key() -> MasterKey {
+    MasterKey::parse(&SecretString::from(TEST_MASTER_KEY)).expect("long enough")
+}
+
+/// Settings for a test: port 0, bcrypt cost 4, two workers; the defaults otherwise, so tokens
+/// are signed with the log's Ed25519 keys (under the tests' master key) and no HS256 secret is
+/// configured.
 pub fn test_settings(store: StoreSettings) -> Settings {
-    let mut settings = Settings::new(store, jwt_secret());
+    let mut settings = Settings::new(store, master_key());
     settings.bind = "127.0.0.1:0".to_owned();
     settings.bcrypt_cost = 4;
     settings.workers = 2;
@@ -144,11 +154,12 @@ impl TestDatabase {
         StoreSettings::Postgres(PostgresSettings::new(SecretString::from(self.url())))
     }
 
-    /// The environment that points the real binary at this database, with the tests' key.
+    /// The environment that points the real binary at this database, with the tests' master
+    /// key.
     pub fn service_env(&self) -> Vec<(String, String)> {
         vec![
             ("DATABASE_URL".to_owned(), self.url()),
-            ("AUTHLOG_JWT_SECRET".to_owned(), TEST_SECRET.to_owned()),
+            ("AUTHLOG_MASTER_KEY".to_owned(), TEST_MASTER_KEY.to_owned()),
         ]
     }
 
@@ -197,13 +208,26 @@ impl TestDatabase {
         }
     }
 
-    /// The `(event_type, stream_version)` of every event, in position order.
+    /// The `(event_type, stream_version)` of every user's event, in position order (the
+    /// signing keys' stream left out: see [`TestDatabase::key_event_types`]).
     pub async fn event_types(&self) -> Vec<(String, i32)> {
+        self.event_types_where("stream_id <> $1").await
+    }
+
+    /// The `(event_type, stream_version)` of every event on the signing keys' stream.
+    pub async fn key_event_types(&self) -> Vec<(String, i32)> {
+        self.event_types_where("stream_id = $1").await
+    }
+
+    async fn event_types_where(&self, condition: &str) -> Vec<(String, i32)> {
         self.client()
             .await
             .query(
-                "SELECT event_type, stream_version FROM events ORDER BY position",
-                &[],
+                &format!(
+                    "SELECT event_type, stream_version FROM events WHERE {condition} \
+                     ORDER BY position"
+                ),
+                &[&authlog::events::SIGNING_KEYS_STREAM],
             )
             .await
             .expect("read events")
@@ -270,13 +294,27 @@ impl TestLog {
         StoreSettings::Provided(self.store.clone())
     }
 
-    /// The `(event_type, stream_version)` of every event, in position order.
+    /// The `(event_type, stream_version)` of every user's event, in position order (the
+    /// signing keys' stream left out: see [`TestLog::key_event_types`]).
     pub async fn event_types(&self) -> Vec<(String, i32)> {
+        self.types(|event| event.event.user_id().is_some()).await
+    }
+
+    /// The `(event_type, stream_version)` of every event on the signing keys' stream.
+    pub async fn key_event_types(&self) -> Vec<(String, i32)> {
+        self.types(|event| event.event.user_id().is_none()).await
+    }
+
+    async fn types(
+        &self,
+        keep: impl Fn(&authlog::events::RecordedEvent) -> bool,
+    ) -> Vec<(String, i32)> {
         events_after(self.store.as_ref(), 0)
             .collect()
             .await
             .expect("read events")
             .iter()
+            .filter(|e| keep(e))
             .map(|e| (e.event.event_type().to_owned(), e.stream_version))
             .collect()
     }
@@ -287,6 +325,9 @@ pub struct TestApp {
     pub address: String,
     pub port: u16,
     pub registry: Addr<UserRegistry>,
+    pub rotator: Addr<authlog::actors::KeyRotator>,
+    /// The keys the app signs and checks tokens with.
+    pub keychain: std::sync::Arc<Keychain>,
     pub http: reqwest::Client,
 }
 
@@ -311,11 +352,15 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("the application builds");
     let port = app.port();
     let registry = app.registry();
+    let rotator = app.rotator();
+    let keychain = app.keychain();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         registry,
+        rotator,
+        keychain,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -383,6 +428,19 @@ impl TestApp {
         assert_eq!(response.status(), 200, "login of {email} should succeed");
         let body: Value = response.json().await.expect("json");
         body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// The key the app signs with now, and its id: to forge tokens exactly as the app would
+    /// sign them, so that only the property under test is wrong.
+    pub fn signing_key(&self) -> (authlog::domain::KeyId, ed25519_dalek::SigningKey) {
+        let set = self.keychain.key_set();
+        let active = set.active().expect("an active signing key");
+        let private = self
+            .keychain
+            .vault()
+            .open(active)
+            .expect("the active key opens under the tests' master key");
+        (active.key_id.clone(), private)
     }
 
     /// `GET /profile` with this exact `Authorization` header value, or none.

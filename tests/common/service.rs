@@ -43,6 +43,8 @@ fn wrapped(mut command: Command, env: &[(String, String)]) -> Command {
     command
         .env_remove("DATABASE_URL")
         .env_remove("AUTHLOG_JWT_SECRET")
+        .env_remove("AUTHLOG_MASTER_KEY")
+        .env_remove("AUTHLOG_TOKEN_ALGORITHM")
         .env_remove("AUTHLOG_LOG_FORMAT")
         .env("AUTHLOG_BIND", "127.0.0.1:0")
         .env("AUTHLOG_BCRYPT_COST", "4")

@@ -8,7 +8,7 @@ use crate::common::{
     spawn_app,
 };
 use authlog::domain::{Email, UserId};
-use authlog::jwt::JwtKeys;
+use authlog::jwt::{JwtKeys, TokenPolicy};
 use authlog::projection::UserSummary;
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -566,7 +566,9 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
     let user_id: UserId = serde_json::from_value(user["id"].clone()).expect("uuid");
     let email = Email::parse(TUTORIAL_EMAIL).expect("valid");
     let ttl = Duration::from_secs(30 * 60);
-    let keys = JwtKeys::new(&jwt_secret(), ttl);
+    // The app's own signing key, so that only the property under test is wrong.
+    let (kid, key) = app.signing_key();
+    let keys = JwtKeys::empty(TokenPolicy::new(ttl)).signing_ed25519(kid.clone(), key);
     let summary = UserSummary {
         user_id,
         email: email.clone(),
@@ -606,15 +608,14 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
     let other_session = keys
         .issue(&summary, authlog::domain::SessionId::new(), far, Utc::now())
         .expect("sign");
-    let other_key = {
-        let secret = authlog::jwt::JwtSecret::parse(
-            "a-different-secret-of-at-least-32-bytes".to_owned().into(),
-        )
-        .expect("long enough");
-        JwtKeys::new(&secret, ttl)
-            .issue(&summary, sid, far, Utc::now())
-            .expect("sign")
-    };
+    // Another key under the app's key id; and an HS256 secret, which this app does not have.
+    let other_key = JwtKeys::empty(TokenPolicy::new(ttl))
+        .signing_ed25519(kid, ed25519_dalek::SigningKey::from_bytes(&[7; 32]))
+        .issue(&summary, sid, far, Utc::now())
+        .expect("sign");
+    let hs256 = JwtKeys::new(&jwt_secret(), ttl)
+        .issue(&summary, sid, far, Utc::now())
+        .expect("sign");
     let mut flipped = token.clone().into_bytes();
     let last = flipped.len() - 2;
     flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
@@ -628,6 +629,7 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
         stranger.as_str().to_owned(),
         other_session.as_str().to_owned(),
         other_key.as_str().to_owned(),
+        hs256.as_str().to_owned(),
         flipped,
         format!("{}.{}", segments[0], segments[1]),
         format!("{token}.extra"),

@@ -272,7 +272,7 @@ async fn kill_9_mid_signup(store: Store) {
     service.kill_9();
 
     if let Store::Embedded(dir) = &store {
-        let key = dir.path().join("jwt-secret");
+        let key = dir.path().join("master-key");
         let mode = std::fs::metadata(&key)
             .expect("key file")
             .permissions()

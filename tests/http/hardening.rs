@@ -376,8 +376,8 @@ async fn debug_logs_on_postgres_hold_no_hash_email_or_password() {
     let env = vec![
         ("DATABASE_URL".to_owned(), db.url()),
         (
-            "AUTHLOG_JWT_SECRET".to_owned(),
-            crate::common::TEST_SECRET.to_owned(),
+            "AUTHLOG_MASTER_KEY".to_owned(),
+            crate::common::TEST_MASTER_KEY.to_owned(),
         ),
         ("RUST_LOG".to_owned(), "debug".to_owned()),
     ];

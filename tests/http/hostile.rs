@@ -490,7 +490,7 @@ fn b64(value: &Value) -> String {
 }
 
 /// A token with exactly this header and these claims, signed with HS256 and `key`.
-fn forge(header: &Value, claims: &Value, key: &[u8]) -> String {
+fn forge_hs256(header: &Value, claims: &Value, key: &[u8]) -> String {
     let input = format!("{}.{}", b64(header), b64(claims));
     let signature = jsonwebtoken::crypto::sign(
         input.as_bytes(),
@@ -499,6 +499,14 @@ fn forge(header: &Value, claims: &Value, key: &[u8]) -> String {
     )
     .expect("sign");
     format!("{input}.{signature}")
+}
+
+/// A token with exactly this header and these claims, signed with this Ed25519 key.
+fn forge(header: &Value, claims: &Value, key: &ed25519_dalek::SigningKey) -> String {
+    use ed25519_dalek::Signer as _;
+    let input = format!("{}.{}", b64(header), b64(claims));
+    let signature = key.sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
 }
 
 fn claims(user_id: &str, sid: &str, email: &str, exp_offset: i64) -> Value {
@@ -526,18 +534,29 @@ async fn hostile_tokens() {
         .as_str()
         .expect("sid")
         .to_owned();
-    let key = TEST_SECRET.as_bytes();
-    let hs256 = json!({"alg": "HS256", "typ": "JWT"});
-    let good = forge(&hs256, &claims(&user, &sid, TUTORIAL_EMAIL, 600), key);
+    // The app's own signing key: the forgeries below differ from a real token only where
+    // each case says.
+    let (kid, key) = app.signing_key();
+    let kid = kid.as_str().to_owned();
+    let public = key.verifying_key().to_bytes();
+    let eddsa = json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
+    let with_header = |extra: Value| {
+        let mut header = eddsa.clone();
+        for (name, value) in extra.as_object().expect("object") {
+            header[name] = value.clone();
+        }
+        forge(&header, &claims(&user, &sid, TUTORIAL_EMAIL, 600), &key)
+    };
+    let good = forge(&eddsa, &claims(&user, &sid, TUTORIAL_EMAIL, 600), &key);
     let with = |f: &dyn Fn(&mut Value)| {
         let mut c = claims(&user, &sid, TUTORIAL_EMAIL, 600);
         f(&mut c);
-        forge(&hs256, &c, key)
+        forge(&eddsa, &c, &key)
     };
     let unsigned = |alg: &str| {
         format!(
             "{}.{}.",
-            b64(&json!({"alg": alg, "typ": "JWT"})),
+            b64(&json!({"alg": alg, "typ": "JWT", "kid": kid})),
             b64(&claims(&user, &sid, TUTORIAL_EMAIL, 600))
         )
     };
@@ -551,9 +570,19 @@ async fn hostile_tokens() {
     );
     let rs256 = format!(
         "{}.{payload}.{}",
-        b64(&json!({"alg": "RS256", "typ": "JWT"})),
+        b64(&json!({"alg": "RS256", "typ": "JWT", "kid": kid})),
         URL_SAFE_NO_PAD.encode([7u8; 256])
     );
+    let impostor = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let impostor_kid =
+        authlog::domain::KeyId::thumbprint_ed25519(impostor.verifying_key().as_bytes());
+    let hs256_on = |kid: Option<&str>, secret: &[u8]| {
+        let header = match kid {
+            Some(kid) => json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
+            None => json!({"alg": "HS256", "typ": "JWT"}),
+        };
+        forge_hs256(&header, &claims(&user, &sid, TUTORIAL_EMAIL, 600), secret)
+    };
     let cases: Vec<(&str, String, Expect)> = vec![
         ("valid", good.clone(), Expect::Ok(200)),
         (
@@ -572,26 +601,74 @@ async fn hostile_tokens() {
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
-            "wrong HMAC key",
-            forge(
-                &hs256,
-                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
-                b"another-key-that-is-32-bytes-long!!",
-            ),
+            "HS256 keyed with the public key's bytes, naming the Ed25519 key (alg confusion)",
+            hs256_on(Some(&kid), &public),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "HS256 keyed with the JWKS's x, naming the Ed25519 key (alg confusion)",
+            hs256_on(Some(&kid), URL_SAFE_NO_PAD.encode(public).as_bytes()),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "HS256 keyed with the public key's bytes, no kid",
+            hs256_on(None, &public),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "HS256 with the tests' HS256 secret, which this app is not given",
+            hs256_on(None, TEST_SECRET.as_bytes()),
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
             "the tutorial's your-secret-key",
-            forge(
-                &hs256,
-                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
-                b"your-secret-key",
-            ),
+            hs256_on(None, b"your-secret-key"),
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
             "RS256 (attacker's key; never verified as RSA)",
             rs256,
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "another Ed25519 key under the app's kid",
+            forge(&eddsa, &claims(&user, &sid, TUTORIAL_EMAIL, 600), &impostor),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "an unknown kid (the attacker's own key's thumbprint)",
+            forge(
+                &json!({"alg": "EdDSA", "typ": "JWT", "kid": impostor_kid.as_str()}),
+                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
+                &impostor,
+            ),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "no kid",
+            forge(
+                &json!({"alg": "EdDSA", "typ": "JWT"}),
+                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
+                &key,
+            ),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "kid as a path",
+            forge(
+                &json!({"alg": "EdDSA", "kid": "../../dev/null"}),
+                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
+                &key,
+            ),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "kid as SQL",
+            forge(
+                &json!({"alg": "EdDSA", "kid": "x' OR '1'='1"}),
+                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
+                &key,
+            ),
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
@@ -656,15 +733,15 @@ async fn hostile_tokens() {
         (
             "unknown sub",
             forge(
-                &hs256,
+                &eddsa,
                 &claims(&uuid::Uuid::new_v4().to_string(), &sid, TUTORIAL_EMAIL, 600),
-                key,
+                &key,
             ),
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
             "non-UUID sub",
-            forge(&hs256, &claims("1", &sid, TUTORIAL_EMAIL, 600), key),
+            forge(&eddsa, &claims("1", &sid, TUTORIAL_EMAIL, 600), &key),
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
@@ -685,30 +762,41 @@ async fn hostile_tokens() {
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
-            "jku header",
+            "jku header (keys from the attacker's URL)",
+            with_header(json!({"jku": "https://evil.example/jwks"})),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "x5u header (a certificate from the attacker's URL)",
+            with_header(json!({"x5u": "https://evil.example/cert.pem"})),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "jwk header (the attacker's key, embedded)",
             forge(
-                &json!({"alg": "HS256", "jku": "https://evil.example/jwks"}),
+                &json!({"alg": "EdDSA", "kid": impostor_kid.as_str(), "jwk": {
+                    "kty": "OKP", "crv": "Ed25519",
+                    "x": URL_SAFE_NO_PAD.encode(impostor.verifying_key().as_bytes()),
+                }}),
                 &claims(&user, &sid, TUTORIAL_EMAIL, 600),
-                key,
+                &impostor,
             ),
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
-            "jwk header",
-            forge(
-                &json!({"alg": "HS256", "jwk": {"kty": "oct", "k": "AAAA"}}),
-                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
-                key,
-            ),
+            "jwk header naming the real key",
+            with_header(json!({"jwk": {"kty": "OKP", "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(public)}})),
             Expect::Error(401, INVALID_TOKEN),
         ),
         (
-            "kid header",
-            forge(
-                &json!({"alg": "HS256", "kid": "../../dev/null"}),
-                &claims(&user, &sid, TUTORIAL_EMAIL, 600),
-                key,
-            ),
+            "x5c header",
+            with_header(json!({"x5c": ["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"]})),
+            Expect::Error(401, INVALID_TOKEN),
+        ),
+        (
+            "crit header",
+            with_header(json!({"crit": ["exp"]})),
             Expect::Error(401, INVALID_TOKEN),
         ),
     ];

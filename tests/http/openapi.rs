@@ -38,6 +38,8 @@ const CONTRACT: &[(&str, &str, &[u16])] = &[
     ("get", "/health/live", &[200]),
     ("get", "/health/ready", &[200, 503]),
     ("get", "/metrics", &[200]),
+    ("get", "/.well-known/jwks.json", &[200]),
+    ("get", "/.well-known/openid-configuration", &[200]),
 ];
 
 async fn spec() -> (crate::common::TestApp, crate::common::TestLog, Value) {

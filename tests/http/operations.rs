@@ -209,7 +209,7 @@ async fn logs_are_json_lines_with_request_ids_and_never_hold_secrets() {
     let (status, log) = service.terminate(Duration::from_secs(30));
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
 
-    let key = std::fs::read_to_string(data.path().join("jwt-secret")).expect("key file");
+    let key = std::fs::read_to_string(data.path().join("master-key")).expect("key file");
     let lines: Vec<Value> = log
         .iter()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
@@ -357,8 +357,8 @@ async fn sigterm_under_load_loses_nothing_on_postgres() {
     sigterm_under_load(vec![
         ("DATABASE_URL".to_owned(), db.url()),
         (
-            "AUTHLOG_JWT_SECRET".to_owned(),
-            crate::common::TEST_SECRET.to_owned(),
+            "AUTHLOG_MASTER_KEY".to_owned(),
+            crate::common::TEST_MASTER_KEY.to_owned(),
         ),
     ])
     .await;

@@ -92,7 +92,7 @@ async fn register_appends_user_registered_and_answers_after_commit() {
 
     let events = store.events();
     assert_eq!(types(&events), [("UserRegistered", 1)]);
-    assert_eq!(events[0].stream_id(), user.user_id);
+    assert_eq!(events[0].event.user_id(), Some(user.user_id));
     assert_eq!(events[0].metadata, metadata());
     let found = registry
         .send(FindUser {

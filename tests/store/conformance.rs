@@ -283,9 +283,14 @@ async fn append_and_read_back_in_order<B: Backend>() {
     assert_eq!(
         appended
             .iter()
-            .map(|e| (e.stream_id(), e.stream_version))
+            .map(|e| (e.event.user_id(), e.stream_version))
             .collect::<Vec<_>>(),
-        [(alice, 1), (alice, 2), (bob, 1), (alice, 3)]
+        [
+            (Some(alice), 1),
+            (Some(alice), 2),
+            (Some(bob), 1),
+            (Some(alice), 3)
+        ]
     );
 
     // Read back exactly as recorded: events, metadata, positions and times.
@@ -401,7 +406,7 @@ async fn concurrent_appends_have_one_winner<B: Backend>() {
 
     // The same race on one stream's next version.
     let user = match &won[0] {
-        Ok(recorded) => recorded[0].stream_id(),
+        Ok(recorded) => recorded[0].event.user_id().expect("a user's event"),
         Err(error) => panic!("{error:?}"),
     };
     let outcomes = join_all((0..ATTEMPTS).map(|i| {
@@ -556,12 +561,15 @@ async fn the_chain_links_every_event_even_with_concurrent_writers<B: Backend>() 
 /// atomically with them, and a refresh token is rotated once however many handles race for it.
 async fn session_rows_follow_their_events_and_rotate_once<B: Backend>() {
     use authlog::events::{EndReason, SessionEnded, SessionStarted};
-    use authlog::sessions::{RefreshKey, Rotated, Rotation, SessionWrite, seal};
+    use authlog::sessions::{RefreshKey, RefreshKeys, Rotated, Rotation, SessionWrite, seal};
     let backend = B::create().await;
     let store = backend.store();
     let user = UserId::new();
     let session = authlog::domain::SessionId::new();
-    let key = RefreshKey::derive(b"a test secret of at least 32 bytes!!");
+    let key = RefreshKeys::new(
+        RefreshKey::derive(b"a test secret of at least 32 bytes!!"),
+        None,
+    );
     let first = key.mint(session, 1).expect("random");
     let now = chrono::Utc::now();
     let expires_at = now + chrono::Duration::days(1);

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::cluster::Cluster;
-use crate::common::{TestApp, assert_error, jwt_secret, spawn_app_with, test_settings};
+use crate::common::{TestApp, assert_error, spawn_app_with, test_settings};
 use authlog::domain::{Email, SessionId, UserId};
 use authlog::events::PostgresSettings;
-use authlog::jwt::JwtKeys;
+use authlog::jwt::{JwtKeys, TokenPolicy};
 use authlog::projection::UserSummary;
 use chrono::Utc;
 use secrecy::SecretString;
@@ -72,8 +72,10 @@ async fn f4_database_down_at_boot() {
 
     assert_503(app.signup("early@example.com", PASSWORD).await, "signup").await;
     assert_503(app.login("early@example.com", PASSWORD).await, "login").await;
-    // A correctly signed token for a user the service cannot look up yet: 503, not 401.
-    let keys = JwtKeys::new(&jwt_secret(), Duration::from_secs(600));
+    // A well-formed token for a user (and a key) the service cannot look up yet: 503, not 401.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let kid = authlog::domain::KeyId::thumbprint_ed25519(key.verifying_key().as_bytes());
+    let keys = JwtKeys::empty(TokenPolicy::new(Duration::from_secs(600))).signing_ed25519(kid, key);
     let user = UserSummary {
         user_id: UserId::new(),
         email: Email::parse("early@example.com").expect("valid"),

@@ -1,0 +1,217 @@
+//! The operators' commands on the token signing keys: `authlog keys list`, `rotate` and
+//! `retire`.
+//!
+//! `rotate` and `retire` change the log the way a server does: through a [`UserRegistry`] of
+//! their own, replayed from the log and started for the one command, so the change is decided
+//! against the log and appended through the same decisions, chain and lock as a server's.
+//! Running servers apply it like any other writer's event.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use actix::Actor as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+
+use crate::actors::{ChangeSigningKeys, KeyChange, RegistryError, UserRegistry};
+use crate::domain::{KeyAlgorithm, KeyId, PasswordHash};
+use crate::events::{EventMetadata, EventStore, events_after};
+use crate::hashing::PasswordHasher;
+use crate::jwt::TokenPolicy;
+use crate::keyring::{KeyRing, KeyState, KeysView};
+use crate::signing::{KeyVault, Keychain, KeychainError, SigningSettings};
+use crate::vault::MasterKey;
+
+/// What a key command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysOutcome {
+    Done,
+    /// Not done; the message says why.
+    Refused(String),
+}
+
+/// The keys as the log holds them: only the keys' stream is folded.
+pub async fn key_ring(store: &dyn EventStore) -> Result<KeyRing, crate::events::StoreError> {
+    let mut ring = KeyRing::new();
+    events_after(store, 0)
+        .for_each(|event| {
+            ring.apply(&event);
+            ControlFlow::Continue(())
+        })
+        .await?;
+    Ok(ring)
+}
+
+fn time(at: Option<DateTime<Utc>>) -> String {
+    at.map_or_else(
+        || "-".to_owned(),
+        |at| at.to_rfc3339_opts(SecondsFormat::Secs, true),
+    )
+}
+
+/// `authlog keys list`: every key, oldest first, as a table or JSON lines. No key material.
+pub fn list(ring: &KeyRing, jsonl: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if !jsonl {
+        writeln!(
+            out,
+            "{:<43}  {:<5}  {:<8}  {:<20}  {:<20}  {:<20}  retired",
+            "key", "alg", "state", "added", "activated", "superseded"
+        )?;
+    }
+    for key in ring.keys() {
+        if jsonl {
+            let line = json!({
+                "key_id": key.key_id,
+                "algorithm": key.algorithm,
+                "state": key.state().as_str(),
+                "added_at": key.added_at,
+                "activated_at": key.activated_at,
+                "superseded_at": key.superseded_at,
+                "retired_at": key.retired_at,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(
+                out,
+                "{:<43}  {:<5}  {:<8}  {:<20}  {:<20}  {:<20}  {}",
+                key.key_id.as_str(),
+                key.algorithm.as_str(),
+                key.state().as_str(),
+                time(Some(key.added_at)),
+                time(key.activated_at),
+                time(key.superseded_at),
+                time(key.retired_at),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A registry over `store`, replayed and started for one command, and its keys. It hashes no
+/// password, so its dummy hash is a placeholder.
+async fn registry(
+    store: Arc<dyn EventStore>,
+) -> anyhow::Result<(actix::Addr<UserRegistry>, KeysView)> {
+    let placeholder = PasswordHash::new("$2b$04$placeholderplaceholderplacehold".to_owned());
+    let registry = UserRegistry::load_with(store, PasswordHasher::new(4, 1), placeholder).await?;
+    let keys = registry.keys();
+    Ok((registry.start(), keys))
+}
+
+/// `authlog keys rotate`: adds a key, sealed under `master`, to follow the newest; activates it
+/// at once if `now`.
+pub async fn rotate(
+    store: Arc<dyn EventStore>,
+    master: &MasterKey,
+    now: bool,
+    actor: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<KeysOutcome> {
+    let vault = KeyVault::new(master);
+    let (registry, keys) = registry(store).await?;
+    // A key this master key could not open would be useless to the servers: make sure it is
+    // the log's.
+    let keychain = Keychain::new(
+        vault.clone(),
+        keys.clone(),
+        SigningSettings {
+            algorithm: KeyAlgorithm::EdDSA,
+            hs256: None,
+            policy: TokenPolicy::new(std::time::Duration::from_secs(60)),
+        },
+    );
+    if let Err(error @ KeychainError::WrongMasterKey(_)) = keychain.check() {
+        return Ok(KeysOutcome::Refused(error.to_string()));
+    }
+    let set = keys.current();
+    let replaced = set.active().map(|key| key.key_id.clone());
+    let key = vault.make()?;
+    let key_id = key.key_id.clone();
+    let change = KeyChange::Add {
+        key,
+        activate: now,
+        after: set.newest().map(|key| key.key_id.clone()),
+    };
+    let sent = registry
+        .send(ChangeSigningKeys {
+            change,
+            metadata: EventMetadata::by(actor),
+        })
+        .await?;
+    match sent {
+        Ok(()) if now => {
+            writeln!(
+                out,
+                "added signing key {key_id} (EdDSA) and activated it: new tokens are signed \
+                 with it from now on."
+            )?;
+            if let Some(replaced) = replaced {
+                writeln!(
+                    out,
+                    "The key it replaces, {replaced}, keeps verifying the tokens it signed, and \
+                     a running server retires it once they have expired."
+                )?;
+            }
+            Ok(KeysOutcome::Done)
+        }
+        Ok(()) => {
+            writeln!(
+                out,
+                "added signing key {key_id} (EdDSA): it is in the JWKS now, and a running \
+                 server activates it once AUTHLOG_JWKS_MAX_AGE_SECONDS have passed, so that \
+                 verifiers caching the JWKS have it before the first token it signs."
+            )?;
+            Ok(KeysOutcome::Done)
+        }
+        Err(RegistryError::KeysChanged) => Ok(KeysOutcome::Refused(
+            "another instance or command changed the keys at the same moment; run it again if \
+             a new key is still wanted"
+                .to_owned(),
+        )),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `authlog keys retire`: withdraws a pending or retiring key.
+pub async fn retire(
+    store: Arc<dyn EventStore>,
+    key_id: &KeyId,
+    actor: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<KeysOutcome> {
+    let (registry, keys) = registry(store).await?;
+    let sent = registry
+        .send(ChangeSigningKeys {
+            change: KeyChange::Retire(key_id.clone()),
+            metadata: EventMetadata::by(actor),
+        })
+        .await?;
+    match sent {
+        Ok(()) => {
+            writeln!(
+                out,
+                "retired signing key {key_id}: it is no longer published, and tokens it signed \
+                 are refused from now on."
+            )?;
+            Ok(KeysOutcome::Done)
+        }
+        Err(RegistryError::KeysChanged) => {
+            let keys = keys.current();
+            let why = match keys.find(key_id).map(|key| key.state()) {
+                None => format!("there is no key {key_id} in the log"),
+                Some(KeyState::Active) => format!(
+                    "{key_id} is the active key: run `authlog keys rotate --now` first, then \
+                     retire it"
+                ),
+                Some(KeyState::Retired) => format!("{key_id} is already retired"),
+                Some(KeyState::Pending | KeyState::Retiring) => format!(
+                    "another instance or command changed the keys at the same moment; run it \
+                     again if {key_id} is still to be retired"
+                ),
+            };
+            Ok(KeysOutcome::Refused(why))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
