@@ -13,11 +13,11 @@ start_authlog() {
     if [ ! -x "$AUTHLOG_BIN" ]; then
         cargo build --locked --quiet
     fi
-    # The embedded store, a generated key, bcrypt at its minimum cost: the checks exercise the
+    # The embedded store, a generated master key, bcrypt at its minimum cost: the checks exercise the
     # HTTP surface, not bcrypt. The fuzzer signs up and logs in many users from 127.0.0.1, and
     # sends it made-up refresh tokens, so the per-address sign-up, login and failed-refresh
     # rates are off; login throttling stays on.
-    env -u DATABASE_URL -u AUTHLOG_JWT_SECRET \
+    env -u DATABASE_URL -u AUTHLOG_JWT_SECRET -u AUTHLOG_MASTER_KEY -u AUTHLOG_TOKEN_ALGORITHM \
         AUTHLOG_DATA_DIR="$workdir/data" AUTHLOG_BIND=127.0.0.1:0 AUTHLOG_BCRYPT_COST=4 \
         AUTHLOG_SIGNUP_RATE_PER_MINUTE="${AUTHLOG_SIGNUP_RATE_PER_MINUTE:-0}" \
         AUTHLOG_LOGIN_RATE_PER_MINUTE="${AUTHLOG_LOGIN_RATE_PER_MINUTE:-0}" \

@@ -7,9 +7,12 @@
 //! - `coldstart KIND USERS LOGINS`: generates a log, then times the replay that start-up does,
 //!   its memory, and `verify`.
 //!
-//! - `tokens SECRET_FILE USER_ID EMAIL N`: prints N distinct access tokens for that user, signed
-//!   with the key in SECRET_FILE as the service signs them (for `/profile` with tokens it has
-//!   never verified);
+//! - `tokens MASTER_KEY_FILE USER_ID EMAIL SESSION N`: prints N distinct access tokens for that
+//!   user and session, signed with the log's active key (opened with the master key in
+//!   MASTER_KEY_FILE) as the service signs them, for `/profile` with tokens it has never
+//!   verified. The log: DATABASE_URL, or the embedded one in AUTHLOG_DATA_DIR;
+//! - `ed25519 SECONDS`: Ed25519 signature checks per second with one thread per core, over a
+//!   token's signing input: the bound for tokens never seen before;
 //! - `abandon HOST:PORT VICTIM BYSTANDER PASSWORD CONNECTIONS`: the abandoned-logins attack:
 //!   CONNECTIONS connections each send a login for VICTIM and all close at once, then times a
 //!   login of BYSTANDER.
@@ -43,11 +46,13 @@ async fn main() -> anyhow::Result<()> {
         "bcrypt" => bcrypt_bound(number(1, 12) as u32, number(2, 5)),
         "store" => store_bench(&arg(1), number(2, 20_000) as usize).await?,
         "coldstart" => cold_start(&arg(1), number(2, 1_000_000), number(3, 5_000_000)).await?,
-        "tokens" => return tokens(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 20_000)),
+        "tokens" => return tokens(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 20_000)).await,
+        "ed25519" => ed25519_bound(number(1, 5)),
         "sessions" => session_memory(number(1, 200_000)),
         "abandon" => abandon(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 1000) as usize).await?,
         other => anyhow::bail!(
-            "unknown measurement {other:?}: bcrypt, store, coldstart, tokens, sessions or abandon"
+            "unknown measurement {other:?}: bcrypt, ed25519, store, coldstart, tokens, sessions or \
+             abandon"
         ),
     };
     println!("{result}");
@@ -77,6 +82,39 @@ fn bcrypt_bound(cost: u32, seconds: u64) -> serde_json::Value {
     let elapsed = started.elapsed().as_secs_f64();
     json!({"measure": "bcrypt", "cost": cost, "threads": cores(),
            "hashes_per_second": hashes as f64 / elapsed, "ms_per_hash": 1000.0 * elapsed * cores() as f64 / hashes.max(1) as f64})
+}
+
+/// Ed25519 checks per second on every core: what `/profile` can do at most with tokens it has
+/// never seen (each needs one), measured with the call the service makes (`verify_strict`) over
+/// a signing input as long as a token's.
+fn ed25519_bound(seconds: u64) -> serde_json::Value {
+    use ed25519_dalek::Signer as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let message = vec![b'e'; 330];
+    let signature = key.sign(&message);
+    let public = key.verifying_key();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..cores())
+        .map(|_| {
+            let message = message.clone();
+            std::thread::spawn(move || {
+                let mut checks = 0u64;
+                while Instant::now() < deadline {
+                    for _ in 0..100 {
+                        let _ = public.verify_strict(&message, &signature);
+                    }
+                    checks += 100;
+                }
+                checks
+            })
+        })
+        .collect();
+    let checks: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    let elapsed = started.elapsed().as_secs_f64();
+    json!({"measure": "ed25519", "threads": cores(),
+           "verifications_per_second": checks as f64 / elapsed,
+           "us_per_verification": 1e6 * elapsed * cores() as f64 / checks.max(1) as f64})
 }
 
 /// A fresh store of the given kind (the temporary directory lives as long as the store).
@@ -327,19 +365,37 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
     }))
 }
 
-/// `n` access tokens for a live session of the user, each never seen by the service.
-fn tokens(
-    secret_file: &str,
+/// `n` access tokens for a live session of the user, each never seen by the service, signed
+/// with the log's active key.
+async fn tokens(
+    master_key_file: &str,
     user_id: &str,
     email: &str,
     session: &str,
     n: u64,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let secret = std::fs::read_to_string(secret_file)
-        .with_context(|| format!("read the token key {secret_file}"))?;
-    let secret = authlog::jwt::JwtSecret::parse(SecretString::from(secret.trim().to_owned()))?;
-    let keys = authlog::jwt::JwtKeys::new(&secret, Duration::from_secs(30 * 60));
+    let master = std::fs::read_to_string(master_key_file)
+        .with_context(|| format!("read the master key {master_key_file}"))?;
+    let master = authlog::vault::MasterKey::parse(&SecretString::from(master.trim().to_owned()))?;
+    let store: Arc<dyn EventStore> = match std::env::var("DATABASE_URL") {
+        Ok(url) => Arc::new(PostgresEventStore::connect_read_only(
+            &PostgresSettings::new(SecretString::from(url)),
+        )?),
+        Err(_) => {
+            let dir = std::env::var("AUTHLOG_DATA_DIR").context("AUTHLOG_DATA_DIR")?;
+            Arc::new(
+                SqliteEventStore::open_read_only(&SqliteSettings::in_dir(dir.as_ref()).path)
+                    .await?,
+            )
+        }
+    };
+    let ring = authlog::operate::key_ring(store.as_ref()).await?;
+    let active = ring.active().context("the log has no active signing key")?;
+    let private = authlog::signing::KeyVault::new(&master).open(active)?;
+    let keys =
+        authlog::jwt::JwtKeys::empty(authlog::jwt::TokenPolicy::new(Duration::from_secs(30 * 60)))
+            .signing_ed25519(active.key_id.clone(), private);
     let user = authlog::projection::UserSummary {
         user_id: UserId::from(uuid::Uuid::parse_str(user_id)?),
         email: Email::parse(email)?,
