@@ -81,6 +81,18 @@ def authlog(*args):
     return done.stdout
 
 
+def readme_example(base):
+    """The README's Python example ("Verifying tokens in your own service"), exactly as written
+    there but for the service's address: it must work as printed."""
+    readme = open("README.md", encoding="utf-8").read()
+    section = readme.split("## Verifying tokens in your own service", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "http://127.0.0.1:8000" in code, code
+    namespace = {}
+    exec(code.replace("http://127.0.0.1:8000", base), namespace)
+    return namespace["user_of"]
+
+
 def main():
     email = f"verify-{uuid.uuid4().hex[:12]}@example.com"
     status, body = post(ISSUER, "/signup", {"email": email, "password": PASSWORD})
@@ -95,6 +107,9 @@ def main():
     claims = verify(old_token, client)
     assert claims["sub"] == body["id"] and claims["email"] == email, claims
     print(f"verify-tokens: PyJWT verified a token signed by {old_kid}")
+    user_of = readme_example(VERIFIER)
+    assert user_of(old_token)["sub"] == body["id"]
+    print("verify-tokens: the README's example verifies it too")
 
     # A token whose algorithm is not the key's: PyJWT refuses it too.
     try:
@@ -121,6 +136,11 @@ def main():
         time.sleep(0.5)
     verify(new_token, client)
     verify(old_token, client)
+    # A fresh copy of the README's client: the first one cached the key set as it was (PyJWT
+    # refetches it for an unknown kid at most every 30 s). Here the lead time is one second; a
+    # real one (an hour) is longer than PyJWT's caching, so its clients have the key in time.
+    assert readme_example(VERIFIER)(new_token)["sub"] == body["id"]
+    assert readme_example(VERIFIER)(old_token)["sub"] == body["id"]
     assert profile_status(VERIFIER, old_token) == 200
     assert profile_status(VERIFIER, new_token) == 200
     print(f"verify-tokens: after rotation, new tokens carry {new_kid}; both verify")

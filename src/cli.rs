@@ -125,6 +125,11 @@ pub struct KeysRotateArgs {
     /// that may have leaked: verifiers that cache the JWKS refetch it for an unknown `kid`).
     #[arg(long)]
     pub now: bool,
+    /// Add the key even though this master key opens none of the log's keys: the way back
+    /// after losing the master key (every refresh token stops working, as their tags are keyed
+    /// from it). Only with --now.
+    #[arg(long, requires = "now")]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -80,12 +80,12 @@ async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let secrets = Secrets::from_env();
             let master = master_key(&args.store.master_key(&secrets)?)?;
             let (store, _) = open_store(&args.store.store_settings()).await?;
-            let actor = if args.now {
-                "authlog keys rotate --now"
-            } else {
-                "authlog keys rotate"
+            let actor = match (args.now, args.force) {
+                (true, true) => "authlog keys rotate --now --force",
+                (true, false) => "authlog keys rotate --now",
+                _ => "authlog keys rotate",
             };
-            operate::rotate(store, &master, args.now, actor, &mut out).await?
+            operate::rotate(store, &master, args.now, args.force, actor, &mut out).await?
         }
         KeysCommand::Retire(args) => {
             let (store, _) = open_store(&args.store.store_settings()).await?;

@@ -105,13 +105,14 @@ pub async fn rotate(
     store: Arc<dyn EventStore>,
     master: &MasterKey,
     now: bool,
+    force: bool,
     actor: &str,
     out: &mut impl Write,
 ) -> anyhow::Result<KeysOutcome> {
     let vault = KeyVault::new(master);
     let (registry, keys) = registry(store).await?;
-    // A key this master key could not open would be useless to the servers: make sure it is
-    // the log's.
+    // A key sealed under a master key that is not the log's would be useless to servers given
+    // the log's: make sure it is, unless told this is the way back from a lost one.
     let keychain = Keychain::new(
         vault.clone(),
         keys.clone(),
@@ -121,8 +122,13 @@ pub async fn rotate(
             policy: TokenPolicy::new(std::time::Duration::from_secs(60)),
         },
     );
-    if let Err(error @ KeychainError::WrongMasterKey(_)) = keychain.check() {
-        return Ok(KeysOutcome::Refused(error.to_string()));
+    if let Err(error @ KeychainError::WrongMasterKey(_)) = keychain.check()
+        && !force
+    {
+        return Ok(KeysOutcome::Refused(format!(
+            "{error}. If that master key is lost, `authlog keys rotate --now --force` adds a \
+             key this one opens, which signs at once; every refresh token then stops working"
+        )));
     }
     let set = keys.current();
     let replaced = set.active().map(|key| key.key_id.clone());

@@ -9,9 +9,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::clock::Clock;
 use crate::domain::{KeyAlgorithm, KeyId};
 use crate::events::SigningKeyAdded;
-use crate::jwt::{JwkSet, JwtKeys, JwtSecret, TokenPolicy};
+use crate::jwt::{Claims, JwkSet, JwtKeys, JwtSecret, TokenError, TokenPolicy, VerifiedTokens};
 use crate::keyring::{KeyRecord, KeySet, KeyState, KeysView};
 use crate::vault::{MasterKey, SealError, Sealer, labels};
 
@@ -215,6 +216,69 @@ impl Keychain {
 
     pub fn settings(&self) -> &SigningSettings {
         &self.settings
+    }
+}
+
+/// Tokens each verifier remembers as verified (a few hundred bytes each).
+pub const VERIFIED_TOKENS: usize = 4096;
+
+/// Checks bearer tokens with the keychain's current keys, and remembers the ones that verified.
+/// Plain and single-threaded: the TokenActor holds one (its `VerifyToken`), and each HTTP worker
+/// holds its own for the hot path, so a request's token check is a function call on the
+/// worker's thread, with no lock shared between workers and no message (docs/decisions.md,
+/// "Token signing keys").
+pub struct TokenVerifier {
+    keychain: Arc<Keychain>,
+    /// The keys it checks with, and the keychain generation they are for.
+    built: Arc<Built>,
+    /// Emptied when the keys change, so a retired key's tokens leave with it.
+    verified: VerifiedTokens,
+    clock: Clock,
+}
+
+impl TokenVerifier {
+    pub fn new(keychain: Arc<Keychain>, clock: Clock) -> Self {
+        Self {
+            built: keychain.current(),
+            keychain,
+            verified: VerifiedTokens::new(VERIFIED_TOKENS),
+            clock,
+        }
+    }
+
+    /// The keys for the log's keys as they stand now: one atomic load, and the keychain's new
+    /// build when they changed.
+    pub fn keys(&mut self) -> &JwtKeys {
+        if self.keychain.generation() != self.built.generation {
+            self.built = self.keychain.current();
+            self.verified.clear();
+        }
+        &self.built.keys
+    }
+
+    /// The claims of `token` if it verifies now: from the cache for a token that verified
+    /// before (the same bytes, `exp` and `nbf` checked again), else checked and remembered.
+    /// [`TokenError::UnknownKey`] may mean the key was added by another instance a moment ago:
+    /// the caller may catch up with the log and ask again.
+    pub fn verify(&mut self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        let now = self.clock.now();
+        // First, so a change of keys empties the cache before it is read.
+        self.keys();
+        if let Some(claims) = self.verified.get(token, now.timestamp()) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.built.keys.verify(token, now)?);
+        self.verified
+            .insert(token, Arc::clone(&claims), now.timestamp());
+        Ok(claims)
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn keychain(&self) -> Arc<Keychain> {
+        Arc::clone(&self.keychain)
     }
 }
 

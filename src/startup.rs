@@ -27,7 +27,7 @@ use crate::keyfile::{self, KeyOrigin};
 use crate::keyring::RotationPolicy;
 use crate::metrics::METRICS;
 use crate::sessions::{RefreshKey, RefreshKeys};
-use crate::signing::{KeyVault, Keychain, SigningSettings};
+use crate::signing::{KeyVault, Keychain, SigningSettings, TokenVerifier};
 use crate::vault::MasterKey;
 
 /// Opens the event store the settings name, and a description of it for logs (no password).
@@ -282,6 +282,13 @@ impl Application {
             .with_clock(clock.clone())
             .start();
 
+        if settings.public_url.is_none() && address.ip().is_unspecified() {
+            tracing::warn!(
+                "listening on {address} without AUTHLOG_PUBLIC_URL: the discovery document names \
+                 http://{address}, which clients cannot reach; set AUTHLOG_PUBLIC_URL to the URL \
+                 they use"
+            );
+        }
         let discovery = Discovery::new(
             settings
                 .public_url
@@ -309,12 +316,17 @@ impl Application {
             settings.trusted_proxies.clone(),
         );
         let server = HttpServer::new(move || {
-            // Runs on each worker's thread: this TokenActor lives on that worker's arbiter.
-            let tokens = web::Data::new(
-                TokenActor::new(Arc::clone(&keychain_for_workers), refresh.clone())
+            // Runs on each worker's thread: this TokenActor lives on that worker's arbiter, and
+            // the verifier is only ever used there.
+            let tokens = web::Data::new(http::WorkerTokens {
+                actor: TokenActor::new(Arc::clone(&keychain_for_workers), refresh.clone())
                     .with_clock(clock.clone())
                     .start(),
-            );
+                verifier: std::cell::RefCell::new(TokenVerifier::new(
+                    Arc::clone(&keychain_for_workers),
+                    clock.clone(),
+                )),
+            });
             App::new()
                 .app_data(state.clone())
                 .app_data(tokens)

@@ -2,11 +2,11 @@
 //! keys the process's [`Keychain`] builds from the log.
 //!
 //! An ordinary actor, cheap to start: [`crate::startup::Application`] starts one on each HTTP
-//! worker's own arbiter, on purpose, so a request's token check is a message to an actor on the
-//! same thread (no cross-thread hop, no lock), and one more on the main arbiter for callers that
-//! drive the actors directly ([`crate::startup::Application::tokens`]). All of them share one
-//! keychain: each compares the keychain's generation with its own keys' on every message (one
-//! atomic load), and takes the keychain's new build when the log's keys changed.
+//! worker's own arbiter, on purpose, so issuing a token is a message to an actor on the same
+//! thread (no cross-thread hop, no lock), and one more on the main arbiter for callers that drive
+//! the actors directly ([`crate::startup::Application::tokens`]). All of them share one
+//! keychain. Checking a bearer token on a request goes one step further: the worker calls its
+//! own [`TokenVerifier`] (the same code `VerifyToken` runs here), without a message.
 
 use std::sync::Arc;
 
@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::domain::SessionId;
-use crate::jwt::{AccessToken, Claims, JwtKeys, TokenError, VerifiedTokens};
+use crate::jwt::{AccessToken, Claims, TokenError};
 use crate::projection::UserSummary;
 use crate::sessions::{MintedRefresh, PresentedRefresh, RefreshKeys, RefreshToken};
-use crate::signing::{Built, Keychain};
+use crate::signing::{Keychain, TokenVerifier};
 
 /// Signs an access token for a user the registry has just authenticated, in `session`, expiring
 /// no later than the session does.
@@ -63,44 +63,27 @@ pub struct OpenSealed {
     pub presented: PresentedRefresh,
 }
 
-/// Tokens each TokenActor remembers as verified (a few hundred bytes each).
-pub const VERIFIED_TOKENS: usize = 4096;
-
 pub struct TokenActor {
-    keychain: Arc<Keychain>,
-    /// The keys this actor signs and verifies with, and the keychain generation they are for.
-    built: Arc<Built>,
+    /// The keys, and the cache of verified tokens: this actor's own.
+    verifier: TokenVerifier,
     refresh: RefreshKeys,
-    /// This actor's own, so no lock is shared between workers. Cleared when the keys change.
-    verified: VerifiedTokens,
-    clock: Clock,
 }
 
 impl TokenActor {
     pub fn new(keychain: Arc<Keychain>, refresh: RefreshKeys) -> Self {
         Self {
-            built: keychain.current(),
-            keychain,
+            verifier: TokenVerifier::new(keychain, Clock::system()),
             refresh,
-            verified: VerifiedTokens::new(VERIFIED_TOKENS),
-            clock: Clock::system(),
         }
     }
 
     /// Reads the time from `clock` (a settable one in tests).
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// The keys for the log's keys as they stand now. A change of keys empties the cache of
-    /// verified tokens, so a retired key's tokens leave with it.
-    fn keys(&mut self) -> &JwtKeys {
-        if self.keychain.generation() != self.built.generation {
-            self.built = self.keychain.current();
-            self.verified.clear();
+    pub fn with_clock(self, clock: Clock) -> Self {
+        let keychain = self.verifier.keychain();
+        Self {
+            verifier: TokenVerifier::new(keychain, clock),
+            refresh: self.refresh,
         }
-        &self.built.keys
     }
 }
 
@@ -118,8 +101,9 @@ impl Handler<IssueToken> for TokenActor {
     type Result = Result<AccessToken, TokenError>;
 
     fn handle(&mut self, msg: IssueToken, _ctx: &mut Self::Context) -> Self::Result {
-        let now = self.clock.now();
-        self.keys()
+        let now = self.verifier.clock().now();
+        self.verifier
+            .keys()
             .issue(&msg.user, msg.session, msg.not_after, now)
     }
 }
@@ -128,16 +112,7 @@ impl Handler<VerifyToken> for TokenActor {
     type Result = Result<Arc<Claims>, TokenError>;
 
     fn handle(&mut self, msg: VerifyToken, _ctx: &mut Self::Context) -> Self::Result {
-        let now = self.clock.now();
-        // First, so a change of keys empties the cache before it is read.
-        self.keys();
-        if let Some(claims) = self.verified.get(&msg.token, now.timestamp()) {
-            return Ok(claims);
-        }
-        let claims = Arc::new(self.built.keys.verify(&msg.token, now)?);
-        self.verified
-            .insert(&msg.token, Arc::clone(&claims), now.timestamp());
-        Ok(claims)
+        self.verifier.verify(&msg.token)
     }
 }
 

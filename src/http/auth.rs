@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{AppState, BearerToken, Tokens};
-use crate::actors::{CatchUp, VerifyToken};
+use crate::actors::CatchUp;
 use crate::error::ApiError;
 use crate::jwt::{Claims, TokenError};
 use crate::projection::UserSummary;
@@ -16,7 +16,7 @@ pub struct Caller {
 }
 
 /// The caller, if the token verifies and both its user and its session are live. Every step
-/// stays on this worker's thread (its own TokenActor, then the registry's published view); only
+/// stays on this worker's thread (its own verifier, then the registry's published view); only
 /// a key, user or session the view lacks costs a message: the registry catches up first, so a
 /// token from another instance's fresh login (or signed by a key another instance just made)
 /// works at once, and one whose session ended anywhere fails as soon as this instance has
@@ -27,15 +27,13 @@ pub async fn authorize(
     tokens: &Tokens,
 ) -> Result<Caller, ApiError> {
     let token = token?.into_string();
-    // No timeout: this worker's TokenActor runs on this very thread between our polls, so it
-    // cannot be slower than this handler, and a timer per request would cost more than the check.
-    let verify = VerifyToken {
-        token: token.clone(),
-    };
-    let claims = match tokens.send(verify).await? {
+    // This worker's own verifier, called on this thread: no message, no lock shared with other
+    // workers. The borrow ends before any await.
+    let verified = tokens.verifier.borrow_mut().verify(&token);
+    let claims = match verified {
         Err(TokenError::UnknownKey) => {
             catch_up(state).await?;
-            tokens.send(VerifyToken { token }).await??
+            tokens.verifier.borrow_mut().verify(&token)?
         }
         verified => verified?,
     };

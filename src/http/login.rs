@@ -196,6 +196,7 @@ async fn authenticate(
     let session = SessionId::new();
     // This worker's own TokenActor, on this thread: no timeout needed (see `auth`).
     let refresh = tokens
+        .actor
         .send(MintRefresh {
             session,
             generation: 1,
@@ -222,6 +223,7 @@ async fn authenticate(
         .map(|entry| entry.expires_at)
         .ok_or(ApiError::InvalidCredentials)?;
     let access = tokens
+        .actor
         .send(IssueToken {
             user: user.clone(),
             session,

@@ -31,6 +31,7 @@ use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::events::{EventMetadata, EventStore};
 use crate::hashing::PasswordHasher;
+use crate::signing::TokenVerifier;
 
 pub use bearer::BearerToken;
 pub use connections::{ConnectionCounts, ConnectionLimit};
@@ -61,9 +62,16 @@ pub struct AppState {
     pub discovery: Discovery,
 }
 
-/// This worker's own [`TokenActor`], started on the worker's arbiter (see
-/// [`crate::startup`]): a token check is a message to the same thread.
-pub type Tokens = web::Data<Addr<TokenActor>>;
+/// This worker's token tools, made on the worker's own thread (see [`crate::startup`]): its
+/// [`TokenActor`] (issuing access tokens, refresh tokens), a message to the same thread; and its
+/// own [`TokenVerifier`] for bearer tokens, called directly: the hot path sends no message.
+pub struct WorkerTokens {
+    pub actor: Addr<TokenActor>,
+    /// Only this worker's thread uses it, one request at a time between awaits.
+    pub verifier: std::cell::RefCell<TokenVerifier>,
+}
+
+pub type Tokens = web::Data<WorkerTokens>;
 
 /// Mounts every route, the API document and Swagger UI, and the JSON 404/405 replies.
 pub fn configure(cfg: &mut web::ServiceConfig) {

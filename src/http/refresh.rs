@@ -134,7 +134,7 @@ async fn rotate(
 ) -> Result<(crate::domain::UserId, HttpResponse), ApiError> {
     let client = client::client_address(req);
     // This worker's own TokenActor, on this thread: no timeout needed (see `auth`).
-    let Some(presented) = tokens.send(ReadRefresh { token: raw }).await? else {
+    let Some(presented) = tokens.actor.send(ReadRefresh { token: raw }).await? else {
         // Not one of ours: counted against the address like any other failed refresh.
         return Err(state
             .registry
@@ -144,6 +144,7 @@ async fn rotate(
             .into());
     };
     let successor = tokens
+        .actor
         .send(MintRefresh {
             session: presented.session,
             generation: presented.generation.wrapping_add(1),
@@ -163,11 +164,13 @@ async fn rotate(
     let refresh = match refreshed.successor {
         Successor::Minted => successor.token,
         Successor::Sealed(sealed) => tokens
+            .actor
             .send(OpenSealed { sealed, presented })
             .await?
             .ok_or(ApiError::InvalidRefreshToken)?,
     };
     let access = tokens
+        .actor
         .send(IssueToken {
             user: refreshed.user.clone(),
             session: refreshed.session,
