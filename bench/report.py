@@ -94,9 +94,13 @@ for store in stores:
         refresh = raw[f"{store}-refresh-32"]
         f["refresh_per_second"] = refresh["per_second"]
         f["refresh_to_group_commit"] = refresh["per_second"] / group
+        signing = raw.get("ed25519", {}).get("signatures_per_second")
+        f["refresh_to_signing_bound"] = refresh["per_second"] / signing if signing else None
         target(f"POST /token/refresh, 32 connections ({store})",
                f"{refresh['per_second']:,.0f}/s = {f['refresh_to_group_commit']:.0%} of the store's group commit "
-               f"({group:,.0f} appends/s), p99 {refresh['p99_ms']:.1f} ms",
+               f"({group:,.0f} appends/s), p99 {refresh['p99_ms']:.1f} ms"
+               + (f"; each signs a token: {f['refresh_to_signing_bound']:.0%} of Ed25519 signatures on every core "
+                  f"({signing:,.0f}/s)" if signing else ""),
                "≥ 50 % of group commit (one row written per refresh, batched like appends, plus the "
                "HTTP and token work of two /profile requests); no errors",
                f["refresh_to_group_commit"] >= 0.5 and refresh["non_2xx"] == 0 and refresh["socket_errors"] == 0,
@@ -181,6 +185,7 @@ report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespe
           "smoke": smoke, "machine": raw["machine"],
           "bounds": {"bcrypt_hashes_per_second": bcrypt, "bcrypt_cost": raw["bcrypt"]["cost"],
                      "bcrypt_ms_per_hash": bcrypt_ms, "ed25519_verifications_per_second": ed25519,
+                     "ed25519_signatures_per_second": raw.get("ed25519", {}).get("signatures_per_second"),
                      "bcrypt10_hashes_per_second": raw.get("bcrypt10", {}).get("hashes_per_second"),
                      "http_ceiling_per_second": {p: h["ceiling_per_second"] for p, h in http.items()}},
           "http": http, "figures": figures, "cluster": cluster, "targets": targets, "raw": raw}
@@ -203,6 +208,9 @@ if "bcrypt10" in raw:
 if ed25519:
     lines.append(f"| Ed25519 signature checks (`verify_strict`), every core | {ed25519:,.0f} checks/s "
                  f"({raw['ed25519']['us_per_verification']:.0f} µs a check) |")
+    if "signatures_per_second" in raw["ed25519"]:
+        lines.append(f"| Ed25519 signatures, every core | {raw['ed25519']['signatures_per_second']:,.0f}/s "
+                     f"({raw['ed25519']['us_per_signature']:.0f} µs a signature) |")
 for prefix, h in http.items():
     lines.append(f"| plain actix-web handler, 2 workers, 64 connections (median of the {h['rounds']} rounds beside "
                  f"`{prefix}`) | {h['ceiling_per_second']:,.0f} req/s (p99 {h['ceiling_p99_ms']:.2f} ms) |")

@@ -86,7 +86,7 @@ fn bcrypt_bound(cost: u32, seconds: u64) -> serde_json::Value {
 
 /// Ed25519 checks per second on every core: what `/profile` can do at most with tokens it has
 /// never seen (each needs one), measured with the call the service makes (`verify_strict`) over
-/// a signing input as long as a token's.
+/// a signing input as long as a token's; and signatures per second, one per login and refresh.
 fn ed25519_bound(seconds: u64) -> serde_json::Value {
     use ed25519_dalek::Signer as _;
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
@@ -112,9 +112,32 @@ fn ed25519_bound(seconds: u64) -> serde_json::Value {
         .collect();
     let checks: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     let elapsed = started.elapsed().as_secs_f64();
+    // And signatures, which every login and refresh makes: half the time again.
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let signing = Instant::now();
+    let threads: Vec<_> = (0..cores())
+        .map(|_| {
+            let key = key.clone();
+            let message = message.clone();
+            std::thread::spawn(move || {
+                let mut signatures = 0u64;
+                while Instant::now() < deadline {
+                    for _ in 0..100 {
+                        std::hint::black_box(key.sign(&message));
+                    }
+                    signatures += 100;
+                }
+                signatures
+            })
+        })
+        .collect();
+    let signatures: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    let signed = signing.elapsed().as_secs_f64();
     json!({"measure": "ed25519", "threads": cores(),
            "verifications_per_second": checks as f64 / elapsed,
-           "us_per_verification": 1e6 * elapsed * cores() as f64 / checks.max(1) as f64})
+           "us_per_verification": 1e6 * elapsed * cores() as f64 / checks.max(1) as f64,
+           "signatures_per_second": signatures as f64 / signed,
+           "us_per_signature": 1e6 * signed * cores() as f64 / signatures.max(1) as f64})
 }
 
 /// A fresh store of the given kind (the temporary directory lives as long as the store).
