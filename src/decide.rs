@@ -80,18 +80,25 @@ pub enum Command {
         /// The user's `password_changes` when the current password was checked.
         checked_at: u32,
     },
-    /// Adds a signing key (made and sealed by the caller) to follow `after`, the newest key
-    /// when the caller decided; activates it at once if `activate`. Refused if another key was
-    /// added since.
-    AddSigningKey {
+    /// One change to the signing keys.
+    ChangeKeys(KeyChange),
+}
+
+/// A change to the token signing keys, checked against the committed keys when decided: it is
+/// refused ([`Rejection::KeysChanged`]) if they are no longer as it assumed.
+#[derive(Debug, Clone)]
+pub enum KeyChange {
+    /// Adds `key` (made and sealed by the caller) to follow `after`, the newest key when the
+    /// caller looked; activates it at once if `activate`.
+    Add {
         key: SigningKeyAdded,
         activate: bool,
         after: Option<KeyId>,
     },
     /// Makes a pending key the one that signs.
-    ActivateSigningKey { key_id: KeyId },
-    /// Withdraws a pending or retiring key.
-    RetireSigningKey { key_id: KeyId },
+    Activate(KeyId),
+    /// Withdraws a pending or retiring key: tokens it signed stop verifying.
+    Retire(KeyId),
 }
 
 /// What a command's caller hears once its events have committed.
@@ -353,11 +360,11 @@ impl<'a> BatchPlanner<'a> {
                 *user_id,
                 vec![Event::LoginFailed(LoginFailed { user_id: *user_id })],
             ),
-            Command::AddSigningKey {
+            Command::ChangeKeys(KeyChange::Add {
                 key,
                 activate,
                 after,
-            } => self.change_keys(self.keys.can_add(after.as_ref()), || {
+            }) => self.change_keys(self.keys.can_add(after.as_ref()), || {
                 let mut events = vec![Event::SigningKeyAdded(key.clone())];
                 if *activate {
                     events.push(Event::SigningKeyActivated(SigningKeyActivated {
@@ -366,14 +373,14 @@ impl<'a> BatchPlanner<'a> {
                 }
                 events
             }),
-            Command::ActivateSigningKey { key_id } => {
+            Command::ChangeKeys(KeyChange::Activate(key_id)) => {
                 self.change_keys(self.keys.can_activate(key_id), || {
                     vec![Event::SigningKeyActivated(SigningKeyActivated {
                         key_id: key_id.clone(),
                     })]
                 })
             }
-            Command::RetireSigningKey { key_id } => {
+            Command::ChangeKeys(KeyChange::Retire(key_id)) => {
                 self.change_keys(self.keys.can_retire(key_id), || {
                     vec![Event::SigningKeyRetired(SigningKeyRetired {
                         key_id: key_id.clone(),
@@ -606,11 +613,13 @@ mod tests {
     fn given_no_keys_when_adding_an_active_key_then_added_and_activated_on_the_keys_stream() {
         let (directory, keys) = (Directory::new(), KeyRing::new());
         let mut planner = BatchPlanner::new(&directory, &keys);
-        let Decision::Append { events, answer, .. } = planner.decide(&Command::AddSigningKey {
-            key: new_key(1),
-            activate: true,
-            after: None,
-        }) else {
+        let Decision::Append { events, answer, .. } =
+            planner.decide(&Command::ChangeKeys(KeyChange::Add {
+                key: new_key(1),
+                activate: true,
+                after: None,
+            }))
+        else {
             panic!("appends");
         };
         assert_eq!(answer, Committed::Keys);
@@ -636,26 +645,26 @@ mod tests {
         keys.apply(&recorded(1, 1, Event::SigningKeyAdded(new_key(1))));
         let mut planner = BatchPlanner::new(&directory, &keys);
         assert_eq!(
-            planner.decide(&Command::AddSigningKey {
+            planner.decide(&Command::ChangeKeys(KeyChange::Add {
                 key: new_key(2),
                 activate: false,
                 after: None,
-            }),
+            })),
             Decision::Reject(Rejection::KeysChanged),
             "two instances deciding the first key: the second is refused"
         );
-        let Decision::Append { events, .. } = planner.decide(&Command::AddSigningKey {
-            key: new_key(2),
-            activate: false,
-            after: Some(new_key(1).key_id),
-        }) else {
+        let Decision::Append { events, .. } =
+            planner.decide(&Command::ChangeKeys(KeyChange::Add {
+                key: new_key(2),
+                activate: false,
+                after: Some(new_key(1).key_id),
+            }))
+        else {
             panic!("appends");
         };
         assert_eq!(events[0].0, 2, "the keys stream's next version");
         assert_eq!(
-            planner.decide(&Command::ActivateSigningKey {
-                key_id: new_key(1).key_id
-            }),
+            planner.decide(&Command::ChangeKeys(KeyChange::Activate(new_key(1).key_id))),
             Decision::Wait,
             "one key change per batch"
         );
@@ -675,11 +684,9 @@ mod tests {
         ));
         let id = new_key(1).key_id;
         for command in [
-            Command::ActivateSigningKey { key_id: id.clone() },
-            Command::RetireSigningKey { key_id: id },
-            Command::RetireSigningKey {
-                key_id: new_key(9).key_id,
-            },
+            Command::ChangeKeys(KeyChange::Activate(id.clone())),
+            Command::ChangeKeys(KeyChange::Retire(id)),
+            Command::ChangeKeys(KeyChange::Retire(new_key(9).key_id)),
         ] {
             let mut planner = BatchPlanner::new(&directory, &keys);
             assert_eq!(

@@ -9,10 +9,9 @@
 
 use actix::prelude::*;
 
-use crate::actors::registry::{
-    ChangeSigningKeys, KeyChange, RegistryError, RegistryView, UserRegistry,
-};
+use crate::actors::registry::{ChangeSigningKeys, RegistryError, RegistryView, UserRegistry};
 use crate::clock::Clock;
+use crate::decide::KeyChange;
 use crate::diagnostics::error_chain;
 use crate::events::EventMetadata;
 use crate::keyring::{KeyStep, KeysView, RotationPolicy};

@@ -8,12 +8,12 @@ pub mod registry;
 mod reply;
 pub mod token;
 
+pub use crate::decide::KeyChange;
 pub use keys::{KeyRotator, RotateError, RotateKeys};
 pub use registry::{
     AdmitSignup, Authenticate, CatchUp, ChangePassword, ChangeSigningKeys, EndSessions,
-    ExpireSessions, FindUser, GetDirectory, GetReadiness, KeyChange, LoadError, Readiness, Refresh,
-    Refreshed, Register, RegistryError, RegistryView, RejectRefresh, SessionGrant, Successor,
-    UserRegistry,
+    ExpireSessions, FindUser, GetDirectory, GetReadiness, LoadError, Readiness, Refresh, Refreshed,
+    Register, RegistryError, RegistryView, RejectRefresh, SessionGrant, Successor, UserRegistry,
 };
 pub use reply::Cancellable;
 pub use token::{IssueToken, MintRefresh, OpenSealed, ReadRefresh, TokenActor, VerifyToken};

@@ -33,12 +33,11 @@ use tokio::sync::oneshot;
 use super::reply::Cancellable;
 use crate::clock::Clock;
 use crate::commit::{Batch, CommitError, CommitQueue, MAX_BATCH, Next, Outcome, Syncs, user_of};
-use crate::decide::{Command, NewSession, Rejection, SessionScope};
+use crate::decide::{Command, KeyChange, NewSession, Rejection, SessionScope};
 use crate::diagnostics::error_chain;
-use crate::domain::{Email, KeyId, Password, PasswordHash, SessionId, UserId};
+use crate::domain::{Email, Password, PasswordHash, SessionId, UserId};
 use crate::events::{
-    Change, EndReason, EventMetadata, EventStore, RecordedEvent, SigningKeyAdded, StoreError,
-    events_after,
+    Change, EndReason, EventMetadata, EventStore, RecordedEvent, StoreError, events_after,
 };
 use crate::hashing::{HashError, PasswordHasher};
 use crate::keyring::KeysView;
@@ -257,40 +256,6 @@ pub struct ChangeSigningKeys {
     pub change: KeyChange,
     /// Who asks: `actor` names the command or the schedule.
     pub metadata: EventMetadata,
-}
-
-/// See [`ChangeSigningKeys`].
-#[derive(Debug, Clone)]
-pub enum KeyChange {
-    /// Adds `key` (made and sealed by the caller) to follow `after`, the newest key when the
-    /// caller looked; activates it at once if `activate`.
-    Add {
-        key: SigningKeyAdded,
-        activate: bool,
-        after: Option<KeyId>,
-    },
-    /// Makes a pending key the one that signs.
-    Activate(KeyId),
-    /// Withdraws a pending or retiring key: tokens it signed stop verifying.
-    Retire(KeyId),
-}
-
-impl From<KeyChange> for Command {
-    fn from(change: KeyChange) -> Self {
-        match change {
-            KeyChange::Add {
-                key,
-                activate,
-                after,
-            } => Command::AddSigningKey {
-                key,
-                activate,
-                after,
-            },
-            KeyChange::Activate(key_id) => Command::ActivateSigningKey { key_id },
-            KeyChange::Retire(key_id) => Command::RetireSigningKey { key_id },
-        }
-    }
 }
 
 /// Forgets sessions past their absolute lifetime or idle timeout (checked beside the log) now,
@@ -1530,7 +1495,7 @@ impl UserRegistry {
         let respond = move |outcome: Outcome| {
             let _ = reply.send(outcome.map(|_| ()).map_err(RegistryError::from));
         };
-        self.enqueue(msg.change.into(), msg.metadata, respond, ctx);
+        self.enqueue(Command::ChangeKeys(msg.change), msg.metadata, respond, ctx);
     }
 
     /// One of the recent known-email commit waits, chosen at random (none yet: no wait).
