@@ -329,20 +329,30 @@ async fn logins_per_address_are_limited_per_minute() {
 
 /// Every bcrypt slot taken and the line in front of them full: 503 with Retry-After at once,
 /// rather than waiting until the handler times out.
+///
+/// One address cannot fill the line: its turns let one check per core run and park the rest in
+/// the registry (`one_address_flooding_unknown_emails_cannot_monopolise_bcrypt`). Many
+/// addresses at once can: 64 addresses with one check per core each are twice what the cores
+/// and the line hold. The message timeout is set past the test's length, so a 503 here can only
+/// be the full line's.
 #[actix_web::test]
 async fn a_full_bcrypt_queue_is_503_at_once() {
     let log = crate::common::TestLog::create().await;
     let mut settings = crate::common::test_settings(log.store_settings());
     settings.bcrypt_cost = 10;
     settings.throttle = authlog::throttle::ThrottlePolicy::off();
+    settings.actor_timeout = Duration::from_secs(120);
     let app = crate::common::spawn_app_with(settings).await;
     let url = app.url("/login");
-    // Eight addresses, eighteen attempts each (one check per core running and sixteen waiting
-    // is what one address may have): more than the 32 per core the line holds.
-    let attempts = (0..8u8).flat_map(|address| {
-        let from = client_from(10 + address);
+    let per_address = authlog::config::available_cores();
+    let addresses = 64u8;
+    assert!(
+        usize::from(addresses) * per_address > per_address * (1 + authlog::hashing::QUEUE_PER_CORE)
+    );
+    let attempts = (0..addresses).flat_map(|address| {
+        let from = client_from(100 + address);
         let url = url.clone();
-        (0..18).map(move |i| {
+        (0..per_address).map(move |i| {
             let (from, url) = (from.clone(), url.clone());
             async move {
                 let email = format!("nobody-{address}-{i}@example.com");
