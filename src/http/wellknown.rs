@@ -127,11 +127,7 @@ impl Discovery {
     )
 )]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    let built = state.keychain.current();
-    HttpResponse::Ok()
-        .insert_header((CACHE_CONTROL, state.discovery.cache_control.clone()))
-        .content_type(ContentType::json())
-        .body(built.jwks.to_vec())
+    cached_json(&state, state.keychain.current().jwks.to_vec())
 }
 
 /// Where the keys and the token endpoint are, and which grants and algorithms authlog uses
@@ -146,8 +142,13 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     )
 )]
 pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
+    cached_json(&state, state.discovery.document.to_vec())
+}
+
+/// A JSON document that verifiers may cache for the signing keys' lead time.
+fn cached_json(state: &AppState, body: Vec<u8>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, state.discovery.cache_control.clone()))
         .content_type(ContentType::json())
-        .body(state.discovery.document.to_vec())
+        .body(body)
 }

@@ -50,6 +50,17 @@ fn kids(jwks: &Value) -> Vec<String> {
 
 /// Checks `token` as another service would, with the `jsonwebtoken` crate: the JWK set fetched
 /// from the app, the key the token's kid names, EdDSA only, `iss` and `aud` required.
+/// The JWKS of a running `authlog` binary.
+async fn service_jwks(http: &reqwest::Client, service: &Service) -> Value {
+    http.get(service.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn verified_elsewhere(app: &TestApp, token: &str) -> Result<Value, String> {
     use jsonwebtoken::jwk::JwkSet;
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -582,14 +593,7 @@ async fn the_binary_refuses_a_master_key_that_is_not_the_logs() {
     assert!(status.success(), "{stdout}{stderr}");
     let service = Service::start(&env);
     let http = reqwest::Client::new();
-    let jwks: Value = http
-        .get(service.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("json");
+    let jwks = service_jwks(&http, &service).await;
     assert_eq!(kids(&jwks).len(), 1, "only the key it can open: {jwks}");
     let status = crate::common::service::signup_at(&http, &service.address, EMAIL, PASSWORD).await;
     assert_eq!(status, 201);
@@ -623,17 +627,7 @@ async fn the_binary_refuses_a_master_key_that_is_not_the_logs() {
 async fn keys_commands_against_a_running_server(env: Vec<(String, String)>) {
     let service = Service::start(&env);
     let http = reqwest::Client::new();
-    let kids = || async {
-        let jwks: Value = http
-            .get(service.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .expect("answered")
-            .json()
-            .await
-            .expect("json");
-        kids(&jwks)
-    };
+    let kids = || async { kids(&service_jwks(&http, &service).await) };
     let first = kids().await;
     assert_eq!(first.len(), 1);
 
