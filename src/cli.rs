@@ -136,7 +136,9 @@ pub struct KeysRotateArgs {
 pub struct KeysRetireArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// The key's id (its `kid`), as `authlog keys list` shows it.
+    /// The key's id (its `kid`), as `authlog keys list` shows it. A base64url id may start
+    /// with `-`, and is still read as the id.
+    #[arg(allow_hyphen_values = true)]
     pub key_id: KeyId,
 }
 
@@ -569,6 +571,24 @@ mod tests {
         };
         assert_eq!(args.bcrypt_cost, 12);
         assert_eq!(args.token_ttl_minutes, 30);
+    }
+
+    #[test]
+    fn a_key_id_that_starts_with_a_dash_is_an_id_not_a_flag() {
+        let kid = "-ZtR3n42Uyij5QguMSHWgmqqNICAAgoR_l2tlr5IQqk";
+        for args in [
+            vec!["authlog", "keys", "retire", kid],
+            vec!["authlog", "keys", "retire", "--data-dir", "/tmp/x", kid],
+        ] {
+            let cli = Cli::try_parse_from(&args).expect("parses");
+            let CliCommand::Keys(KeysArgs {
+                command: KeysCommand::Retire(retire),
+            }) = cli.into_command()
+            else {
+                panic!("keys retire");
+            };
+            assert_eq!(retire.key_id.as_str(), kid);
+        }
     }
 
     fn serve_args(flags: &[&str]) -> ServeArgs {
