@@ -422,6 +422,7 @@ async fn tokens(
     let user = authlog::projection::UserSummary {
         user_id: UserId::from(uuid::Uuid::parse_str(user_id)?),
         email: Email::parse(email)?,
+        roles: Box::default(),
     };
     let session = authlog::domain::SessionId::from(uuid::Uuid::parse_str(session)?);
     let not_after = chrono::Utc::now() + chrono::Duration::days(1);

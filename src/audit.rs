@@ -304,6 +304,8 @@ fn details(event: &RecordedEvent) -> String {
             ended.reason.as_str(),
             client(event)
         ),
+        Event::RoleGranted(granted) => format!("role={} {}", granted.role, origin(event)),
+        Event::RoleRevoked(revoked) => format!("role={} {}", revoked.role, origin(event)),
         Event::LoginSucceeded(_) | Event::LoginFailed(_) => format!("from={}", client(event)),
     }
 }

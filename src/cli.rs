@@ -20,7 +20,7 @@ use crate::config::{
     ConfigError, JwtSecretSource, MasterKeySource, Settings, StoreSettings, defaults, key_file,
     master_key_file, parse_public_url,
 };
-use crate::domain::{KeyAlgorithm, KeyId};
+use crate::domain::{Email, KeyAlgorithm, KeyId, Role};
 use crate::events::{DEFAULT_STORE_TIMEOUT, Event, PostgresSettings, SqliteSettings};
 use crate::jwt::JwtSecret;
 use crate::sessions::SessionPolicy;
@@ -79,6 +79,44 @@ pub enum CliCommand {
     Verify(VerifyArgs),
     /// The token signing keys: list them, rotate, retire one.
     Keys(KeysArgs),
+    /// Users' roles: make the first admin, or take a role away.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = ADMIN_HELP)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+const ADMIN_HELP: &str = "\
+The log, from the environment: DATABASE_URL (PostgreSQL) or the embedded log in --data-dir.
+The change is appended as the servers append (same decisions, chain and lock), with this
+command named as its actor; running servers see it at once (PostgreSQL), or within a second
+(embedded). Revoking a role ends every session of the user.
+
+Exit status: 0 done, or nothing to do (the user already has, or lacks, the role); 1 refused
+(no such user, or the last admin); 2 a usage error; 3 the log could not be read or written.";
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Give a user a role (`admin` makes them an administrator).
+    GrantRole(RoleArgs),
+    /// Take a role from a user, and end their sessions. The last admin keeps `admin`.
+    RevokeRole(RoleArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RoleArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The user's email, as they signed up with it.
+    #[arg(long, value_parser = Email::parse)]
+    pub email: Email,
+    /// 1 to 32 of a-z, 0-9, '_' and '-'; `admin` is built in.
+    #[arg(long, value_parser = Role::parse)]
+    pub role: Role,
 }
 
 #[derive(Debug, Args)]
@@ -588,6 +626,35 @@ mod tests {
                 panic!("keys retire");
             };
             assert_eq!(retire.key_id.as_str(), kid);
+        }
+    }
+
+    #[test]
+    fn admin_commands_parse_the_email_and_the_role_once() {
+        let cli = Cli::try_parse_from([
+            "authlog",
+            "admin",
+            "grant-role",
+            "--email",
+            "Boss@Example.com",
+            "--role",
+            "admin",
+        ])
+        .expect("parses");
+        let CliCommand::Admin(AdminArgs {
+            command: AdminCommand::GrantRole(args),
+        }) = cli.into_command()
+        else {
+            panic!("admin grant-role");
+        };
+        assert_eq!(args.email, Email::parse("boss@example.com").expect("valid"));
+        assert!(args.role.is_admin());
+        for bad in [
+            ["--email", "not-an-email", "--role", "admin"],
+            ["--email", "a@example.com", "--role", "Admin"],
+        ] {
+            let args = ["authlog", "admin", "revoke-role"].into_iter().chain(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
     }
 

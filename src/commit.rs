@@ -239,6 +239,7 @@ impl CommitQueue {
                 Decision::Reject(rejection) => {
                     pending.answer(Err(CommitError::Rejected(rejection)))
                 }
+                Decision::Unchanged(answer) => pending.answer(Ok(answer)),
                 Decision::Wait => waiting.push(pending),
             }
         }

@@ -8,10 +8,11 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Email, KeyId, PasswordHash, SessionId, UserId};
+use crate::domain::{Email, KeyId, PasswordHash, Role, SessionId, UserId};
 use crate::events::{
-    EndReason, Event, LoginFailed, LoginSucceeded, PasswordChanged, PasswordRehashed, SessionEnded,
-    SessionStarted, SigningKeyActivated, SigningKeyAdded, SigningKeyRetired, UserRegistered,
+    EndReason, Event, LoginFailed, LoginSucceeded, PasswordChanged, PasswordRehashed, RoleGranted,
+    RoleRevoked, SessionEnded, SessionStarted, SigningKeyActivated, SigningKeyAdded,
+    SigningKeyRetired, UserRegistered,
 };
 use crate::keyring::KeyRing;
 use crate::projection::{Directory, UserSummary};
@@ -82,6 +83,14 @@ pub enum Command {
     },
     /// One change to the signing keys.
     ChangeKeys(KeyChange),
+    /// Gives the user `role` (`grant`), or takes it away and ends every session of theirs, so
+    /// no token goes on carrying it. Idempotent: a role the user already has, or lacks, is
+    /// answered without an append.
+    ChangeRole {
+        user_id: UserId,
+        role: Role,
+        grant: bool,
+    },
 }
 
 /// A change to the token signing keys, checked against the committed keys when decided: it is
@@ -121,6 +130,9 @@ pub enum Decision {
         answer: Committed,
     },
     Reject(Rejection),
+    /// Nothing to append: the committed log already says what the command asks. Answered at
+    /// once.
+    Unchanged(Committed),
     /// The command touches an email an earlier command in this batch is registering. Its answer
     /// depends on whether that append commits, so it waits for the next batch.
     Wait,
@@ -135,6 +147,9 @@ pub enum Rejection {
     /// The signing keys are no longer as the command assumed: another instance or command
     /// took this step, or another one, first.
     KeysChanged,
+    /// Taking `admin` from the last user who has it would leave nobody able to use the admin
+    /// API.
+    LastAdmin,
 }
 
 /// Decides the commands of one batch, in arrival order.
@@ -155,6 +170,12 @@ pub struct BatchPlanner<'a> {
     started: HashMap<UserId, Vec<SessionId>>,
     /// Users whose password an earlier command of this batch changes.
     changed: HashSet<UserId>,
+    /// Users whose roles an earlier command of this batch changes: a second change waits for
+    /// the next batch, so each is decided against committed roles.
+    roles_claimed: HashSet<UserId>,
+    /// Admins an earlier command of this batch revokes: the last admin's guard counts them
+    /// gone.
+    admins_leaving: usize,
 }
 
 impl<'a> BatchPlanner<'a> {
@@ -246,7 +267,53 @@ impl<'a> BatchPlanner<'a> {
             ended: HashSet::new(),
             started: HashMap::new(),
             changed: HashSet::new(),
+            roles_claimed: HashSet::new(),
+            admins_leaving: 0,
         }
+    }
+
+    /// Grants or revokes `role`, against committed roles and this batch's other changes.
+    fn change_role(&mut self, user_id: UserId, role: &Role, grant: bool) -> Decision {
+        let Some(user) = self.directory.get(user_id) else {
+            return Decision::Reject(Rejection::UnknownUser);
+        };
+        if self.roles_claimed.contains(&user_id) {
+            return Decision::Wait;
+        }
+        if user.has_role(role) == grant {
+            return Decision::Unchanged(Committed::User(UserSummary::from(&user)));
+        }
+        if !grant && role.is_admin() {
+            let remaining = self.directory.admins().len() - self.admins_leaving;
+            if remaining <= 1 {
+                return Decision::Reject(Rejection::LastAdmin);
+            }
+        }
+        let mut events = Vec::new();
+        let mut writes = Vec::new();
+        if grant {
+            events.push(Event::RoleGranted(RoleGranted {
+                user_id,
+                role: role.clone(),
+            }));
+        } else {
+            events.push(Event::RoleRevoked(RoleRevoked {
+                user_id,
+                role: role.clone(),
+            }));
+            let (ended, ended_writes) =
+                self.end_sessions(user_id, SessionScope::All, EndReason::RoleRevoked);
+            events.extend(ended);
+            writes = ended_writes;
+        }
+        let decision = self.append_with(user_id, events, writes);
+        if matches!(decision, Decision::Append { .. }) {
+            self.roles_claimed.insert(user_id);
+            if !grant && role.is_admin() {
+                self.admins_leaving += 1;
+            }
+        }
+        decision
     }
 
     /// Whether a password check made when the user had `checked_at` password changes still
@@ -284,6 +351,7 @@ impl<'a> BatchPlanner<'a> {
                     answer: Committed::User(UserSummary {
                         user_id: *user_id,
                         email: email.clone(),
+                        roles: Box::default(),
                     }),
                 }
             }
@@ -387,6 +455,11 @@ impl<'a> BatchPlanner<'a> {
                     })]
                 })
             }
+            Command::ChangeRole {
+                user_id,
+                role,
+                grant,
+            } => self.change_role(*user_id, role, *grant),
         }
     }
 }
@@ -607,6 +680,157 @@ mod tests {
             public_key: vec![n; 32],
             sealed_private_key: vec![0; 72],
         }
+    }
+
+    fn role(raw: &str) -> Role {
+        Role::parse(raw).expect("valid")
+    }
+
+    fn change_role(user_id: UserId, raw: &str, grant: bool) -> Command {
+        Command::ChangeRole {
+            user_id,
+            role: role(raw),
+            grant,
+        }
+    }
+
+    /// Two users, `a` an admin with one live session, `b` an admin too if `both_admins`.
+    fn admins(both_admins: bool) -> (Directory, UserId, UserId, SessionId) {
+        let (a, b, session) = (UserId::new(), UserId::new(), SessionId::new());
+        let mut directory = Directory::new();
+        let mut events = vec![
+            registered(a, "a@example.com"),
+            registered(b, "b@example.com"),
+            Event::RoleGranted(RoleGranted {
+                user_id: a,
+                role: Role::admin(),
+            }),
+            Event::SessionStarted(SessionStarted {
+                user_id: a,
+                session_id: session,
+                expires_at: Utc::now() + chrono::Duration::days(1),
+                idle_seconds: 3600,
+            }),
+        ];
+        if both_admins {
+            events.push(Event::RoleGranted(RoleGranted {
+                user_id: b,
+                role: Role::admin(),
+            }));
+        }
+        let mut versions = HashMap::new();
+        for (position, event) in (1..).zip(events) {
+            let user = event.user_id().expect("a user's");
+            let version = versions.entry(user).and_modify(|v| *v += 1).or_insert(1);
+            directory.apply(&recorded(position, *version, event));
+        }
+        (directory, a, b, session)
+    }
+
+    #[test]
+    fn granting_a_role_appends_it_once_and_again_is_unchanged() {
+        let (directory, _, b, _) = admins(false);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
+        let Decision::Append { events, answer, .. } =
+            planner.decide(&change_role(b, "support", true))
+        else {
+            panic!("appends");
+        };
+        assert_eq!(
+            events,
+            vec![(
+                2,
+                Event::RoleGranted(RoleGranted {
+                    user_id: b,
+                    role: role("support")
+                })
+            )]
+        );
+        assert!(matches!(answer, Committed::User(user) if user.user_id == b));
+        assert_eq!(
+            planner.decide(&change_role(b, "other", true)),
+            Decision::Wait,
+            "a second change of one user's roles waits for the first to commit"
+        );
+        let (directory, a, _, _) = admins(false);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
+        let Decision::Unchanged(Committed::User(user)) =
+            planner.decide(&change_role(a, "admin", true))
+        else {
+            panic!("nothing to append");
+        };
+        assert_eq!(&*user.roles, &[Role::admin()]);
+        assert!(matches!(
+            planner.decide(&change_role(a, "support", false)),
+            Decision::Unchanged(_)
+        ));
+        assert_eq!(
+            planner.decide(&change_role(UserId::new(), "support", true)),
+            Decision::Reject(Rejection::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn revoking_a_role_ends_every_session_in_the_same_append() {
+        let (directory, a, b, session) = admins(true);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
+        let Decision::Append {
+            events, sessions, ..
+        } = planner.decide(&change_role(a, "admin", false))
+        else {
+            panic!("appends");
+        };
+        assert_eq!(
+            events,
+            vec![
+                (
+                    4,
+                    Event::RoleRevoked(RoleRevoked {
+                        user_id: a,
+                        role: Role::admin()
+                    })
+                ),
+                (
+                    5,
+                    Event::SessionEnded(SessionEnded {
+                        user_id: a,
+                        session_id: session,
+                        reason: EndReason::RoleRevoked
+                    })
+                ),
+            ]
+        );
+        assert_eq!(sessions, vec![SessionWrite::End(session)]);
+        assert_eq!(
+            planner.decide(&change_role(b, "admin", false)),
+            Decision::Reject(Rejection::LastAdmin),
+            "the other admin is the last once this batch commits"
+        );
+    }
+
+    #[test]
+    fn the_last_admin_keeps_the_role() {
+        let (directory, a, _, _) = admins(false);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
+        assert_eq!(
+            planner.decide(&change_role(a, "admin", false)),
+            Decision::Reject(Rejection::LastAdmin)
+        );
+        // Other roles of the last admin may go.
+        let (mut directory, a, _, _) = admins(false);
+        directory.apply(&recorded(
+            9,
+            4,
+            Event::RoleGranted(RoleGranted {
+                user_id: a,
+                role: role("support"),
+            }),
+        ));
+        let mut planner = BatchPlanner::new(&directory, no_keys());
+        assert!(matches!(
+            planner.decide(&change_role(a, "support", false)),
+            Decision::Append { .. }
+        ));
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub enum ApiError {
     /// 404: no such session among the caller's.
     #[error("Session not found")]
     SessionNotFound,
+    /// 404: no user has this id.
+    #[error("User not found")]
+    UserNotFound,
+    /// 409: the change would leave nobody with the `admin` role.
+    #[error("The last admin cannot lose the admin role")]
+    LastAdmin,
     /// 404: no such route.
     #[error("Not Found")]
     NotFound,
@@ -104,6 +110,8 @@ impl ApiError {
             ApiError::InvalidToken => "invalid_token",
             ApiError::InvalidRefreshToken => "invalid_refresh_token",
             ApiError::SessionNotFound => "no_session",
+            ApiError::UserNotFound => "no_user",
+            ApiError::LastAdmin => "last_admin",
             ApiError::NotFound | ApiError::MethodNotAllowed { .. } => "no_route",
             ApiError::Unavailable(_) | ApiError::NotReady(_) => "unavailable",
             ApiError::TooManyRequests { .. } => "throttled",
@@ -120,12 +128,14 @@ impl ResponseError for ApiError {
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::UserExists => StatusCode::CONFLICT,
+            ApiError::UserExists | ApiError::LastAdmin => StatusCode::CONFLICT,
             ApiError::InvalidCredentials
             | ApiError::NotAuthenticated
             | ApiError::InvalidToken
             | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound | ApiError::SessionNotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::SessionNotFound | ApiError::UserNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -199,6 +209,8 @@ impl From<RegistryError> for ApiError {
                 what: "failed refresh attempts",
             },
             RegistryError::InvalidRefreshToken => ApiError::InvalidRefreshToken,
+            RegistryError::UnknownUser => ApiError::UserNotFound,
+            RegistryError::LastAdmin => ApiError::LastAdmin,
             error @ (RegistryError::Unavailable(_)
             | RegistryError::Contention
             | RegistryError::KeysChanged

@@ -29,7 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::domain::{Email, KeyAlgorithm, KeyId, SessionId, UserId};
+use crate::domain::{Email, KeyAlgorithm, KeyId, Role, SessionId, UserId};
 use crate::projection::UserSummary;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds. Small, because tokens are checked by the
@@ -111,6 +111,10 @@ pub struct Claims {
     pub jti: uuid::Uuid,
     /// The session the token was issued for: it stops working when the session ends.
     pub sid: SessionId,
+    /// The user's roles when it was issued, sorted. authlog refuses a token carrying a role its
+    /// user no longer has; tokens issued before roles existed carry none.
+    #[serde(default)]
+    pub roles: Vec<Role>,
 }
 
 /// A signed token. Redacted from `Debug` so it cannot reach a log by accident.
@@ -343,6 +347,7 @@ impl JwtKeys {
             exp,
             jti: uuid::Uuid::new_v4(),
             sid: session,
+            roles: user.roles.to_vec(),
         };
         // Strings, numbers and UUIDs: serialising cannot fail.
         let payload = serde_json::to_vec(&claims).unwrap_or_default();
@@ -611,6 +616,7 @@ mod tests {
         UserSummary {
             user_id: UserId::new(),
             email: Email::parse("user@example.com").expect("valid"),
+            roles: Box::default(),
         }
     }
 
@@ -979,6 +985,7 @@ mod tests {
                 exp,
                 jti: uuid::Uuid::new_v4(),
                 sid: SessionId::new(),
+                roles: Vec::new(),
             })
         };
         let now = Utc::now().timestamp();

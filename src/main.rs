@@ -8,15 +8,16 @@ use std::io::Write as _;
 
 use authlog::audit::{self, EventFilter, ReplayPoint, VerifyOutcome};
 use authlog::cli::{
-    Cli, CliCommand, EventsArgs, KeysArgs, KeysCommand, OutputFormat, ReplayArgs, Secrets,
-    ServeArgs, VerifyArgs,
+    AdminArgs, AdminCommand, Cli, CliCommand, EventsArgs, KeysArgs, KeysCommand, OutputFormat,
+    ReplayArgs, Secrets, ServeArgs, VerifyArgs,
 };
-use authlog::operate::{self, KeysOutcome};
+use authlog::operate::{self, Outcome};
 use authlog::startup::{Application, master_key, open_for_audit, open_store};
 use clap::Parser;
 
 /// The auditors' and operators' commands' exit statuses (their `--help` and docs/auditing.md say
-/// the same): 0 success, 1 `verify` found the log changed (or a `keys` command was refused), 2 a
+/// the same): 0 success, 1 `verify` found the log changed (or a `keys` or `admin` command was
+/// refused), 2 a
 /// usage error (clap's own), 3 the log could not be read (or written).
 const LOG_CHANGED: u8 = 1;
 const REFUSED: u8 = 1;
@@ -45,6 +46,7 @@ async fn main() -> ExitCode {
         CliCommand::Replay(args) => replay(args).await,
         CliCommand::Verify(args) => verify(args).await,
         CliCommand::Keys(args) => keys(args).await,
+        CliCommand::Admin(args) => admin(args).await,
     };
     audit.unwrap_or_else(|error| {
         // An auditor's script reads this: a plain message, not a log line.
@@ -74,7 +76,7 @@ async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let store = open_for_audit(&args.store.store_settings()).await?;
             let ring = operate::key_ring(store.as_ref()).await?;
             operate::list(&ring, args.format == OutputFormat::Jsonl, &mut out)?;
-            KeysOutcome::Done
+            Outcome::Done
         }
         KeysCommand::Rotate(args) => {
             let secrets = Secrets::from_env();
@@ -93,13 +95,30 @@ async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
         }
     };
     out.flush()?;
-    Ok(match outcome {
-        KeysOutcome::Done => ExitCode::SUCCESS,
-        KeysOutcome::Refused(why) => {
+    Ok(exit_status(outcome))
+}
+
+async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let (args, grant, actor) = match args.command {
+        AdminCommand::GrantRole(args) => (args, true, "authlog admin grant-role"),
+        AdminCommand::RevokeRole(args) => (args, false, "authlog admin revoke-role"),
+    };
+    let (store, _) = open_store(&args.store.store_settings()).await?;
+    let outcome =
+        operate::change_role(store, &args.email, &args.role, grant, actor, &mut out).await?;
+    out.flush()?;
+    Ok(exit_status(outcome))
+}
+
+fn exit_status(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Done => ExitCode::SUCCESS,
+        Outcome::Refused(why) => {
             eprintln!("authlog: refused: {why}");
             ExitCode::from(REFUSED)
         }
-    })
+    }
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {

@@ -1,7 +1,7 @@
-//! The operators' commands on the token signing keys: `authlog keys list`, `rotate` and
-//! `retire`.
+//! The operators' commands that change the log: the token signing keys (`authlog keys list`,
+//! `rotate` and `retire`) and users' roles (`authlog admin grant-role` and `revoke-role`).
 //!
-//! `rotate` and `retire` change the log the way a server does: through a [`UserRegistry`] of
+//! They change the log the way a server does: through a [`UserRegistry`] of
 //! their own, replayed from the log and started for the one command, so the change is decided
 //! against the log and appended through the same decisions, chain and lock as a server's.
 //! Running servers apply it like any other writer's event.
@@ -14,8 +14,8 @@ use actix::Actor as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
-use crate::actors::{ChangeSigningKeys, KeyChange, RegistryError, UserRegistry};
-use crate::domain::{KeyAlgorithm, KeyId, PasswordHash};
+use crate::actors::{ChangeRole, ChangeSigningKeys, KeyChange, RegistryError, UserRegistry};
+use crate::domain::{Email, KeyAlgorithm, KeyId, PasswordHash, Role};
 use crate::events::{EventMetadata, EventStore, events_after};
 use crate::hashing::PasswordHasher;
 use crate::jwt::TokenPolicy;
@@ -23,9 +23,9 @@ use crate::keyring::{KeyRing, KeyState, KeysView};
 use crate::signing::{KeyVault, Keychain, KeychainError, SigningSettings};
 use crate::vault::MasterKey;
 
-/// What a key command did.
+/// What an operator's command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeysOutcome {
+pub enum Outcome {
     Done,
     /// Not done; the message says why.
     Refused(String),
@@ -108,7 +108,7 @@ pub async fn rotate(
     force: bool,
     actor: &str,
     out: &mut impl Write,
-) -> anyhow::Result<KeysOutcome> {
+) -> anyhow::Result<Outcome> {
     let vault = KeyVault::new(master);
     let (registry, keys) = registry(store).await?;
     // A key sealed under a master key that is not the log's would be useless to servers given
@@ -125,7 +125,7 @@ pub async fn rotate(
     if let Err(error @ KeychainError::WrongMasterKey(_)) = keychain.check()
         && !force
     {
-        return Ok(KeysOutcome::Refused(format!(
+        return Ok(Outcome::Refused(format!(
             "{error}. If that master key is lost, `authlog keys rotate --now --force` adds a \
              key this one opens, which signs at once; every refresh token then stops working"
         )));
@@ -159,7 +159,7 @@ pub async fn rotate(
                      a running server retires it once they have expired."
                 )?;
             }
-            Ok(KeysOutcome::Done)
+            Ok(Outcome::Done)
         }
         Ok(()) => {
             writeln!(
@@ -168,9 +168,9 @@ pub async fn rotate(
                  server activates it once AUTHLOG_JWKS_MAX_AGE_SECONDS have passed, so that \
                  verifiers caching the JWKS have it before the first token it signs."
             )?;
-            Ok(KeysOutcome::Done)
+            Ok(Outcome::Done)
         }
-        Err(RegistryError::KeysChanged) => Ok(KeysOutcome::Refused(
+        Err(RegistryError::KeysChanged) => Ok(Outcome::Refused(
             "another instance or command changed the keys at the same moment; run it again if \
              a new key is still wanted"
                 .to_owned(),
@@ -185,7 +185,7 @@ pub async fn retire(
     key_id: &KeyId,
     actor: &str,
     out: &mut impl Write,
-) -> anyhow::Result<KeysOutcome> {
+) -> anyhow::Result<Outcome> {
     let (registry, keys) = registry(store).await?;
     let sent = registry
         .send(ChangeSigningKeys {
@@ -200,7 +200,7 @@ pub async fn retire(
                 "retired signing key {key_id}: it is no longer published, and tokens it signed \
                  are refused from now on."
             )?;
-            Ok(KeysOutcome::Done)
+            Ok(Outcome::Done)
         }
         Err(RegistryError::KeysChanged) => {
             let keys = keys.current();
@@ -216,7 +216,67 @@ pub async fn retire(
                      again if {key_id} is still to be retired"
                 ),
             };
-            Ok(KeysOutcome::Refused(why))
+            Ok(Outcome::Refused(why))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `authlog admin grant-role` (`grant`) and `revoke-role`: one role of the user `email` names.
+pub async fn change_role(
+    store: Arc<dyn EventStore>,
+    email: &Email,
+    role: &Role,
+    grant: bool,
+    actor: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    let placeholder = PasswordHash::new("$2b$04$placeholderplaceholderplacehold".to_owned());
+    let registry = UserRegistry::load_with(store, PasswordHasher::new(4, 1), placeholder).await?;
+    let Some(user) = registry.directory().by_email(email) else {
+        return Ok(Outcome::Refused(format!("no user has the email {email}")));
+    };
+    let had = user.has_role(role);
+    let sent = registry
+        .start()
+        .send(ChangeRole {
+            user_id: user.id,
+            role: role.clone(),
+            grant,
+            metadata: EventMetadata::by(actor),
+        })
+        .await?;
+    match sent {
+        Ok(_) if had == grant => {
+            let state = if grant {
+                "already has"
+            } else {
+                "does not have"
+            };
+            writeln!(
+                out,
+                "{email} ({}) {state} the role {role}: nothing to do.",
+                user.id
+            )?;
+            Ok(Outcome::Done)
+        }
+        Ok(_) if grant => {
+            writeln!(out, "granted {role} to {email} ({}).", user.id)?;
+            Ok(Outcome::Done)
+        }
+        Ok(_) => {
+            writeln!(
+                out,
+                "revoked {role} from {email} ({}); their sessions have ended.",
+                user.id
+            )?;
+            Ok(Outcome::Done)
+        }
+        Err(RegistryError::LastAdmin) => Ok(Outcome::Refused(format!(
+            "{email} is the last admin: grant admin to someone else first"
+        ))),
+        Err(RegistryError::UnknownUser) => {
+            Ok(Outcome::Refused(format!("no user has the email {email}")))
         }
         Err(error) => Err(error.into()),
     }

@@ -7,14 +7,14 @@
 //! only writer and writes each committed event in place, so publishing a commit to readers costs
 //! nothing per user: an HTTP worker looks a user up without a message and without a copy.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 
-use crate::domain::{Email, PasswordHash, SessionId, UserId};
+use crate::domain::{Email, PasswordHash, Role, SessionId, UserId};
 use crate::events::{Event, RecordedEvent};
 
 /// A registered user as the log describes them.
@@ -32,6 +32,14 @@ pub struct UserEntry {
     /// `PasswordChanged` events so far: a password check made before the latest change is
     /// stale, and its outcome is refused (see [`crate::decide`]).
     pub password_changes: u32,
+    /// Granted and not revoked, sorted; empty for most users (no allocation).
+    pub roles: Box<[Role]>,
+}
+
+impl UserEntry {
+    pub fn has_role(&self, role: &Role) -> bool {
+        self.roles.binary_search(role).is_ok()
+    }
 }
 
 /// A live session as the log describes it. Its current refresh token lives beside the log.
@@ -49,6 +57,8 @@ pub struct SessionEntry {
 pub struct UserSummary {
     pub user_id: UserId,
     pub email: Email,
+    /// Sorted.
+    pub roles: Box<[Role]>,
 }
 
 impl From<&UserEntry> for UserSummary {
@@ -56,6 +66,7 @@ impl From<&UserEntry> for UserSummary {
         Self {
             user_id: user.id,
             email: user.email.clone(),
+            roles: user.roles.clone(),
         }
     }
 }
@@ -88,6 +99,8 @@ pub struct Directory {
     sessions: Arc<Sessions>,
     /// Read only by the owner's decisions (sign-up and login look users up by email).
     by_email: HashMap<Email, UserId>,
+    /// Who holds `admin`, for the owner's decisions (the last admin's guard).
+    admins: BTreeSet<UserId>,
 }
 
 /// A read-only handle on a [`Directory`]'s users, for other threads. Cloning it is cheap.
@@ -171,6 +184,7 @@ impl Directory {
                         failed_logins: 0,
                         sessions: Vec::new(),
                         password_changes: 0,
+                        roles: Box::default(),
                     },
                 );
             }
@@ -206,6 +220,30 @@ impl Directory {
                 self.sessions.remove(&ended.session_id);
                 self.update(ended.user_id, recorded, |user| {
                     user.sessions.retain(|id| *id != ended.session_id);
+                });
+            }
+            Event::RoleGranted(granted) => {
+                if granted.role.is_admin() {
+                    self.admins.insert(granted.user_id);
+                }
+                self.update(granted.user_id, recorded, |user| {
+                    if let Err(at) = user.roles.binary_search(&granted.role) {
+                        let mut roles = std::mem::take(&mut user.roles).into_vec();
+                        roles.insert(at, granted.role.clone());
+                        user.roles = roles.into_boxed_slice();
+                    }
+                });
+            }
+            Event::RoleRevoked(revoked) => {
+                if revoked.role.is_admin() {
+                    self.admins.remove(&revoked.user_id);
+                }
+                self.update(revoked.user_id, recorded, |user| {
+                    if user.roles.binary_search(&revoked.role).is_ok() {
+                        let mut roles = std::mem::take(&mut user.roles).into_vec();
+                        roles.retain(|role| *role != revoked.role);
+                        user.roles = roles.into_boxed_slice();
+                    }
                 });
             }
             // The signing keys' stream: the key ring's.
@@ -284,10 +322,16 @@ impl Directory {
             self.sessions.insert(id, session);
         }
         self.by_email = other.by_email;
+        self.admins = other.admins;
     }
 
     pub fn by_email(&self, email: &Email) -> Option<UserEntry> {
         self.by_email.get(email).and_then(|id| self.get(*id))
+    }
+
+    /// Who holds `admin` now, in id order.
+    pub fn admins(&self) -> &BTreeSet<UserId> {
+        &self.admins
     }
 
     pub fn get(&self, id: UserId) -> Option<UserEntry> {
@@ -315,6 +359,7 @@ impl Clone for Directory {
             users: Arc::new(self.users.as_ref().clone()),
             sessions: Arc::new(self.sessions.as_ref().clone()),
             by_email: self.by_email.clone(),
+            admins: self.admins.clone(),
         }
     }
 }
@@ -323,6 +368,7 @@ impl Clone for Directory {
 impl PartialEq for Directory {
     fn eq(&self, other: &Self) -> bool {
         self.by_email == other.by_email
+            && self.admins == other.admins
             && self.users.len() == other.users.len()
             && self.sessions.len() == other.sessions.len()
             && self

@@ -357,6 +357,7 @@ mod tests {
         UserSummary {
             user_id: UserId::new(),
             email: Email::parse("user@example.com").expect("valid"),
+            roles: Box::default(),
         }
     }
 

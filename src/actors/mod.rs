@@ -11,7 +11,7 @@ pub mod token;
 pub use crate::decide::KeyChange;
 pub use keys::{KeyRotator, RotateError, RotateKeys};
 pub use registry::{
-    AdmitSignup, Authenticate, CatchUp, ChangePassword, ChangeSigningKeys, EndSessions,
+    AdmitSignup, Authenticate, CatchUp, ChangePassword, ChangeRole, ChangeSigningKeys, EndSessions,
     ExpireSessions, FindUser, GetDirectory, GetReadiness, LoadError, Readiness, Refresh, Refreshed,
     Register, RegistryError, RegistryView, RejectRefresh, SessionGrant, Successor, UserRegistry,
 };

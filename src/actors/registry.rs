@@ -35,7 +35,7 @@ use crate::clock::Clock;
 use crate::commit::{Batch, CommitError, CommitQueue, MAX_BATCH, Next, Outcome, Syncs, user_of};
 use crate::decide::{Command, KeyChange, NewSession, Rejection, SessionScope};
 use crate::diagnostics::error_chain;
-use crate::domain::{Email, Password, PasswordHash, SessionId, UserId};
+use crate::domain::{Email, Password, PasswordHash, Role, SessionId, UserId};
 use crate::events::{
     Change, EndReason, EventMetadata, EventStore, RecordedEvent, StoreError, events_after,
 };
@@ -112,6 +112,12 @@ pub enum RegistryError {
     /// took this step, or another one, first.
     #[error("the signing keys changed meanwhile")]
     KeysChanged,
+    /// No user has this id.
+    #[error("no such user")]
+    UnknownUser,
+    /// The change would leave no user with the `admin` role.
+    #[error("the last admin cannot lose the admin role")]
+    LastAdmin,
 }
 
 impl From<CommitError> for RegistryError {
@@ -122,6 +128,7 @@ impl From<CommitError> for RegistryError {
                 RegistryError::InvalidCredentials
             }
             CommitError::Rejected(Rejection::KeysChanged) => RegistryError::KeysChanged,
+            CommitError::Rejected(Rejection::LastAdmin) => RegistryError::LastAdmin,
             CommitError::Unavailable(error) => RegistryError::Unavailable(error),
             CommitError::Contention => RegistryError::Contention,
         }
@@ -255,6 +262,21 @@ pub struct EndSessions {
 pub struct ChangeSigningKeys {
     pub change: KeyChange,
     /// Who asks: `actor` names the command or the schedule.
+    pub metadata: EventMetadata,
+}
+
+/// Gives a user a role (`grant`), or takes it away and ends every session of theirs. Decided
+/// after catching up with every instance's events; answers with the user as they stand once
+/// the change has committed, or at once if the log already says so (idempotent).
+/// [`RegistryError::UnknownUser`] for an unknown id, [`RegistryError::LastAdmin`] when it would
+/// take `admin` from the last user who has it.
+#[derive(Message)]
+#[rtype(result = "Result<UserSummary, RegistryError>")]
+pub struct ChangeRole {
+    pub user_id: UserId,
+    pub role: Role,
+    pub grant: bool,
+    /// Who asks: `actor` names the admin or the command.
     pub metadata: EventMetadata,
 }
 
@@ -470,6 +492,11 @@ enum AfterSync {
     Keys(
         ChangeSigningKeys,
         oneshot::Sender<Result<(), RegistryError>>,
+    ),
+    /// A role change, decided against every instance's role events.
+    Role(
+        ChangeRole,
+        oneshot::Sender<Result<UserSummary, RegistryError>>,
     ),
 }
 
@@ -884,6 +911,10 @@ impl UserRegistry {
             }
             (AfterSync::Keys(msg, reply), Ok(())) => self.change_keys(msg, reply, ctx),
             (AfterSync::Keys(_, reply), Err(error)) => {
+                let _ = reply.send(Err(error));
+            }
+            (AfterSync::Role(msg, reply), Ok(())) => self.change_role(msg, reply, ctx),
+            (AfterSync::Role(_, reply), Err(error)) => {
                 let _ = reply.send(Err(error));
             }
             (AfterSync::Reply(reply), Ok(())) => {
@@ -1498,6 +1529,33 @@ impl UserRegistry {
         self.enqueue(Command::ChangeKeys(msg.change), msg.metadata, respond, ctx);
     }
 
+    /// Queues a role change; `reply` hears once it has committed, or why not.
+    fn change_role(
+        &mut self,
+        msg: ChangeRole,
+        reply: oneshot::Sender<Result<UserSummary, RegistryError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.is_loaded() {
+            let _ = reply.send(Err(RegistryError::Loading));
+            return;
+        }
+        let respond = move |outcome: Outcome| {
+            let _ = reply.send(match user_of(outcome) {
+                Err(CommitError::Rejected(Rejection::UnknownUser)) => {
+                    Err(RegistryError::UnknownUser)
+                }
+                answer => answer.map_err(RegistryError::from),
+            });
+        };
+        let command = Command::ChangeRole {
+            user_id: msg.user_id,
+            role: msg.role,
+            grant: msg.grant,
+        };
+        self.enqueue(command, msg.metadata, respond, ctx);
+    }
+
     /// One of the recent known-email commit waits, chosen at random (none yet: no wait).
     fn commit_wait_sample(&self) -> Duration {
         let Ok(waits) = self.waits.lock() else {
@@ -1741,6 +1799,16 @@ impl Handler<ChangeSigningKeys> for UserRegistry {
     fn handle(&mut self, msg: ChangeSigningKeys, ctx: &mut Self::Context) -> Self::Result {
         let (reply, replied) = oneshot::channel();
         self.sync(AfterSync::Keys(msg, reply), ctx);
+        Box::pin(async move { replied.await.unwrap_or(Err(RegistryError::Stopped)) })
+    }
+}
+
+impl Handler<ChangeRole> for UserRegistry {
+    type Result = ResponseFuture<Result<UserSummary, RegistryError>>;
+
+    fn handle(&mut self, msg: ChangeRole, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, replied) = oneshot::channel();
+        self.sync(AfterSync::Role(msg, reply), ctx);
         Box::pin(async move { replied.await.unwrap_or(Err(RegistryError::Stopped)) })
     }
 }

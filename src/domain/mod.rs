@@ -4,12 +4,14 @@
 
 mod email;
 mod password;
+mod role;
 mod session_id;
 mod signing_key;
 mod user_id;
 
 pub use email::{Email, EmailError};
 pub use password::{Password, PasswordError, PasswordHash};
+pub use role::{Role, RoleError};
 pub use session_id::SessionId;
 pub use signing_key::{KeyAlgorithm, KeyId, KeyIdError};
 pub use user_id::UserId;

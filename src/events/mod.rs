@@ -20,7 +20,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Email, KeyAlgorithm, KeyId, PasswordHash, SessionId, UserId};
+use crate::domain::{Email, KeyAlgorithm, KeyId, PasswordHash, Role, SessionId, UserId};
 use crate::sessions::{Rotated, Rotation, SessionWrite};
 
 pub use memory::InMemoryEventStore;
@@ -41,6 +41,8 @@ pub enum Event {
     SigningKeyAdded(SigningKeyAdded),
     SigningKeyActivated(SigningKeyActivated),
     SigningKeyRetired(SigningKeyRetired),
+    RoleGranted(RoleGranted),
+    RoleRevoked(RoleRevoked),
 }
 
 /// The stream of the token signing keys: one for the whole log, so its stream versions order
@@ -112,6 +114,8 @@ pub enum EndReason {
     PasswordChanged,
     /// A spent refresh token of this session was presented again after the grace: theft.
     RefreshTokenReused,
+    /// One of the user's roles was revoked: no token may go on carrying it.
+    RoleRevoked,
 }
 
 impl EndReason {
@@ -122,8 +126,24 @@ impl EndReason {
             EndReason::Revoked => "revoked",
             EndReason::PasswordChanged => "password_changed",
             EndReason::RefreshTokenReused => "refresh_token_reused",
+            EndReason::RoleRevoked => "role_revoked",
         }
     }
+}
+
+/// The user was given a role. Who gave it is the metadata's `actor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleGranted {
+    pub user_id: UserId,
+    pub role: Role,
+}
+
+/// The user lost a role, and with it every session (`SessionEnded`, `role_revoked`, in the same
+/// append), so no token goes on carrying it. Who took it is the metadata's `actor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRevoked {
+    pub user_id: UserId,
+    pub role: Role,
 }
 
 /// The user changed their password (knowing the old one): the old one stops working.
@@ -219,8 +239,10 @@ impl Event {
     pub const SIGNING_KEY_ADDED: &'static str = "SigningKeyAdded";
     pub const SIGNING_KEY_ACTIVATED: &'static str = "SigningKeyActivated";
     pub const SIGNING_KEY_RETIRED: &'static str = "SigningKeyRetired";
+    pub const ROLE_GRANTED: &'static str = "RoleGranted";
+    pub const ROLE_REVOKED: &'static str = "RoleRevoked";
     /// Every event type this build knows, for auditors' filters.
-    pub const TYPES: [&'static str; 10] = [
+    pub const TYPES: [&'static str; 12] = [
         Self::USER_REGISTERED,
         Self::LOGIN_SUCCEEDED,
         Self::LOGIN_FAILED,
@@ -231,6 +253,8 @@ impl Event {
         Self::SIGNING_KEY_ADDED,
         Self::SIGNING_KEY_ACTIVATED,
         Self::SIGNING_KEY_RETIRED,
+        Self::ROLE_GRANTED,
+        Self::ROLE_REVOKED,
     ];
 
     /// The `event_type` column.
@@ -246,6 +270,8 @@ impl Event {
             Event::SigningKeyAdded(_) => Self::SIGNING_KEY_ADDED,
             Event::SigningKeyActivated(_) => Self::SIGNING_KEY_ACTIVATED,
             Event::SigningKeyRetired(_) => Self::SIGNING_KEY_RETIRED,
+            Event::RoleGranted(_) => Self::ROLE_GRANTED,
+            Event::RoleRevoked(_) => Self::ROLE_REVOKED,
         }
     }
 
@@ -261,7 +287,9 @@ impl Event {
             | Event::PasswordChanged(_)
             | Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)
-            | Event::SigningKeyRetired(_) => 1,
+            | Event::SigningKeyRetired(_)
+            | Event::RoleGranted(_)
+            | Event::RoleRevoked(_) => 1,
         }
     }
 
@@ -275,6 +303,8 @@ impl Event {
             Event::SessionStarted(e) => Some(e.user_id),
             Event::SessionEnded(e) => Some(e.user_id),
             Event::PasswordChanged(e) => Some(e.user_id),
+            Event::RoleGranted(e) => Some(e.user_id),
+            Event::RoleRevoked(e) => Some(e.user_id),
             Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)
             | Event::SigningKeyRetired(_) => None,
@@ -300,6 +330,8 @@ impl Event {
             Event::SigningKeyAdded(e) => serde_json::to_value(e),
             Event::SigningKeyActivated(e) => serde_json::to_value(e),
             Event::SigningKeyRetired(e) => serde_json::to_value(e),
+            Event::RoleGranted(e) => serde_json::to_value(e),
+            Event::RoleRevoked(e) => serde_json::to_value(e),
         };
         // These structs hold only strings, numbers, times, UUIDs and bytes (as strings), whose
         // serialisation cannot fail.
@@ -342,6 +374,8 @@ impl Event {
             (Self::SIGNING_KEY_RETIRED, 1) => {
                 parse(Self::SIGNING_KEY_RETIRED, payload, Event::SigningKeyRetired)
             }
+            (Self::ROLE_GRANTED, 1) => parse(Self::ROLE_GRANTED, payload, Event::RoleGranted),
+            (Self::ROLE_REVOKED, 1) => parse(Self::ROLE_REVOKED, payload, Event::RoleRevoked),
             _ => Err(DecodeError::Unknown {
                 event_type: event_type.to_owned(),
                 event_version,
@@ -721,6 +755,14 @@ mod tests {
                 user_id: UserId::new(),
                 session_id: SessionId::new(),
                 reason: EndReason::RefreshTokenReused,
+            }),
+            Event::RoleGranted(RoleGranted {
+                user_id: UserId::new(),
+                role: Role::admin(),
+            }),
+            Event::RoleRevoked(RoleRevoked {
+                user_id: UserId::new(),
+                role: Role::parse("support").expect("valid"),
             }),
             Event::PasswordChanged(PasswordChanged {
                 user_id: UserId::new(),

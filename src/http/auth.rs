@@ -54,7 +54,9 @@ async fn catch_up(state: &AppState) -> Result<(), ApiError> {
         .await??)
 }
 
-/// The token's user, if the view holds them and their session, unexpired, now.
+/// The token's user, if the view holds them and their session, unexpired, now, and the user
+/// still has every role the token carries. A role the view lacks may have been granted on
+/// another instance a moment ago: `None` then, so the caller catches up and asks again.
 fn live(claims: &Claims, state: &AppState) -> Result<Option<UserSummary>, ApiError> {
     let Some(session) = state.view.session(claims.sid)? else {
         return Ok(None);
@@ -62,5 +64,10 @@ fn live(claims: &Claims, state: &AppState) -> Result<Option<UserSummary>, ApiErr
     if session.user_id != claims.sub || session.expires_at <= state.clock.now() {
         return Err(ApiError::InvalidToken);
     }
-    Ok(state.view.find_user(claims.sub)?)
+    Ok(state.view.find_user(claims.sub)?.filter(|user| {
+        claims
+            .roles
+            .iter()
+            .all(|role| user.roles.binary_search(role).is_ok())
+    }))
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::auth::authorize;
 use super::{AppState, BearerToken, Tokens, log_attempt};
-use crate::domain::{Email, UserId};
+use crate::domain::{Email, Role, UserId};
 use crate::error::{ApiError, ErrorBody};
 
 #[derive(Serialize, ToSchema)]
@@ -18,6 +18,9 @@ pub(crate) struct ProfileResponse {
     user_id: UserId,
     #[schema(value_type = String, format = "email", example = "user@example.com")]
     email: Email,
+    /// The caller's roles now, sorted (`admin` is built in).
+    #[schema(value_type = Vec<String>, example = json!(["admin"]))]
+    roles: Box<[Role]>,
 }
 
 /// The protected route: who the bearer token belongs to.
@@ -57,5 +60,6 @@ pub async fn profile(
         message: "Access granted",
         user_id: user.user_id,
         email: user.email,
+        roles: user.roles,
     }))
 }

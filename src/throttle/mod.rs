@@ -202,7 +202,9 @@ impl Throttle {
             | Event::SessionEnded(_)
             | Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)
-            | Event::SigningKeyRetired(_) => {}
+            | Event::SigningKeyRetired(_)
+            | Event::RoleGranted(_)
+            | Event::RoleRevoked(_) => {}
         }
     }
 

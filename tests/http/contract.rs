@@ -522,7 +522,12 @@ async fn profile_with_a_valid_token_grants_access() {
         let body: Value = response.json().await.expect("json");
         assert_eq!(
             body,
-            json!({ "message": "Access granted", "user_id": user["id"], "email": TUTORIAL_EMAIL })
+            json!({
+                "message": "Access granted",
+                "user_id": user["id"],
+                "email": TUTORIAL_EMAIL,
+                "roles": [],
+            })
         );
     }
 }
@@ -572,6 +577,7 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
     let summary = UserSummary {
         user_id,
         email: email.clone(),
+        roles: Box::default(),
     };
     // The real session, so that only the property under test is wrong.
     let sid = crate::common::claims_of(&token)["sid"].clone();
@@ -599,6 +605,7 @@ async fn profile_with_a_bad_token_is_invalid_or_expired() {
             &UserSummary {
                 user_id: UserId::new(),
                 email,
+                roles: Box::default(),
             },
             sid,
             far,

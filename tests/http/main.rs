@@ -17,4 +17,5 @@ mod keys;
 mod openapi;
 mod operations;
 mod overload;
+mod roles;
 mod sessions;

@@ -79,6 +79,7 @@ async fn f4_database_down_at_boot() {
     let user = UserSummary {
         user_id: UserId::new(),
         email: Email::parse("early@example.com").expect("valid"),
+        roles: Box::default(),
     };
     let token = keys
         .issue(
