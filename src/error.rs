@@ -66,6 +66,9 @@ pub enum ApiError {
     /// 404: no such session among the caller's.
     #[error("Session not found")]
     SessionNotFound,
+    /// 403: a valid token whose user lacks the role the route requires.
+    #[error("Forbidden")]
+    Forbidden,
     /// 404: no user has this id.
     #[error("User not found")]
     UserNotFound,
@@ -111,6 +114,7 @@ impl ApiError {
             ApiError::InvalidRefreshToken => "invalid_refresh_token",
             ApiError::SessionNotFound => "no_session",
             ApiError::UserNotFound => "no_user",
+            ApiError::Forbidden => "forbidden",
             ApiError::LastAdmin => "last_admin",
             ApiError::NotFound | ApiError::MethodNotAllowed { .. } => "no_route",
             ApiError::Unavailable(_) | ApiError::NotReady(_) => "unavailable",
@@ -133,6 +137,7 @@ impl ResponseError for ApiError {
             | ApiError::NotAuthenticated
             | ApiError::InvalidToken
             | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::SessionNotFound | ApiError::UserNotFound => {
                 StatusCode::NOT_FOUND
             }

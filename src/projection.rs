@@ -7,7 +7,7 @@
 //! only writer and writes each committed event in place, so publishing a commit to readers costs
 //! nothing per user: an HTTP worker looks a user up without a message and without a copy.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -27,6 +27,10 @@ pub struct UserEntry {
     pub version: i32,
     pub logins: u64,
     pub failed_logins: u64,
+    /// When `UserRegistered` was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When the last `LoginSucceeded` was recorded.
+    pub last_login_at: Option<DateTime<Utc>>,
     /// Sessions started and not ended or expired, oldest first.
     pub sessions: Vec<SessionId>,
     /// `PasswordChanged` events so far: a password check made before the latest change is
@@ -126,6 +130,45 @@ impl DirectoryView {
         self.users.is_empty()
     }
 
+    /// Up to `limit` users in email order whose email starts with `prefix` (ASCII case
+    /// ignored) and sorts after `after`, and whether more follow. Keyset paging: emails never
+    /// change and users are never removed, so a listing page by page skips and repeats nobody,
+    /// whatever sign-ups happen meanwhile. O(users × log limit): run it off the request thread.
+    pub fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<UserEntry>, bool) {
+        let mut smallest: BinaryHeap<(Email, UserId)> = BinaryHeap::with_capacity(limit + 2);
+        for user in self.users.iter() {
+            let email = user.email.as_str();
+            let matches = email.len() >= prefix.len()
+                && email.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+                && after.is_none_or(|after| email > after);
+            if !matches {
+                continue;
+            }
+            if smallest.len() <= limit {
+                smallest.push((user.email.clone(), user.id));
+            } else if smallest
+                .peek()
+                .is_some_and(|(largest, _)| email < largest.as_str())
+            {
+                smallest.pop();
+                smallest.push((user.email.clone(), user.id));
+            }
+        }
+        let more = smallest.len() > limit;
+        let mut page = smallest.into_sorted_vec();
+        page.truncate(limit);
+        let users = page
+            .into_iter()
+            .filter_map(|(_, id)| self.users.get(&id).map(|user| user.value().clone()))
+            .collect();
+        (users, more)
+    }
+
+    /// The user as the log describes them, in full (a copy).
+    pub fn get(&self, id: UserId) -> Option<UserEntry> {
+        self.users.get(&id).map(|user| user.value().clone())
+    }
+
     /// Whose the session is and when it ends, if it is live as far as the log has been applied
     /// (expiry is the caller's to check against its clock).
     pub fn session(&self, id: SessionId) -> Option<SessionLife> {
@@ -182,6 +225,8 @@ impl Directory {
                         version: recorded.stream_version,
                         logins: 0,
                         failed_logins: 0,
+                        created_at: recorded.recorded_at,
+                        last_login_at: None,
                         sessions: Vec::new(),
                         password_changes: 0,
                         roles: Box::default(),
@@ -190,6 +235,7 @@ impl Directory {
             }
             Event::LoginSucceeded(login) => self.update(login.user_id, recorded, |user| {
                 user.logins += 1;
+                user.last_login_at = Some(recorded.recorded_at);
             }),
             Event::LoginFailed(failed) => self.update(failed.user_id, recorded, |user| {
                 user.failed_logins += 1;

@@ -42,7 +42,9 @@ use crate::events::{
 use crate::hashing::{HashError, PasswordHasher};
 use crate::keyring::KeysView;
 use crate::metrics::METRICS;
-use crate::projection::{Directory, DirectoryView, SessionEntry, SessionLife, UserSummary};
+use crate::projection::{
+    Directory, DirectoryView, SessionEntry, SessionLife, UserEntry, UserSummary,
+};
 use crate::sessions::{
     Judgement, PresentedRefresh, Rotated, Rotation, SessionPolicy, TokenHash, judge,
 };
@@ -407,6 +409,28 @@ impl RegistryView {
     /// The user's live sessions, oldest first.
     pub fn sessions_of(&self, user: UserId) -> Vec<(SessionId, SessionEntry)> {
         self.directory.sessions_of(user)
+    }
+
+    /// The user as the log describes them, in full.
+    pub fn user(&self, user_id: UserId) -> Result<Option<UserEntry>, RegistryError> {
+        if !self.loaded.load(Ordering::Acquire) {
+            return Err(RegistryError::Loading);
+        }
+        Ok(self.directory.get(user_id))
+    }
+
+    /// A page of users in email order ([`DirectoryView::page`]); scans every user, so call it
+    /// off the request thread.
+    pub fn users_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<UserEntry>, bool), RegistryError> {
+        if !self.loaded.load(Ordering::Acquire) {
+            return Err(RegistryError::Loading);
+        }
+        Ok(self.directory.page(prefix, after, limit))
     }
 }
 

@@ -25,7 +25,7 @@ impl BearerToken {
 
     /// "Not authenticated" when no bearer token was offered; "Invalid or expired token" when one
     /// was offered but cannot be right (two headers, stray words, oversized, not ASCII).
-    fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
         let mut values = headers.get_all(AUTHORIZATION);
         let value = match (values.next(), values.next()) {
             (None, _) => return Err(ApiError::NotAuthenticated),

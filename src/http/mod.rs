@@ -2,6 +2,7 @@
 //!
 //! Handlers stay thin: parse, send one message per actor, shape the reply. One file per endpoint.
 
+mod admin;
 mod auth;
 mod bearer;
 pub mod client;
@@ -14,6 +15,7 @@ mod openapi;
 mod password;
 mod profile;
 mod refresh;
+mod require;
 mod root;
 mod sessions;
 mod signup;
@@ -33,11 +35,13 @@ use crate::events::{EventMetadata, EventStore};
 use crate::hashing::PasswordHasher;
 use crate::signing::TokenVerifier;
 
+pub use auth::Caller;
 pub use bearer::BearerToken;
 pub use connections::{ConnectionCounts, ConnectionLimit};
 pub use json::{JsonBody, MAX_BODY_BYTES};
 pub use observe::{Observe, REQUEST_ID};
 pub use openapi::{ApiDoc, DOCS_PATH, SPEC_PATH};
+pub use require::{Admin, RequireRole, RoleName};
 pub use wellknown::{DISCOVERY_PATH, Discovery, JWKS_PATH};
 
 /// What every handler shares. Built once in `Application::build`, before the workers start.
@@ -86,6 +90,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/sessions", "GET").route(web::get().to(sessions::list)))
         .service(endpoint("/sessions/{id}", "DELETE").route(web::delete().to(sessions::revoke)))
         .service(endpoint("/password", "POST").route(web::post().to(password::change)))
+        .service(endpoint("/admin/users", "GET").route(web::get().to(admin::list_users)))
+        .service(
+            endpoint("/admin/users/{id}/roles/{role}", "PUT, DELETE")
+                .route(web::put().to(admin::grant_role))
+                .route(web::delete().to(admin::revoke_role)),
+        )
         .service(endpoint("/", "GET").route(web::get().to(root::root)))
         .service(endpoint("/health/ready", "GET").route(web::get().to(health::ready)))
         .service(endpoint(JWKS_PATH, "GET").route(web::get().to(wellknown::jwks)))

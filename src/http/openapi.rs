@@ -14,7 +14,7 @@ use utoipa::openapi::security::{
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{health, login, password, profile, refresh, root, sessions, signup, wellknown};
+use super::{admin, health, login, password, profile, refresh, root, sessions, signup, wellknown};
 use crate::error::ErrorBody;
 
 /// Where the document is served.
@@ -45,13 +45,18 @@ pub const DOCS_PATH: &str = "/docs/";
         health::ready,
         health::metrics,
         wellknown::jwks,
-        wellknown::openid_configuration
+        wellknown::openid_configuration,
+        admin::list_users,
+        admin::grant_role,
+        admin::revoke_role
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "operations", description = "Health probes and metrics"),
+        (name = "admin", description = "Managing users: for callers whose token's user holds \
+            the `admin` role (401 without a valid token, 403 without the role)"),
         (name = "discovery", description = "The public keys tokens are signed with, and where \
             they are: for services that check authlog's tokens themselves")
     )

@@ -40,6 +40,17 @@ const CONTRACT: &[(&str, &str, &[u16])] = &[
     ("get", "/metrics", &[200]),
     ("get", "/.well-known/jwks.json", &[200]),
     ("get", "/.well-known/openid-configuration", &[200]),
+    ("get", "/admin/users", &[200, 401, 403, 422, 503]),
+    (
+        "put",
+        "/admin/users/{id}/roles/{role}",
+        &[204, 401, 403, 404, 422, 503],
+    ),
+    (
+        "delete",
+        "/admin/users/{id}/roles/{role}",
+        &[204, 401, 403, 404, 409, 422, 503],
+    ),
 ];
 
 async fn spec() -> (crate::common::TestApp, crate::common::TestLog, Value) {
@@ -127,7 +138,13 @@ async fn the_document_lists_every_route_with_its_status_codes() {
     }
 
     // Challenges and retry hints are part of the contract too.
-    for (method, path) in [("post", "/login"), ("get", "/profile")] {
+    for (method, path) in [
+        ("post", "/login"),
+        ("get", "/profile"),
+        ("get", "/admin/users"),
+        ("put", "/admin/users/{id}/roles/{role}"),
+        ("delete", "/admin/users/{id}/roles/{role}"),
+    ] {
         assert!(
             spec["paths"][path][method]["responses"]["401"]["headers"]["WWW-Authenticate"]
                 .is_object(),
@@ -183,15 +200,26 @@ async fn the_document_declares_bearer_and_the_oauth2_password_flow() {
     assert_eq!(schemes["oauth2"]["type"], "oauth2");
     assert_eq!(schemes["oauth2"]["flows"]["password"]["tokenUrl"], "/login");
 
-    let security = &spec["paths"]["/profile"]["get"]["security"];
-    let names: BTreeSet<&str> = security
-        .as_array()
-        .expect("profile is protected")
-        .iter()
-        .flat_map(|requirement| requirement.as_object().expect("requirement").keys())
-        .map(String::as_str)
-        .collect();
-    assert_eq!(names, BTreeSet::from(["bearer", "oauth2"]));
+    for (method, path) in [
+        ("get", "/profile"),
+        ("get", "/admin/users"),
+        ("put", "/admin/users/{id}/roles/{role}"),
+        ("delete", "/admin/users/{id}/roles/{role}"),
+    ] {
+        let security = &spec["paths"][path][method]["security"];
+        let names: BTreeSet<&str> = security
+            .as_array()
+            .unwrap_or_else(|| panic!("{method} {path} is protected"))
+            .iter()
+            .flat_map(|requirement| requirement.as_object().expect("requirement").keys())
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["bearer", "oauth2"]),
+            "{method} {path}"
+        );
+    }
     for path in ["/signup", "/login"] {
         assert!(
             spec["paths"][path]["post"]["security"].is_null(),

@@ -1,0 +1,227 @@
+//! The admin API (issue 17, in part): `GET /admin/users`, and `PUT`/`DELETE
+//! /admin/users/{id}/roles/{role}`. Every route requires a valid bearer token whose user holds
+//! `admin` ([`RequireRole`]): 401 without one, 403 without the role, before anything else about
+//! the request is looked at.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::require::{Admin, RequireRole};
+use super::{AppState, log_attempt, request_metadata};
+use crate::actors::ChangeRole;
+use crate::domain::{Email, Role, UserId};
+use crate::error::{ApiError, ErrorBody};
+use crate::projection::UserEntry;
+
+/// Users per page unless `limit` says otherwise, and the most it may say.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// A user, as an admin sees them in a listing.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AdminUser {
+    #[schema(value_type = uuid::Uuid)]
+    id: UserId,
+    #[schema(value_type = String, format = "email", example = "user@example.com")]
+    email: Email,
+    /// When the sign-up committed.
+    #[schema(value_type = String, format = DateTime)]
+    created_at: DateTime<Utc>,
+    /// Sorted.
+    #[schema(value_type = Vec<String>, example = json!(["admin"]))]
+    roles: Box<[Role]>,
+    /// When the last successful login committed; `null` if none has.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_login_at: Option<DateTime<Utc>>,
+}
+
+impl From<UserEntry> for AdminUser {
+    fn from(user: UserEntry) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            created_at: user.created_at,
+            roles: user.roles,
+            last_login_at: user.last_login_at,
+        }
+    }
+}
+
+/// One page of users, in email order.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UsersPage {
+    users: Vec<AdminUser>,
+    /// Pass it as `after` for the next page; `null` on the last page.
+    #[schema(example = "user@example.com")]
+    next: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UsersQuery {
+    /// Only emails that start with this (ASCII case ignored).
+    #[serde(default)]
+    email_prefix: String,
+    /// The `next` of the previous page: only emails after it.
+    after: Option<String>,
+    /// Users per page, 1 to 500 (default 50).
+    limit: Option<usize>,
+}
+
+/// Who did it, for the event's metadata: the admin's user id, beside the request's address.
+fn admin_metadata(req: &HttpRequest, admin: &RequireRole<Admin>) -> crate::events::EventMetadata {
+    let mut metadata = request_metadata(req);
+    metadata.actor = Some(format!("admin {}", admin.caller.user.user_id));
+    metadata
+}
+
+/// Lists users in email order, a page at a time.
+///
+/// Paging is by email (keyset): a listing followed page by page through `next` skips and
+/// repeats nobody, whatever sign-ups happen meanwhile (users who sign up behind the cursor
+/// appear in a new listing).
+#[utoipa::path(
+    get,
+    path = "/admin/users",
+    tag = "admin",
+    params(UsersQuery),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 200, description = "A page of users", body = UsersPage),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 422, description = "`limit` is not between 1 and 500, or the query is \
+            malformed", body = ErrorBody),
+        (status = 503, description = "The service cannot answer now; retry later",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn list_users(
+    admin: RequireRole<Admin>,
+    query: Result<web::Query<UsersQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let _ = admin;
+    let query = query
+        .map_err(|error| ApiError::Unprocessable(format!("query: {error}")))?
+        .into_inner();
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit: must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let view = state.view.clone();
+    // A scan of every user: on the blocking pool, not on this worker.
+    let (users, more) =
+        web::block(move || view.users_page(&query.email_prefix, query.after.as_deref(), limit))
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))??;
+    let next = more
+        .then(|| users.last().map(|user| user.email.as_str().to_owned()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(UsersPage {
+        users: users.into_iter().map(AdminUser::from).collect(),
+        next,
+    }))
+}
+
+/// Gives the user a role. Idempotent: 204 whether or not they had it.
+#[utoipa::path(
+    put,
+    path = "/admin/users/{id}/roles/{role}",
+    tag = "admin",
+    params(
+        ("id" = String, Path, description = "The user's id"),
+        ("role" = String, Path, description = "1 to 32 of a-z, 0-9, '_' and '-'"),
+    ),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "The user has the role (`RoleGranted` committed, if they \
+            did not have it)"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No user has this id", body = ErrorBody),
+        (status = 422, description = "Not a valid role name", body = ErrorBody),
+        (status = 503, description = "The service cannot answer now; retry later",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn grant_role(
+    admin: RequireRole<Admin>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    change_role(admin, path.into_inner(), true, &req, &state).await
+}
+
+/// Takes a role from the user and ends every session of theirs, so no token goes on carrying
+/// it. Idempotent: 204 whether or not they had it. The last admin keeps `admin` (409).
+#[utoipa::path(
+    delete,
+    path = "/admin/users/{id}/roles/{role}",
+    tag = "admin",
+    params(
+        ("id" = String, Path, description = "The user's id"),
+        ("role" = String, Path, description = "1 to 32 of a-z, 0-9, '_' and '-'"),
+    ),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "The user lacks the role (`RoleRevoked` and a \
+            `SessionEnded` per session committed, if they had it)"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No user has this id", body = ErrorBody),
+        (status = 409, description = "The user is the last admin", body = ErrorBody),
+        (status = 422, description = "Not a valid role name", body = ErrorBody),
+        (status = 503, description = "The service cannot answer now; retry later",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn revoke_role(
+    admin: RequireRole<Admin>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    change_role(admin, path.into_inner(), false, &req, &state).await
+}
+
+async fn change_role(
+    admin: RequireRole<Admin>,
+    (id, role): (String, String),
+    grant: bool,
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let action = if grant { "grant_role" } else { "revoke_role" };
+    let result = async {
+        let user_id = uuid::Uuid::parse_str(&id)
+            .map(UserId::from)
+            .map_err(|_| ApiError::UserNotFound)?;
+        let role = Role::parse(&role)
+            .map_err(|error| ApiError::Unprocessable(format!("role: {error}")))?;
+        let change = ChangeRole {
+            user_id,
+            role,
+            grant,
+            metadata: admin_metadata(req, &admin),
+        };
+        state
+            .registry
+            .send(change)
+            .timeout(state.actor_timeout)
+            .await??;
+        Ok(admin.caller.user.user_id)
+    }
+    .await;
+    log_attempt(action, req, result.as_ref().copied());
+    result?;
+    Ok(HttpResponse::NoContent().finish())
+}
