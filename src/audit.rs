@@ -306,6 +306,7 @@ fn details(event: &RecordedEvent) -> String {
         ),
         Event::RoleGranted(granted) => format!("role={} {}", granted.role, origin(event)),
         Event::RoleRevoked(revoked) => format!("role={} {}", revoked.role, origin(event)),
+        Event::UserDisabled(_) | Event::UserEnabled(_) | Event::LockoutCleared(_) => origin(event),
         Event::LoginSucceeded(_) | Event::LoginFailed(_) => format!("from={}", client(event)),
     }
 }

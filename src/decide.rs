@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Email, KeyId, PasswordHash, Role, SessionId, UserId};
 use crate::events::{
-    EndReason, Event, LoginFailed, LoginSucceeded, PasswordChanged, PasswordRehashed, RoleGranted,
-    RoleRevoked, SessionEnded, SessionStarted, SigningKeyActivated, SigningKeyAdded,
-    SigningKeyRetired, UserRegistered,
+    EndReason, Event, LockoutCleared, LoginFailed, LoginSucceeded, PasswordChanged,
+    PasswordRehashed, RoleGranted, RoleRevoked, SessionEnded, SessionStarted, SigningKeyActivated,
+    SigningKeyAdded, SigningKeyRetired, UserDisabled, UserEnabled, UserRegistered,
 };
 use crate::keyring::KeyRing;
 use crate::projection::{Directory, UserSummary};
@@ -83,14 +83,23 @@ pub enum Command {
     },
     /// One change to the signing keys.
     ChangeKeys(KeyChange),
-    /// Gives the user `role` (`grant`), or takes it away and ends every session of theirs, so
-    /// no token goes on carrying it. Idempotent: a role the user already has, or lacks, is
-    /// answered without an append.
-    ChangeRole {
-        user_id: UserId,
-        role: Role,
-        grant: bool,
-    },
+    /// An admin's (or an operator command's) change to one user. Idempotent: a change the log
+    /// already shows is answered without an append.
+    Administer { user_id: UserId, change: UserChange },
+}
+
+/// What an admin changes about one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    GrantRole(Role),
+    /// Takes the role away and ends every session of the user, so no token goes on carrying it.
+    RevokeRole(Role),
+    /// The user's logins fail as a wrong password does, and every session of theirs ends.
+    Disable,
+    Enable,
+    /// Forgets the failed logins that lock the account out, from every address. Always an
+    /// event: the log says who unlocked whom.
+    ClearLockout,
 }
 
 /// A change to the token signing keys, checked against the committed keys when decided: it is
@@ -170,11 +179,11 @@ pub struct BatchPlanner<'a> {
     started: HashMap<UserId, Vec<SessionId>>,
     /// Users whose password an earlier command of this batch changes.
     changed: HashSet<UserId>,
-    /// Users whose roles an earlier command of this batch changes: a second change waits for
-    /// the next batch, so each is decided against committed roles.
-    roles_claimed: HashSet<UserId>,
-    /// Admins an earlier command of this batch revokes: the last admin's guard counts them
-    /// gone.
+    /// Users an earlier admin command of this batch changes: a second change waits for the
+    /// next batch, so each is decided against committed state.
+    administered: HashSet<UserId>,
+    /// Enabled admins an earlier command of this batch revokes or disables: the last admin's
+    /// guard counts them gone.
     admins_leaving: usize,
 }
 
@@ -267,51 +276,72 @@ impl<'a> BatchPlanner<'a> {
             ended: HashSet::new(),
             started: HashMap::new(),
             changed: HashSet::new(),
-            roles_claimed: HashSet::new(),
+            administered: HashSet::new(),
             admins_leaving: 0,
         }
     }
 
-    /// Grants or revokes `role`, against committed roles and this batch's other changes.
-    fn change_role(&mut self, user_id: UserId, role: &Role, grant: bool) -> Decision {
+    /// One admin change to `user_id`, against committed state and this batch's other changes.
+    fn administer(&mut self, user_id: UserId, change: &UserChange) -> Decision {
         let Some(user) = self.directory.get(user_id) else {
             return Decision::Reject(Rejection::UnknownUser);
         };
-        if self.roles_claimed.contains(&user_id) {
+        if self.administered.contains(&user_id) {
             return Decision::Wait;
         }
-        if user.has_role(role) == grant {
+        let unchanged = match change {
+            UserChange::GrantRole(role) => user.has_role(role),
+            UserChange::RevokeRole(role) => !user.has_role(role),
+            UserChange::Disable => user.disabled,
+            UserChange::Enable => !user.disabled,
+            UserChange::ClearLockout => false,
+        };
+        if unchanged {
             return Decision::Unchanged(Committed::User(UserSummary::from(&user)));
         }
-        if !grant && role.is_admin() {
-            let remaining = self.directory.admins().len() - self.admins_leaving;
-            if remaining <= 1 {
-                return Decision::Reject(Rejection::LastAdmin);
-            }
+        // Whether the change takes an enabled admin away from the admin API.
+        let admin_leaves = !user.disabled
+            && match change {
+                UserChange::RevokeRole(role) => role.is_admin(),
+                UserChange::Disable => user.has_role(&Role::admin()),
+                _ => false,
+            };
+        if admin_leaves && self.directory.enabled_admins() <= 1 + self.admins_leaving {
+            return Decision::Reject(Rejection::LastAdmin);
         }
-        let mut events = Vec::new();
+        let (event, ends) = match change {
+            UserChange::GrantRole(role) => (
+                Event::RoleGranted(RoleGranted {
+                    user_id,
+                    role: role.clone(),
+                }),
+                None,
+            ),
+            UserChange::RevokeRole(role) => (
+                Event::RoleRevoked(RoleRevoked {
+                    user_id,
+                    role: role.clone(),
+                }),
+                Some(EndReason::RoleRevoked),
+            ),
+            UserChange::Disable => (
+                Event::UserDisabled(UserDisabled { user_id }),
+                Some(EndReason::Disabled),
+            ),
+            UserChange::Enable => (Event::UserEnabled(UserEnabled { user_id }), None),
+            UserChange::ClearLockout => (Event::LockoutCleared(LockoutCleared { user_id }), None),
+        };
+        let mut events = vec![event];
         let mut writes = Vec::new();
-        if grant {
-            events.push(Event::RoleGranted(RoleGranted {
-                user_id,
-                role: role.clone(),
-            }));
-        } else {
-            events.push(Event::RoleRevoked(RoleRevoked {
-                user_id,
-                role: role.clone(),
-            }));
-            let (ended, ended_writes) =
-                self.end_sessions(user_id, SessionScope::All, EndReason::RoleRevoked);
+        if let Some(reason) = ends {
+            let (ended, ended_writes) = self.end_sessions(user_id, SessionScope::All, reason);
             events.extend(ended);
             writes = ended_writes;
         }
         let decision = self.append_with(user_id, events, writes);
         if matches!(decision, Decision::Append { .. }) {
-            self.roles_claimed.insert(user_id);
-            if !grant && role.is_admin() {
-                self.admins_leaving += 1;
-            }
+            self.administered.insert(user_id);
+            self.admins_leaving += usize::from(admin_leaves);
         }
         decision
     }
@@ -455,11 +485,7 @@ impl<'a> BatchPlanner<'a> {
                     })]
                 })
             }
-            Command::ChangeRole {
-                user_id,
-                role,
-                grant,
-            } => self.change_role(*user_id, role, *grant),
+            Command::Administer { user_id, change } => self.administer(*user_id, change),
         }
     }
 }
@@ -687,11 +713,16 @@ mod tests {
     }
 
     fn change_role(user_id: UserId, raw: &str, grant: bool) -> Command {
-        Command::ChangeRole {
-            user_id,
-            role: role(raw),
-            grant,
-        }
+        let change = if grant {
+            UserChange::GrantRole(role(raw))
+        } else {
+            UserChange::RevokeRole(role(raw))
+        };
+        Command::Administer { user_id, change }
+    }
+
+    fn administer(user_id: UserId, change: UserChange) -> Command {
+        Command::Administer { user_id, change }
     }
 
     /// Two users, `a` an admin with one live session, `b` an admin too if `both_admins`.
@@ -805,6 +836,88 @@ mod tests {
             planner.decide(&change_role(b, "admin", false)),
             Decision::Reject(Rejection::LastAdmin),
             "the other admin is the last once this batch commits"
+        );
+    }
+
+    #[test]
+    fn disabling_ends_every_session_and_counts_against_the_last_admin() {
+        let (directory, a, b, session) = admins(true);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
+        let Decision::Append {
+            events, sessions, ..
+        } = planner.decide(&administer(a, UserChange::Disable))
+        else {
+            panic!("appends");
+        };
+        assert_eq!(
+            events,
+            vec![
+                (4, Event::UserDisabled(UserDisabled { user_id: a })),
+                (
+                    5,
+                    Event::SessionEnded(SessionEnded {
+                        user_id: a,
+                        session_id: session,
+                        reason: EndReason::Disabled
+                    })
+                ),
+            ]
+        );
+        assert_eq!(sessions, vec![SessionWrite::End(session)]);
+        assert_eq!(
+            planner.decide(&administer(b, UserChange::Disable)),
+            Decision::Reject(Rejection::LastAdmin),
+            "b is the last enabled admin once this batch commits"
+        );
+
+        // Once a is disabled, b is the last enabled admin: b keeps admin and stays enabled,
+        // while a disabled admin may lose the role, and be enabled again.
+        let mut directory = directory;
+        directory.apply(&recorded(
+            9,
+            4,
+            Event::UserDisabled(UserDisabled { user_id: a }),
+        ));
+        let mut planner = BatchPlanner::new(&directory, no_keys());
+        assert_eq!(
+            planner.decide(&change_role(b, "admin", false)),
+            Decision::Reject(Rejection::LastAdmin)
+        );
+        assert!(matches!(
+            planner.decide(&administer(a, UserChange::Disable)),
+            Decision::Unchanged(_)
+        ));
+        assert!(matches!(
+            planner.decide(&change_role(a, "admin", false)),
+            Decision::Append { .. }
+        ));
+        let mut planner = BatchPlanner::new(&directory, no_keys());
+        let Decision::Append { events, .. } = planner.decide(&administer(a, UserChange::Enable))
+        else {
+            panic!("appends");
+        };
+        assert_eq!(
+            events,
+            vec![(5, Event::UserEnabled(UserEnabled { user_id: a }))]
+        );
+    }
+
+    #[test]
+    fn clearing_a_lockout_is_always_an_event() {
+        let (directory, _, b, _) = admins(false);
+        let mut planner = BatchPlanner::new(&directory, no_keys());
+        let Decision::Append { events, .. } =
+            planner.decide(&administer(b, UserChange::ClearLockout))
+        else {
+            panic!("appends");
+        };
+        assert_eq!(
+            events,
+            vec![(2, Event::LockoutCleared(LockoutCleared { user_id: b }))]
+        );
+        assert_eq!(
+            planner.decide(&administer(UserId::new(), UserChange::ClearLockout)),
+            Decision::Reject(Rejection::UnknownUser)
         );
     }
 

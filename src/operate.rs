@@ -14,7 +14,9 @@ use actix::Actor as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
-use crate::actors::{ChangeRole, ChangeSigningKeys, KeyChange, RegistryError, UserRegistry};
+use crate::actors::{
+    Administer, ChangeSigningKeys, KeyChange, RegistryError, UserChange, UserRegistry,
+};
 use crate::domain::{Email, KeyAlgorithm, KeyId, PasswordHash, Role};
 use crate::events::{EventMetadata, EventStore, events_after};
 use crate::hashing::PasswordHasher;
@@ -239,10 +241,13 @@ pub async fn change_role(
     let had = user.has_role(role);
     let sent = registry
         .start()
-        .send(ChangeRole {
+        .send(Administer {
             user_id: user.id,
-            role: role.clone(),
-            grant,
+            change: if grant {
+                UserChange::GrantRole(role.clone())
+            } else {
+                UserChange::RevokeRole(role.clone())
+            },
             metadata: EventMetadata::by(actor),
         })
         .await?;

@@ -38,6 +38,8 @@ pub struct UserEntry {
     pub password_changes: u32,
     /// Granted and not revoked, sorted; empty for most users (no allocation).
     pub roles: Box<[Role]>,
+    /// An admin disabled the user: logins fail, and there are no sessions.
+    pub disabled: bool,
 }
 
 impl UserEntry {
@@ -115,10 +117,11 @@ pub struct DirectoryView {
 }
 
 impl DirectoryView {
-    /// The user with this id, as far as the log has been applied.
+    /// The user with this id, as far as the log has been applied, unless disabled.
     pub fn find(&self, id: UserId) -> Option<UserSummary> {
         self.users
             .get(&id)
+            .filter(|user| !user.disabled)
             .map(|user| UserSummary::from(user.value()))
     }
 
@@ -230,6 +233,7 @@ impl Directory {
                         sessions: Vec::new(),
                         password_changes: 0,
                         roles: Box::default(),
+                        disabled: false,
                     },
                 );
             }
@@ -292,6 +296,14 @@ impl Directory {
                     }
                 });
             }
+            Event::UserDisabled(disabled) => self.update(disabled.user_id, recorded, |user| {
+                user.disabled = true;
+            }),
+            Event::UserEnabled(enabled) => self.update(enabled.user_id, recorded, |user| {
+                user.disabled = false;
+            }),
+            // The throttle's: only the stream's version moves here.
+            Event::LockoutCleared(cleared) => self.update(cleared.user_id, recorded, |_| {}),
             // The signing keys' stream: the key ring's.
             Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)
@@ -375,9 +387,17 @@ impl Directory {
         self.by_email.get(email).and_then(|id| self.get(*id))
     }
 
-    /// Who holds `admin` now, in id order.
+    /// Who holds `admin` now, in id order (disabled users included).
     pub fn admins(&self) -> &BTreeSet<UserId> {
         &self.admins
+    }
+
+    /// How many users hold `admin` and are not disabled: who can use the admin API.
+    pub fn enabled_admins(&self) -> usize {
+        self.admins
+            .iter()
+            .filter(|id| self.users.get(id).is_some_and(|user| !user.disabled))
+            .count()
     }
 
     pub fn get(&self, id: UserId) -> Option<UserEntry> {

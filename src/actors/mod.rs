@@ -8,10 +8,10 @@ pub mod registry;
 mod reply;
 pub mod token;
 
-pub use crate::decide::KeyChange;
+pub use crate::decide::{KeyChange, UserChange};
 pub use keys::{KeyRotator, RotateError, RotateKeys};
 pub use registry::{
-    AdmitSignup, Authenticate, CatchUp, ChangePassword, ChangeRole, ChangeSigningKeys, EndSessions,
+    Administer, AdmitSignup, Authenticate, CatchUp, ChangePassword, ChangeSigningKeys, EndSessions,
     ExpireSessions, FindUser, GetDirectory, GetReadiness, LoadError, Readiness, Refresh, Refreshed,
     Register, RegistryError, RegistryView, RejectRefresh, SessionGrant, Successor, UserRegistry,
 };

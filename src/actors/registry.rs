@@ -33,9 +33,9 @@ use tokio::sync::oneshot;
 use super::reply::Cancellable;
 use crate::clock::Clock;
 use crate::commit::{Batch, CommitError, CommitQueue, MAX_BATCH, Next, Outcome, Syncs, user_of};
-use crate::decide::{Command, KeyChange, NewSession, Rejection, SessionScope};
+use crate::decide::{Command, KeyChange, NewSession, Rejection, SessionScope, UserChange};
 use crate::diagnostics::error_chain;
-use crate::domain::{Email, Password, PasswordHash, Role, SessionId, UserId};
+use crate::domain::{Email, Password, PasswordHash, SessionId, UserId};
 use crate::events::{
     Change, EndReason, EventMetadata, EventStore, RecordedEvent, StoreError, events_after,
 };
@@ -267,17 +267,16 @@ pub struct ChangeSigningKeys {
     pub metadata: EventMetadata,
 }
 
-/// Gives a user a role (`grant`), or takes it away and ends every session of theirs. Decided
-/// after catching up with every instance's events; answers with the user as they stand once
-/// the change has committed, or at once if the log already says so (idempotent).
+/// An admin's change to one user ([`UserChange`]: a role, disabling, enabling, clearing the
+/// login lockout). Decided after catching up with every instance's events; answers with the
+/// user once the change has committed, or at once if the log already says so (idempotent).
 /// [`RegistryError::UnknownUser`] for an unknown id, [`RegistryError::LastAdmin`] when it would
-/// take `admin` from the last user who has it.
+/// leave no enabled user with `admin`.
 #[derive(Message)]
 #[rtype(result = "Result<UserSummary, RegistryError>")]
-pub struct ChangeRole {
+pub struct Administer {
     pub user_id: UserId,
-    pub role: Role,
-    pub grant: bool,
+    pub change: UserChange,
     /// Who asks: `actor` names the admin or the command.
     pub metadata: EventMetadata,
 }
@@ -517,9 +516,9 @@ enum AfterSync {
         ChangeSigningKeys,
         oneshot::Sender<Result<(), RegistryError>>,
     ),
-    /// A role change, decided against every instance's role events.
-    Role(
-        ChangeRole,
+    /// An admin's change, decided against every instance's events.
+    Administer(
+        Administer,
         oneshot::Sender<Result<UserSummary, RegistryError>>,
     ),
 }
@@ -937,8 +936,8 @@ impl UserRegistry {
             (AfterSync::Keys(_, reply), Err(error)) => {
                 let _ = reply.send(Err(error));
             }
-            (AfterSync::Role(msg, reply), Ok(())) => self.change_role(msg, reply, ctx),
-            (AfterSync::Role(_, reply), Err(error)) => {
+            (AfterSync::Administer(msg, reply), Ok(())) => self.administer(msg, reply, ctx),
+            (AfterSync::Administer(_, reply), Err(error)) => {
                 let _ = reply.send(Err(error));
             }
             (AfterSync::Reply(reply), Ok(())) => {
@@ -1143,6 +1142,22 @@ impl UserRegistry {
             checked_at,
             ..
         } = check;
+        // A disabled user's right password is refused exactly as a wrong one would be, with
+        // nothing appended (it proves nothing the log needs) and after as long a wait as a
+        // committed failure: the answer does not tell that the password was right.
+        let disabled = user_id.is_some_and(|id| {
+            self.state
+                .directory()
+                .get(id)
+                .is_some_and(|user| user.disabled)
+        });
+        if disabled && matches!(verified, Ok((true, _))) {
+            ctx.run_later(self.commit_wait_sample(), move |_, _| {
+                let _ = reply.send(Err(RegistryError::InvalidCredentials));
+                drop(turn);
+            });
+            return;
+        }
         let (command, succeeded) = match (verified, user_id) {
             (Ok((true, rehash)), Some(user_id)) => match purpose {
                 Purpose::Login(session) => {
@@ -1553,10 +1568,10 @@ impl UserRegistry {
         self.enqueue(Command::ChangeKeys(msg.change), msg.metadata, respond, ctx);
     }
 
-    /// Queues a role change; `reply` hears once it has committed, or why not.
-    fn change_role(
+    /// Queues an admin's change; `reply` hears once it has committed, or why not.
+    fn administer(
         &mut self,
-        msg: ChangeRole,
+        msg: Administer,
         reply: oneshot::Sender<Result<UserSummary, RegistryError>>,
         ctx: &mut Context<Self>,
     ) {
@@ -1572,10 +1587,9 @@ impl UserRegistry {
                 answer => answer.map_err(RegistryError::from),
             });
         };
-        let command = Command::ChangeRole {
+        let command = Command::Administer {
             user_id: msg.user_id,
-            role: msg.role,
-            grant: msg.grant,
+            change: msg.change,
         };
         self.enqueue(command, msg.metadata, respond, ctx);
     }
@@ -1827,12 +1841,12 @@ impl Handler<ChangeSigningKeys> for UserRegistry {
     }
 }
 
-impl Handler<ChangeRole> for UserRegistry {
+impl Handler<Administer> for UserRegistry {
     type Result = ResponseFuture<Result<UserSummary, RegistryError>>;
 
-    fn handle(&mut self, msg: ChangeRole, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Administer, ctx: &mut Self::Context) -> Self::Result {
         let (reply, replied) = oneshot::channel();
-        self.sync(AfterSync::Role(msg, reply), ctx);
+        self.sync(AfterSync::Administer(msg, reply), ctx);
         Box::pin(async move { replied.await.unwrap_or(Err(RegistryError::Stopped)) })
     }
 }

@@ -43,6 +43,9 @@ pub enum Event {
     SigningKeyRetired(SigningKeyRetired),
     RoleGranted(RoleGranted),
     RoleRevoked(RoleRevoked),
+    UserDisabled(UserDisabled),
+    UserEnabled(UserEnabled),
+    LockoutCleared(LockoutCleared),
 }
 
 /// The stream of the token signing keys: one for the whole log, so its stream versions order
@@ -116,6 +119,8 @@ pub enum EndReason {
     RefreshTokenReused,
     /// One of the user's roles was revoked: no token may go on carrying it.
     RoleRevoked,
+    /// An admin disabled the user.
+    Disabled,
 }
 
 impl EndReason {
@@ -127,6 +132,7 @@ impl EndReason {
             EndReason::PasswordChanged => "password_changed",
             EndReason::RefreshTokenReused => "refresh_token_reused",
             EndReason::RoleRevoked => "role_revoked",
+            EndReason::Disabled => "disabled",
         }
     }
 }
@@ -144,6 +150,26 @@ pub struct RoleGranted {
 pub struct RoleRevoked {
     pub user_id: UserId,
     pub role: Role,
+}
+
+/// An admin disabled the user: their logins fail as a wrong password does, and every session
+/// of theirs ends (`SessionEnded`, `disabled`, in the same append).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDisabled {
+    pub user_id: UserId,
+}
+
+/// An admin enabled a disabled user again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEnabled {
+    pub user_id: UserId,
+}
+
+/// An admin cleared the user's login lockout: the failures that count towards it, from every
+/// address, are forgotten as of this event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockoutCleared {
+    pub user_id: UserId,
 }
 
 /// The user changed their password (knowing the old one): the old one stops working.
@@ -241,8 +267,11 @@ impl Event {
     pub const SIGNING_KEY_RETIRED: &'static str = "SigningKeyRetired";
     pub const ROLE_GRANTED: &'static str = "RoleGranted";
     pub const ROLE_REVOKED: &'static str = "RoleRevoked";
+    pub const USER_DISABLED: &'static str = "UserDisabled";
+    pub const USER_ENABLED: &'static str = "UserEnabled";
+    pub const LOCKOUT_CLEARED: &'static str = "LockoutCleared";
     /// Every event type this build knows, for auditors' filters.
-    pub const TYPES: [&'static str; 12] = [
+    pub const TYPES: [&'static str; 15] = [
         Self::USER_REGISTERED,
         Self::LOGIN_SUCCEEDED,
         Self::LOGIN_FAILED,
@@ -255,6 +284,9 @@ impl Event {
         Self::SIGNING_KEY_RETIRED,
         Self::ROLE_GRANTED,
         Self::ROLE_REVOKED,
+        Self::USER_DISABLED,
+        Self::USER_ENABLED,
+        Self::LOCKOUT_CLEARED,
     ];
 
     /// The `event_type` column.
@@ -272,6 +304,9 @@ impl Event {
             Event::SigningKeyRetired(_) => Self::SIGNING_KEY_RETIRED,
             Event::RoleGranted(_) => Self::ROLE_GRANTED,
             Event::RoleRevoked(_) => Self::ROLE_REVOKED,
+            Event::UserDisabled(_) => Self::USER_DISABLED,
+            Event::UserEnabled(_) => Self::USER_ENABLED,
+            Event::LockoutCleared(_) => Self::LOCKOUT_CLEARED,
         }
     }
 
@@ -289,7 +324,10 @@ impl Event {
             | Event::SigningKeyActivated(_)
             | Event::SigningKeyRetired(_)
             | Event::RoleGranted(_)
-            | Event::RoleRevoked(_) => 1,
+            | Event::RoleRevoked(_)
+            | Event::UserDisabled(_)
+            | Event::UserEnabled(_)
+            | Event::LockoutCleared(_) => 1,
         }
     }
 
@@ -305,6 +343,9 @@ impl Event {
             Event::PasswordChanged(e) => Some(e.user_id),
             Event::RoleGranted(e) => Some(e.user_id),
             Event::RoleRevoked(e) => Some(e.user_id),
+            Event::UserDisabled(e) => Some(e.user_id),
+            Event::UserEnabled(e) => Some(e.user_id),
+            Event::LockoutCleared(e) => Some(e.user_id),
             Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)
             | Event::SigningKeyRetired(_) => None,
@@ -332,6 +373,9 @@ impl Event {
             Event::SigningKeyRetired(e) => serde_json::to_value(e),
             Event::RoleGranted(e) => serde_json::to_value(e),
             Event::RoleRevoked(e) => serde_json::to_value(e),
+            Event::UserDisabled(e) => serde_json::to_value(e),
+            Event::UserEnabled(e) => serde_json::to_value(e),
+            Event::LockoutCleared(e) => serde_json::to_value(e),
         };
         // These structs hold only strings, numbers, times, UUIDs and bytes (as strings), whose
         // serialisation cannot fail.
@@ -376,6 +420,11 @@ impl Event {
             }
             (Self::ROLE_GRANTED, 1) => parse(Self::ROLE_GRANTED, payload, Event::RoleGranted),
             (Self::ROLE_REVOKED, 1) => parse(Self::ROLE_REVOKED, payload, Event::RoleRevoked),
+            (Self::USER_DISABLED, 1) => parse(Self::USER_DISABLED, payload, Event::UserDisabled),
+            (Self::USER_ENABLED, 1) => parse(Self::USER_ENABLED, payload, Event::UserEnabled),
+            (Self::LOCKOUT_CLEARED, 1) => {
+                parse(Self::LOCKOUT_CLEARED, payload, Event::LockoutCleared)
+            }
             _ => Err(DecodeError::Unknown {
                 event_type: event_type.to_owned(),
                 event_version,
@@ -763,6 +812,15 @@ mod tests {
             Event::RoleRevoked(RoleRevoked {
                 user_id: UserId::new(),
                 role: Role::parse("support").expect("valid"),
+            }),
+            Event::UserDisabled(UserDisabled {
+                user_id: UserId::new(),
+            }),
+            Event::UserEnabled(UserEnabled {
+                user_id: UserId::new(),
+            }),
+            Event::LockoutCleared(LockoutCleared {
+                user_id: UserId::new(),
             }),
             Event::PasswordChanged(PasswordChanged {
                 user_id: UserId::new(),

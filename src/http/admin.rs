@@ -1,5 +1,6 @@
-//! The admin API (issue 17, in part): `GET /admin/users`, and `PUT`/`DELETE
-//! /admin/users/{id}/roles/{role}`. Every route requires a valid bearer token whose user holds
+//! The admin API (issue 17, in part): `GET /admin/users`, `PUT`/`DELETE
+//! /admin/users/{id}/roles/{role}`, and `POST /admin/users/{id}/disable`, `…/enable` and
+//! `…/unlock`. Every route requires a valid bearer token whose user holds
 //! `admin` ([`RequireRole`]): 401 without one, 403 without the role, before anything else about
 //! the request is looked at.
 
@@ -10,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::require::{Admin, RequireRole};
 use super::{AppState, log_attempt, request_metadata};
-use crate::actors::ChangeRole;
+use crate::actors::{Administer, UserChange};
 use crate::domain::{Email, Role, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::projection::UserEntry;
@@ -32,6 +33,8 @@ pub(crate) struct AdminUser {
     /// Sorted.
     #[schema(value_type = Vec<String>, example = json!(["admin"]))]
     roles: Box<[Role]>,
+    /// Whether an admin disabled the user (their logins fail, and they have no sessions).
+    disabled: bool,
     /// When the last successful login committed; `null` if none has.
     #[schema(value_type = Option<String>, format = DateTime)]
     last_login_at: Option<DateTime<Utc>>,
@@ -44,6 +47,7 @@ impl From<UserEntry> for AdminUser {
             email: user.email,
             created_at: user.created_at,
             roles: user.roles,
+            disabled: user.disabled,
             last_login_at: user.last_login_at,
         }
     }
@@ -157,7 +161,9 @@ pub async fn grant_role(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    change_role(admin, path.into_inner(), true, &req, &state).await
+    let (id, role) = path.into_inner();
+    let change = parse_role(&role).map(UserChange::GrantRole);
+    administer("grant_role", admin, &id, change, &req, &state).await
 }
 
 /// Takes a role from the user and ends every session of theirs, so no token goes on carrying
@@ -190,32 +196,145 @@ pub async fn revoke_role(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    change_role(admin, path.into_inner(), false, &req, &state).await
+    let (id, role) = path.into_inner();
+    let change = parse_role(&role).map(UserChange::RevokeRole);
+    administer("revoke_role", admin, &id, change, &req, &state).await
 }
 
-async fn change_role(
+fn parse_role(raw: &str) -> Result<Role, ApiError> {
+    Role::parse(raw).map_err(|error| ApiError::Unprocessable(format!("role: {error}")))
+}
+
+/// Disables the user: their logins fail as a wrong password does, and every session of theirs
+/// ends at once. Idempotent. The last enabled admin cannot be disabled (409).
+#[utoipa::path(
+    post,
+    path = "/admin/users/{id}/disable",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "The user is disabled (`UserDisabled` and a \
+            `SessionEnded` per session committed, if they were not)"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No user has this id", body = ErrorBody),
+        (status = 409, description = "The user is the last enabled admin", body = ErrorBody),
+        (status = 503, description = "The service cannot answer now; retry later",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn disable(
     admin: RequireRole<Admin>,
-    (id, role): (String, String),
-    grant: bool,
+    id: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    administer(
+        "disable_user",
+        admin,
+        &id,
+        Ok(UserChange::Disable),
+        &req,
+        &state,
+    )
+    .await
+}
+
+/// Enables a disabled user again: they can log in. Idempotent.
+#[utoipa::path(
+    post,
+    path = "/admin/users/{id}/enable",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "The user is enabled (`UserEnabled` committed, if they \
+            were disabled)"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No user has this id", body = ErrorBody),
+        (status = 503, description = "The service cannot answer now; retry later",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn enable(
+    admin: RequireRole<Admin>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    administer(
+        "enable_user",
+        admin,
+        &id,
+        Ok(UserChange::Enable),
+        &req,
+        &state,
+    )
+    .await
+}
+
+/// Clears the user's login lockout: the failed logins that count towards it, from every
+/// address, are forgotten (`LockoutCleared`, always appended, so the log says who unlocked
+/// whom).
+#[utoipa::path(
+    post,
+    path = "/admin/users/{id}/unlock",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "`LockoutCleared` committed"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No user has this id", body = ErrorBody),
+        (status = 503, description = "The service cannot answer now; retry later",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn unlock(
+    admin: RequireRole<Admin>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    administer(
+        "unlock_user",
+        admin,
+        &id,
+        Ok(UserChange::ClearLockout),
+        &req,
+        &state,
+    )
+    .await
+}
+
+/// Sends the admin's `change` for user `id` to the registry and answers 204 once it has
+/// committed; logs the attempt as `action`. An id that is not a UUID is an unknown user.
+async fn administer(
+    action: &'static str,
+    admin: RequireRole<Admin>,
+    id: &str,
+    change: Result<UserChange, ApiError>,
     req: &HttpRequest,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let action = if grant { "grant_role" } else { "revoke_role" };
     let result = async {
-        let user_id = uuid::Uuid::parse_str(&id)
+        let user_id = uuid::Uuid::parse_str(id)
             .map(UserId::from)
             .map_err(|_| ApiError::UserNotFound)?;
-        let role = Role::parse(&role)
-            .map_err(|error| ApiError::Unprocessable(format!("role: {error}")))?;
-        let change = ChangeRole {
+        let administer = Administer {
             user_id,
-            role,
-            grant,
+            change: change?,
             metadata: admin_metadata(req, &admin),
         };
         state
             .registry
-            .send(change)
+            .send(administer)
             .timeout(state.actor_timeout)
             .await??;
         Ok(admin.caller.user.user_id)

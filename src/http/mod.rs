@@ -96,6 +96,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(admin::grant_role))
                 .route(web::delete().to(admin::revoke_role)),
         )
+        .service(
+            endpoint("/admin/users/{id}/disable", "POST").route(web::post().to(admin::disable)),
+        )
+        .service(endpoint("/admin/users/{id}/enable", "POST").route(web::post().to(admin::enable)))
+        .service(endpoint("/admin/users/{id}/unlock", "POST").route(web::post().to(admin::unlock)))
         .service(endpoint("/", "GET").route(web::get().to(root::root)))
         .service(endpoint("/health/ready", "GET").route(web::get().to(health::ready)))
         .service(endpoint(JWKS_PATH, "GET").route(web::get().to(wellknown::jwks)))

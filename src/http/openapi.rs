@@ -48,7 +48,10 @@ pub const DOCS_PATH: &str = "/docs/";
         wellknown::openid_configuration,
         admin::list_users,
         admin::grant_role,
-        admin::revoke_role
+        admin::revoke_role,
+        admin::disable,
+        admin::enable,
+        admin::unlock
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),

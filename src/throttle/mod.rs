@@ -204,7 +204,15 @@ impl Throttle {
             | Event::SigningKeyActivated(_)
             | Event::SigningKeyRetired(_)
             | Event::RoleGranted(_)
-            | Event::RoleRevoked(_) => {}
+            | Event::RoleRevoked(_)
+            | Event::UserDisabled(_)
+            | Event::UserEnabled(_) => {}
+            // An admin's unlock: the account's failures are forgotten, from every address.
+            Event::LockoutCleared(cleared) => {
+                let subject = Subject::User(cleared.user_id);
+                self.streaks.retain(|(streaked, _), _| *streaked != subject);
+                self.account_failures.remove(&subject);
+            }
         }
     }
 

@@ -1,10 +1,11 @@
-//! The admin API so far (issue 17): `GET /admin/users` and `PUT`/`DELETE
-//! /admin/users/{id}/roles/{role}`, behind `RequireRole<Admin>`.
+//! The admin API so far (issue 17): `GET /admin/users`, `PUT`/`DELETE
+//! /admin/users/{id}/roles/{role}`, and disable, enable and unlock, behind
+//! `RequireRole<Admin>`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use authlog::actors::ChangeRole;
+use authlog::actors::{Administer, UserChange};
 use authlog::domain::{Role, UserId};
 use authlog::events::EventMetadata;
 use serde_json::{Value, json};
@@ -25,10 +26,9 @@ async fn user(app: &TestApp, email: &str) -> UserId {
 /// Makes `user` an admin the way a library user would: a message to the registry.
 async fn make_admin(app: &TestApp, user: UserId) {
     app.registry
-        .send(ChangeRole {
+        .send(Administer {
             user_id: user,
-            role: Role::admin(),
-            grant: true,
+            change: UserChange::GrantRole(Role::admin()),
             metadata: EventMetadata::by("the tests"),
         })
         .await
@@ -63,6 +63,9 @@ async fn admin_and_user(app: &TestApp) -> (UserId, String, UserId, String) {
 async fn every_admin_route_is_401_without_a_valid_token_and_403_without_admin() {
     let (app, _log) = spawn_app().await;
     let (_, admin_token, plain, _) = admin_and_user(&app).await;
+    // Not an admin, and not the user the routes change.
+    user(&app, "outsider@example.com").await;
+    let outsider = app.token_for("outsider@example.com", PASSWORD).await;
     let routes = [
         (reqwest::Method::GET, "/admin/users".to_owned(), 200),
         (reqwest::Method::GET, "/admin/users?limit=0".to_owned(), 422),
@@ -74,6 +77,21 @@ async fn every_admin_route_is_401_without_a_valid_token_and_403_without_admin() 
         (
             reqwest::Method::DELETE,
             format!("/admin/users/{plain}/roles/support"),
+            204,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/admin/users/{plain}/disable"),
+            204,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/admin/users/{plain}/enable"),
+            204,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/admin/users/{plain}/unlock"),
             204,
         ),
         // Authorization is decided before the rest of the request is looked at.
@@ -105,9 +123,7 @@ async fn every_admin_route_is_401_without_a_valid_token_and_403_without_admin() 
             "Invalid or expired token",
             "{what}"
         );
-        // A fresh token each time: revoking a role ends the user's sessions.
-        let plain_token = app.token_for("plain@example.com", PASSWORD).await;
-        let response = call(&app, method.clone(), &path, Some(&plain_token)).await;
+        let response = call(&app, method.clone(), &path, Some(&outsider)).await;
         assert_eq!(assert_error(response, 403).await, "Forbidden", "{what}");
         let response = call(&app, method, &path, Some(&admin_token)).await;
         assert_eq!(response.status(), admins_get, "{what}");
@@ -363,4 +379,126 @@ async fn a_role_revoked_on_one_instance_ends_the_sessions_on_the_other_at_once()
         );
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[actix_web::test]
+async fn a_disabled_user_is_refused_like_a_wrong_password_until_enabled() {
+    let (app, _log) = spawn_app().await;
+    let (boss, admin_token, plain, plain_token) = admin_and_user(&app).await;
+    let post = |user: UserId, what: &str| format!("/admin/users/{user}/{what}");
+    let refresh = {
+        let login: Value = app
+            .login("plain@example.com", PASSWORD)
+            .await
+            .json()
+            .await
+            .expect("json");
+        login["refresh_token"]
+            .as_str()
+            .expect("a refresh token")
+            .to_owned()
+    };
+    for _ in 0..2 {
+        let response = call(
+            &app,
+            reqwest::Method::POST,
+            &post(plain, "disable"),
+            Some(&admin_token),
+        )
+        .await;
+        assert_eq!(response.status(), 204, "disabling twice is fine");
+    }
+    // Every session ended at once: the token and the refresh token are dead.
+    assert_eq!(
+        app.profile(Some(&format!("Bearer {plain_token}")))
+            .await
+            .status(),
+        401
+    );
+    let response = app
+        .post_json("/token/refresh", &json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(response.status(), 401);
+    // The right password gets exactly what a wrong one gets.
+    let right = app.login("plain@example.com", PASSWORD).await;
+    let right = assert_error(right, 401).await;
+    let wrong = assert_error(
+        app.login("plain@example.com", "not-the-password").await,
+        401,
+    )
+    .await;
+    assert_eq!(right, wrong);
+    let listed: Value = call(
+        &app,
+        reqwest::Method::GET,
+        "/admin/users?email_prefix=plain",
+        Some(&admin_token),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(listed["users"][0]["disabled"], true);
+
+    // The last enabled admin cannot be disabled.
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        &post(boss, "disable"),
+        Some(&admin_token),
+    )
+    .await;
+    assert_eq!(
+        assert_error(response, 409).await,
+        "The last admin cannot lose the admin role"
+    );
+
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        &post(plain, "enable"),
+        Some(&admin_token),
+    )
+    .await;
+    assert_eq!(response.status(), 204);
+    app.token_for("plain@example.com", PASSWORD).await;
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        &post(UserId::new(), "enable"),
+        Some(&admin_token),
+    )
+    .await;
+    assert_eq!(assert_error(response, 404).await, "User not found");
+}
+
+#[actix_web::test]
+async fn unlock_clears_a_login_lockout() {
+    let (app, _log) = spawn_app().await;
+    let (_, admin_token, plain, _) = admin_and_user(&app).await;
+    // Five failures lock the account from this address (docs/security.md).
+    let mut status = 401;
+    for _ in 0..10 {
+        status = app
+            .login("plain@example.com", "not-the-password")
+            .await
+            .status()
+            .as_u16();
+        if status == 429 {
+            break;
+        }
+    }
+    assert_eq!(status, 429, "locked out");
+    assert_eq!(app.login("plain@example.com", PASSWORD).await.status(), 429);
+
+    let path = format!("/admin/users/{plain}/unlock");
+    let response = call(&app, reqwest::Method::POST, &path, Some(&admin_token)).await;
+    assert_eq!(response.status(), 204);
+    app.token_for("plain@example.com", PASSWORD).await;
+    let response = call(&app, reqwest::Method::POST, &path, Some(&admin_token)).await;
+    assert_eq!(
+        response.status(),
+        204,
+        "an unlock is always an event, even with nothing locked"
+    );
 }

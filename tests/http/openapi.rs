@@ -51,6 +51,21 @@ const CONTRACT: &[(&str, &str, &[u16])] = &[
         "/admin/users/{id}/roles/{role}",
         &[204, 401, 403, 404, 409, 422, 503],
     ),
+    (
+        "post",
+        "/admin/users/{id}/disable",
+        &[204, 401, 403, 404, 409, 503],
+    ),
+    (
+        "post",
+        "/admin/users/{id}/enable",
+        &[204, 401, 403, 404, 503],
+    ),
+    (
+        "post",
+        "/admin/users/{id}/unlock",
+        &[204, 401, 403, 404, 503],
+    ),
 ];
 
 async fn spec() -> (crate::common::TestApp, crate::common::TestLog, Value) {
