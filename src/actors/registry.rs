@@ -50,7 +50,7 @@ use crate::sessions::{
 };
 use crate::state::State;
 use crate::throttle::turns::{Admission, TurnKey, Turns, Waiter};
-use crate::throttle::{Subject, ThrottlePolicy, Throttled};
+use crate::throttle::{LoginStanding, Subject, ThrottlePolicy, Throttled};
 
 /// `send` waits when a mailbox is full; the default of 16 would throttle a busy server.
 const MAILBOX_CAPACITY: usize = 4096;
@@ -307,6 +307,14 @@ pub struct CatchUp;
 #[derive(Message)]
 #[rtype(result = "Readiness")]
 pub struct GetReadiness;
+
+/// Where a user stands with the login throttle now ([`Throttle::standing`]): their failure
+/// streaks, recent failures and lockouts, as this instance has applied the log.
+#[derive(Message)]
+#[rtype(result = "Result<LoginStanding, RegistryError>")]
+pub struct GetStanding {
+    pub user_id: UserId,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
@@ -1905,6 +1913,17 @@ impl Handler<GetReadiness> for UserRegistry {
 
     fn handle(&mut self, _msg: GetReadiness, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.readiness())
+    }
+}
+
+impl Handler<GetStanding> for UserRegistry {
+    type Result = Result<LoginStanding, RegistryError>;
+
+    fn handle(&mut self, msg: GetStanding, _ctx: &mut Self::Context) -> Self::Result {
+        if !self.is_loaded() {
+            return Err(RegistryError::Loading);
+        }
+        Ok(self.state.throttle().standing(msg.user_id, Utc::now()))
     }
 }
 

@@ -250,4 +250,24 @@ impl EventStore for InMemoryEventStore {
         let result = self.read_rows_now(after, limit);
         Box::pin(async move { result })
     }
+
+    fn read_stream(
+        &self,
+        stream_id: uuid::Uuid,
+        after_version: i32,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        let result = self.check_online().map(|()| {
+            self.lock()
+                .events
+                .iter()
+                .filter(|event| {
+                    event.event.stream_id() == stream_id && event.stream_version > after_version
+                })
+                .take(limit)
+                .cloned()
+                .collect()
+        });
+        Box::pin(async move { result })
+    }
 }

@@ -677,6 +677,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `limit` events with a position greater than `after`, in position order.
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>>;
 
+    /// Up to `limit` events of one stream with a stream version greater than `after_version`,
+    /// in version order (the stores index `(stream_id, stream_version)`): one user's history
+    /// without reading the log.
+    fn read_stream(
+        &self,
+        stream_id: uuid::Uuid,
+        after_version: i32,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>>;
+
     /// Up to `limit` rows after `after`, in position order, exactly as stored and with their
     /// chain links, undecoded: what `authlog verify` hashes.
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<chain::ChainedRow>>;

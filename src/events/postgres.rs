@@ -89,6 +89,11 @@ const READ_AFTER_SQL: &str = "\
            recorded_at, prev_hash, hash
     FROM events WHERE position > $1 ORDER BY position LIMIT $2";
 
+const READ_STREAM_SQL: &str = "\
+    SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
+           recorded_at, prev_hash, hash
+    FROM events WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version LIMIT $3";
+
 /// How to reach PostgreSQL.
 #[derive(Clone)]
 pub struct PostgresSettings {
@@ -531,6 +536,29 @@ impl EventStore for PostgresEventStore {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         Box::pin(self.bounded(self.read_rows(after, limit)))
+    }
+
+    fn read_stream(
+        &self,
+        stream_id: uuid::Uuid,
+        after_version: i32,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Box::pin(self.bounded(async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            let statement = client
+                .prepare_cached(READ_STREAM_SQL)
+                .await
+                .map_err(map_error)?;
+            let rows = client
+                .query(&statement, &[&stream_id, &after_version, &limit])
+                .await
+                .map_err(map_error)?;
+            rows.iter()
+                .map(|row| RecordedEvent::from_columns(chained_row(row)?.columns))
+                .collect()
+        }))
     }
 
     fn shared(&self) -> bool {

@@ -63,6 +63,11 @@ const READ_AFTER_SQL: &str = "\
            recorded_at, prev_hash, hash
     FROM events WHERE position > ?1 ORDER BY position LIMIT ?2";
 
+const READ_STREAM_SQL: &str = "\
+    SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
+           recorded_at, prev_hash, hash
+    FROM events WHERE stream_id = ?1 AND stream_version > ?2 ORDER BY stream_version LIMIT ?3";
+
 /// Where the embedded log lives.
 #[derive(Debug, Clone)]
 pub struct SqliteSettings {
@@ -276,6 +281,29 @@ impl EventStore for SqliteEventStore {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         Box::pin(self.call(move |connection| read_rows(connection, after, limit, true)))
+    }
+
+    fn read_stream(
+        &self,
+        stream_id: Uuid,
+        after_version: i32,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        Box::pin(self.call(move |connection| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut select = connection
+                .prepare_cached(READ_STREAM_SQL)
+                .map_err(map_error)?;
+            let stream = stream_id.hyphenated().to_string();
+            let mut rows = select
+                .query(params![stream, after_version, limit])
+                .map_err(map_error)?;
+            let mut read = Vec::new();
+            while let Some(row) = rows.next().map_err(map_error)? {
+                read.push(RecordedEvent::from_columns(columns(row)?)?);
+            }
+            Ok(read)
+        }))
     }
 
     /// The embedded log is one server's, but `authlog keys` may append to it while it runs:

@@ -1,4 +1,5 @@
-//! The admin API (issue 17, in part): `GET /admin/users`, `PUT`/`DELETE
+//! The admin API (issue 17): `GET /admin/users`, `GET /admin/users/{id}` and `…/events`,
+//! `PUT`/`DELETE
 //! /admin/users/{id}/roles/{role}`, and `POST /admin/users/{id}/disable`, `…/enable` and
 //! `…/unlock`. Every route requires a valid bearer token whose user holds
 //! `admin` ([`RequireRole`]): 401 without one, 403 without the role, before anything else about
@@ -11,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::require::{Admin, RequireRole};
 use super::{AppState, log_attempt, request_metadata};
-use crate::actors::{Administer, UserChange};
-use crate::domain::{Email, Role, UserId};
+use crate::actors::{Administer, GetStanding, UserChange};
+use crate::domain::{Email, Role, SessionId, UserId};
 use crate::error::{ApiError, ErrorBody};
 use crate::projection::UserEntry;
 
@@ -51,6 +52,74 @@ impl From<UserEntry> for AdminUser {
             last_login_at: user.last_login_at,
         }
     }
+}
+
+/// One of the user's live sessions.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AdminSession {
+    #[schema(value_type = uuid::Uuid)]
+    id: SessionId,
+    /// When the login that started it committed.
+    #[schema(value_type = String, format = DateTime)]
+    created_at: DateTime<Utc>,
+    /// Its absolute end (its idle timeout may end it sooner).
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: DateTime<Utc>,
+    #[schema(value_type = Option<String>, example = "198.51.100.7")]
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// Consecutive failed logins from one address since its last success.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AdminFailureStreak {
+    #[schema(value_type = Option<String>, example = "198.51.100.7")]
+    client_ip: Option<String>,
+    failures: u32,
+    #[schema(value_type = String, format = DateTime)]
+    last_failure_at: DateTime<Utc>,
+}
+
+/// An address refused now, and for how long.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AdminLockedAddress {
+    #[schema(value_type = Option<String>, example = "198.51.100.7")]
+    client_ip: Option<String>,
+    retry_after_seconds: u64,
+}
+
+/// The login lockout's state for one user.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AdminLockout {
+    /// Whether any address is refused now.
+    locked: bool,
+    /// Addresses refused after consecutive failures, and for how long.
+    addresses: Vec<AdminLockedAddress>,
+    /// Set while addresses the account never used are refused (too many failures this hour).
+    new_addresses_retry_after_seconds: Option<u64>,
+}
+
+/// A user, as an admin sees them on their own page.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AdminUserDetail {
+    #[schema(value_type = uuid::Uuid)]
+    id: UserId,
+    #[schema(value_type = String, format = "email", example = "user@example.com")]
+    email: Email,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: DateTime<Utc>,
+    #[schema(value_type = Vec<String>, example = json!(["admin"]))]
+    roles: Box<[Role]>,
+    disabled: bool,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_login_at: Option<DateTime<Utc>>,
+    /// Live sessions, oldest first.
+    sessions: Vec<AdminSession>,
+    /// Failed logins from any address within the last hour.
+    failed_logins_last_hour: usize,
+    /// Recent failed logins per address, newest first.
+    recent_failed_logins: Vec<AdminFailureStreak>,
+    lockout: AdminLockout,
 }
 
 /// One page of users, in email order.
@@ -131,6 +200,203 @@ pub async fn list_users(
         users: users.into_iter().map(AdminUser::from).collect(),
         next,
     }))
+}
+
+/// One user: what the listing shows, plus their live sessions, recent failed logins and lockout
+/// state.
+#[utoipa::path(
+    get,
+    path = "/admin/users/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 200, description = "The user", body = AdminUserDetail),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No user has this id", body = ErrorBody),
+        (status = 503, description = "The service cannot answer now; retry later",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn user_detail(
+    admin: RequireRole<Admin>,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let _ = admin;
+    let user_id = uuid::Uuid::parse_str(&id)
+        .map(UserId::from)
+        .map_err(|_| ApiError::UserNotFound)?;
+    let user = state.view.user(user_id)?.ok_or(ApiError::UserNotFound)?;
+    let standing = state
+        .registry
+        .send(GetStanding { user_id })
+        .timeout(state.actor_timeout)
+        .await??;
+    let mut sessions = state.view.sessions_of(user_id);
+    sessions.sort_by_key(|(_, session)| session.started_at);
+    let address = |ip: Option<std::net::IpAddr>| ip.map(|ip| ip.to_string());
+    let addresses: Vec<AdminLockedAddress> = standing
+        .locked_addresses
+        .iter()
+        .map(|(client, wait)| AdminLockedAddress {
+            client_ip: address(*client),
+            retry_after_seconds: wait.retry_after_seconds(),
+        })
+        .collect();
+    let new_addresses = standing
+        .new_addresses
+        .map(|wait| wait.retry_after_seconds());
+    Ok(HttpResponse::Ok().json(AdminUserDetail {
+        id: user.id,
+        email: user.email,
+        created_at: user.created_at,
+        roles: user.roles,
+        disabled: user.disabled,
+        last_login_at: user.last_login_at,
+        sessions: sessions
+            .into_iter()
+            .map(|(id, session)| AdminSession {
+                id,
+                created_at: session.started_at,
+                expires_at: session.expires_at,
+                client_ip: address(session.client_ip),
+                user_agent: session.user_agent.map(String::from),
+            })
+            .collect(),
+        failed_logins_last_hour: standing.failures_last_hour,
+        recent_failed_logins: standing
+            .streaks
+            .into_iter()
+            .map(|streak| AdminFailureStreak {
+                client_ip: address(streak.client),
+                failures: streak.failures,
+                last_failure_at: streak.last_failure,
+            })
+            .collect(),
+        lockout: AdminLockout {
+            locked: !addresses.is_empty() || new_addresses.is_some(),
+            addresses,
+            new_addresses_retry_after_seconds: new_addresses,
+        },
+    }))
+}
+
+/// Events per page of a user's stream unless `limit` says otherwise, and the most it may say.
+const DEFAULT_EVENTS: usize = 100;
+const MAX_EVENTS: usize = 1000;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// The `next` of the previous page: only events after this stream version.
+    after: Option<i32>,
+    /// Events per page, 1 to 1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// One event of the user's stream, as `authlog events --format jsonl` shows it, with every
+/// hash redacted.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AdminEvent {
+    position: i64,
+    stream_version: i32,
+    #[schema(example = "LoginSucceeded")]
+    event_type: &'static str,
+    event_version: i32,
+    #[schema(value_type = String, format = DateTime)]
+    recorded_at: DateTime<Utc>,
+    /// The event's fields; `password_hash` (and any other `…_hash`) is `"<redacted>"`.
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    /// Where the request came from, or who made the change.
+    #[schema(value_type = Object)]
+    metadata: serde_json::Value,
+}
+
+/// A page of one user's events, in stream order.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventsPage {
+    events: Vec<AdminEvent>,
+    /// Pass it as `after` for the next page; `null` on the last page.
+    next: Option<i32>,
+}
+
+/// The user's own stream of events (sign-up, logins, sessions, roles, …), oldest first, with
+/// password hashes redacted. Read from the log by the `(stream_id, stream_version)` index.
+#[utoipa::path(
+    get,
+    path = "/admin/users/{id}/events",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id"), EventsQuery),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 200, description = "A page of the user's events", body = EventsPage),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No user has this id", body = ErrorBody),
+        (status = 422, description = "`limit` is not between 1 and 1000, or the query is \
+            malformed", body = ErrorBody),
+        (status = 503, description = "The service cannot answer now; retry later",
+            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+    )
+)]
+pub async fn user_events(
+    admin: RequireRole<Admin>,
+    id: web::Path<String>,
+    query: Result<web::Query<EventsQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let _ = admin;
+    let user_id = uuid::Uuid::parse_str(&id)
+        .map(UserId::from)
+        .map_err(|_| ApiError::UserNotFound)?;
+    state.view.user(user_id)?.ok_or(ApiError::UserNotFound)?;
+    let query = query
+        .map_err(|error| ApiError::Unprocessable(format!("query: {error}")))?
+        .into_inner();
+    let limit = query.limit.unwrap_or(DEFAULT_EVENTS);
+    if !(1..=MAX_EVENTS).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit: must be between 1 and {MAX_EVENTS}"
+        )));
+    }
+    let mut events = state
+        .store
+        .read_stream(user_id.as_uuid(), query.after.unwrap_or(0), limit + 1)
+        .await
+        .map_err(|error| ApiError::Unavailable(error.into()))?;
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let next = more
+        .then(|| events.last().map(|event| event.stream_version))
+        .flatten();
+    let events = events
+        .into_iter()
+        .map(|event| {
+            let mut payload = event.event.payload();
+            if let Some(fields) = payload.as_object_mut() {
+                for (name, value) in fields.iter_mut() {
+                    if name.ends_with("_hash") {
+                        *value = serde_json::json!("<redacted>");
+                    }
+                }
+            }
+            AdminEvent {
+                position: event.position,
+                stream_version: event.stream_version,
+                event_type: event.event.event_type(),
+                event_version: event.event.event_version(),
+                recorded_at: event.recorded_at,
+                payload,
+                metadata: event.metadata.to_json(),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(EventsPage { events, next }))
 }
 
 /// Gives the user a role. Idempotent: 204 whether or not they had it.

@@ -91,6 +91,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/sessions/{id}", "DELETE").route(web::delete().to(sessions::revoke)))
         .service(endpoint("/password", "POST").route(web::post().to(password::change)))
         .service(endpoint("/admin/users", "GET").route(web::get().to(admin::list_users)))
+        .service(endpoint("/admin/users/{id}", "GET").route(web::get().to(admin::user_detail)))
+        .service(
+            endpoint("/admin/users/{id}/events", "GET").route(web::get().to(admin::user_events)),
+        )
         .service(
             endpoint("/admin/users/{id}/roles/{role}", "PUT, DELETE")
                 .route(web::put().to(admin::grant_role))

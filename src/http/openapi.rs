@@ -47,6 +47,8 @@ pub const DOCS_PATH: &str = "/docs/";
         wellknown::jwks,
         wellknown::openid_configuration,
         admin::list_users,
+        admin::user_detail,
+        admin::user_events,
         admin::grant_role,
         admin::revoke_role,
         admin::disable,

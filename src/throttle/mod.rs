@@ -106,6 +106,27 @@ impl Throttled {
     }
 }
 
+/// Where a user stands with the login throttle ([`Throttle::standing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginStanding {
+    /// Consecutive failures per address since its last success, newest first.
+    pub streaks: Vec<FailureStreak>,
+    /// Failures from any address within the last hour.
+    pub failures_last_hour: usize,
+    /// Addresses refused now, and for how long.
+    pub locked_addresses: Vec<(Option<IpAddr>, Throttled)>,
+    /// Set while addresses the account never used are refused (too many failures this hour).
+    pub new_addresses: Option<Throttled>,
+}
+
+/// One address's consecutive failures on one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureStreak {
+    pub client: Option<IpAddr>,
+    pub failures: u32,
+    pub last_failure: DateTime<Utc>,
+}
+
 /// A streak of failures from one address on one account.
 #[derive(Debug, Clone, Copy)]
 struct Streak {
@@ -268,6 +289,36 @@ impl Throttle {
                     .map(|wait| (*client, wait))
             })
             .collect()
+    }
+
+    /// Where `user` stands with the login throttle at `now`, for admins: the failure streaks
+    /// per address, the failures within the last hour, and what is locked out and how long.
+    pub fn standing(&self, user: UserId, now: DateTime<Utc>) -> LoginStanding {
+        let subject = Subject::User(user);
+        let mut streaks: Vec<FailureStreak> = self
+            .streaks
+            .iter()
+            .filter(|((who, _), _)| *who == subject)
+            .map(|((_, client), streak)| FailureStreak {
+                client: *client,
+                failures: streak.failures,
+                last_failure: streak.last_failure,
+            })
+            .collect();
+        streaks.sort_by_key(|streak| std::cmp::Reverse(streak.last_failure));
+        let failures_last_hour = self
+            .account_failures
+            .get(&subject)
+            .map_or(0, |times| recent(times, now - HOUR).len());
+        // An address the account never used is refused while the hourly count is full; `None`
+        // stands for such an address here (no known address has `None`).
+        let new_addresses = self.check_login(&subject, None, now).err();
+        LoginStanding {
+            streaks,
+            failures_last_hour,
+            locked_addresses: self.locked_addresses(&subject, now),
+            new_addresses,
+        }
     }
 
     /// How many checks of `subject` from `client` may run before the next outcome is known:

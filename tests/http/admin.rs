@@ -79,6 +79,17 @@ async fn every_admin_route_is_401_without_a_valid_token_and_403_without_admin() 
             format!("/admin/users/{plain}/roles/support"),
             204,
         ),
+        (reqwest::Method::GET, format!("/admin/users/{plain}"), 200),
+        (
+            reqwest::Method::GET,
+            format!("/admin/users/{plain}/events"),
+            200,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/admin/users/{}", UserId::new()),
+            404,
+        ),
         (
             reqwest::Method::POST,
             format!("/admin/users/{plain}/disable"),
@@ -472,10 +483,26 @@ async fn a_disabled_user_is_refused_like_a_wrong_password_until_enabled() {
     assert_eq!(assert_error(response, 404).await, "User not found");
 }
 
+async fn detail(app: &TestApp, token: &str, user: UserId) -> Value {
+    let path = format!("/admin/users/{user}");
+    let response = call(app, reqwest::Method::GET, &path, Some(token)).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
 #[actix_web::test]
-async fn unlock_clears_a_login_lockout() {
+async fn the_detail_page_shows_sessions_failures_and_the_lockout_that_unlock_clears() {
     let (app, _log) = spawn_app().await;
     let (_, admin_token, plain, _) = admin_and_user(&app).await;
+    let before = detail(&app, &admin_token, plain).await;
+    assert_eq!(before["email"], "plain@example.com");
+    assert_eq!(
+        before["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "{before}"
+    );
+    assert_eq!(before["lockout"]["locked"], false);
+    assert_eq!(before["failed_logins_last_hour"], 0);
     // Five failures lock the account from this address (docs/security.md).
     let mut status = 401;
     for _ in 0..10 {
@@ -490,15 +517,97 @@ async fn unlock_clears_a_login_lockout() {
     }
     assert_eq!(status, 429, "locked out");
     assert_eq!(app.login("plain@example.com", PASSWORD).await.status(), 429);
+    let locked = detail(&app, &admin_token, plain).await;
+    assert_eq!(locked["lockout"]["locked"], true, "{locked}");
+    assert_eq!(
+        locked["lockout"]["addresses"][0]["client_ip"], "127.0.0.1",
+        "{locked}"
+    );
+    assert!(
+        locked["failed_logins_last_hour"].as_u64() >= Some(5),
+        "{locked}"
+    );
+    assert!(
+        locked["recent_failed_logins"][0]["failures"].as_u64() >= Some(5),
+        "{locked}"
+    );
 
     let path = format!("/admin/users/{plain}/unlock");
     let response = call(&app, reqwest::Method::POST, &path, Some(&admin_token)).await;
     assert_eq!(response.status(), 204);
+    let unlocked = detail(&app, &admin_token, plain).await;
+    assert_eq!(unlocked["lockout"]["locked"], false, "{unlocked}");
+    assert_eq!(unlocked["recent_failed_logins"], json!([]), "{unlocked}");
     app.token_for("plain@example.com", PASSWORD).await;
+    let after = detail(&app, &admin_token, plain).await;
+    assert_eq!(
+        after["sessions"].as_array().map(Vec::len),
+        Some(2),
+        "{after}"
+    );
     let response = call(&app, reqwest::Method::POST, &path, Some(&admin_token)).await;
     assert_eq!(
         response.status(),
         204,
         "an unlock is always an event, even with nothing locked"
     );
+}
+
+#[actix_web::test]
+async fn a_users_events_come_in_stream_order_with_hashes_redacted() {
+    let (app, _log) = spawn_app().await;
+    let (boss, admin_token, plain, _) = admin_and_user(&app).await;
+    let path = format!("/admin/users/{plain}/roles/support");
+    assert_eq!(
+        call(&app, reqwest::Method::PUT, &path, Some(&admin_token))
+            .await
+            .status(),
+        204
+    );
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let path = format!("/admin/users/{plain}/events?limit=2&after={after}");
+        let response = call(&app, reqwest::Method::GET, &path, Some(&admin_token)).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let page: Value = response.json().await.expect("json");
+        events.extend(page["events"].as_array().expect("events").clone());
+        match page["next"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    let types: Vec<&str> = events
+        .iter()
+        .map(|event| event["event_type"].as_str().expect("a type"))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "UserRegistered",
+            "LoginSucceeded",
+            "SessionStarted",
+            "RoleGranted"
+        ]
+    );
+    let versions: Vec<i64> = events
+        .iter()
+        .map(|event| event["stream_version"].as_i64().expect("a version"))
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(events[0]["payload"]["password_hash"], "<redacted>");
+    assert_eq!(events[0]["payload"]["email"], "plain@example.com");
+    assert_eq!(events[3]["metadata"]["actor"], format!("admin {boss}"));
+    assert!(
+        !serde_json::to_string(&events)
+            .expect("json")
+            .contains("$2b$")
+    );
+
+    let path = format!("/admin/users/{}/events", UserId::new());
+    let response = call(&app, reqwest::Method::GET, &path, Some(&admin_token)).await;
+    assert_eq!(assert_error(response, 404).await, "User not found");
+    let path = format!("/admin/users/{plain}/events?limit=1001");
+    let response = call(&app, reqwest::Method::GET, &path, Some(&admin_token)).await;
+    assert_eq!(response.status(), 422);
 }

@@ -41,6 +41,12 @@ const CONTRACT: &[(&str, &str, &[u16])] = &[
     ("get", "/.well-known/jwks.json", &[200]),
     ("get", "/.well-known/openid-configuration", &[200]),
     ("get", "/admin/users", &[200, 401, 403, 422, 503]),
+    ("get", "/admin/users/{id}", &[200, 401, 403, 404, 503]),
+    (
+        "get",
+        "/admin/users/{id}/events",
+        &[200, 401, 403, 404, 422, 503],
+    ),
     (
         "put",
         "/admin/users/{id}/roles/{role}",

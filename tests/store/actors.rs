@@ -391,6 +391,15 @@ impl EventStore for LostReplyStore {
         self.inner.read_rows_after(after, limit)
     }
 
+    fn read_stream(
+        &self,
+        stream_id: uuid::Uuid,
+        after_version: i32,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        self.inner.read_stream(stream_id, after_version, limit)
+    }
+
     fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>> {
         self.inner.rotate(rotations)
     }
@@ -496,6 +505,15 @@ impl EventStore for RefusesToMigrate {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         self.inner.read_rows_after(after, limit)
+    }
+
+    fn read_stream(
+        &self,
+        stream_id: uuid::Uuid,
+        after_version: i32,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        self.inner.read_stream(stream_id, after_version, limit)
     }
 
     fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>> {

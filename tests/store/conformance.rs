@@ -308,6 +308,32 @@ async fn append_and_read_back_in_order<B: Backend>() {
             .expect("reads")
             .is_empty()
     );
+
+    // One stream, in version order, without the others'.
+    let alices = store
+        .read_stream(alice.as_uuid(), 0, 100)
+        .await
+        .expect("reads");
+    assert_eq!(
+        alices,
+        [
+            appended[0].clone(),
+            appended[1].clone(),
+            appended[3].clone()
+        ]
+    );
+    let later = store
+        .read_stream(alice.as_uuid(), 1, 1)
+        .await
+        .expect("reads");
+    assert_eq!(later, [appended[1].clone()]);
+    assert!(
+        store
+            .read_stream(UserId::new().as_uuid(), 0, 100)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
 }
 
 async fn stream_version_conflict<B: Backend>() {
