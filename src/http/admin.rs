@@ -21,6 +21,28 @@ use crate::projection::UserEntry;
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
+/// What every admin route may answer besides its own outcomes: no valid token, not an admin,
+/// or not now. One list, so the routes' documents cannot drift apart.
+#[derive(utoipa::IntoResponses)]
+#[allow(
+    dead_code,
+    reason = "the responses' schema; the replies come from ApiError"
+)]
+enum AdminErrors {
+    /// No valid bearer token
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "`Bearer`")))]
+    Unauthorized(ErrorBody),
+    /// The caller is not an admin
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The service cannot answer now; retry later
+    #[response(
+        status = 503,
+        headers(("Retry-After" = String, description = "Seconds to wait"))
+    )]
+    Unavailable(ErrorBody),
+}
+
 /// A user, as an admin sees them in a listing.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AdminUser {
@@ -163,13 +185,9 @@ fn admin_metadata(req: &HttpRequest, admin: &RequireRole<Admin>) -> crate::event
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 200, description = "A page of users", body = UsersPage),
-        (status = 401, description = "No valid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The caller is not an admin", body = ErrorBody),
         (status = 422, description = "`limit` is not between 1 and 500, or the query is \
             malformed", body = ErrorBody),
-        (status = 503, description = "The service cannot answer now; retry later",
-            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        AdminErrors,
     )
 )]
 pub async fn list_users(
@@ -212,12 +230,8 @@ pub async fn list_users(
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 200, description = "The user", body = AdminUserDetail),
-        (status = 401, description = "No valid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The caller is not an admin", body = ErrorBody),
         (status = 404, description = "No user has this id", body = ErrorBody),
-        (status = 503, description = "The service cannot answer now; retry later",
-            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        AdminErrors,
     )
 )]
 pub async fn user_detail(
@@ -334,14 +348,10 @@ pub(crate) struct EventsPage {
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 200, description = "A page of the user's events", body = EventsPage),
-        (status = 401, description = "No valid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The caller is not an admin", body = ErrorBody),
         (status = 404, description = "No user has this id", body = ErrorBody),
         (status = 422, description = "`limit` is not between 1 and 1000, or the query is \
             malformed", body = ErrorBody),
-        (status = 503, description = "The service cannot answer now; retry later",
-            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        AdminErrors,
     )
 )]
 pub async fn user_events(
@@ -412,13 +422,9 @@ pub async fn user_events(
     responses(
         (status = 204, description = "The user has the role (`RoleGranted` committed, if they \
             did not have it)"),
-        (status = 401, description = "No valid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The caller is not an admin", body = ErrorBody),
         (status = 404, description = "No user has this id", body = ErrorBody),
         (status = 422, description = "Not a valid role name", body = ErrorBody),
-        (status = 503, description = "The service cannot answer now; retry later",
-            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        AdminErrors,
     )
 )]
 pub async fn grant_role(
@@ -446,14 +452,10 @@ pub async fn grant_role(
     responses(
         (status = 204, description = "The user lacks the role (`RoleRevoked` and a \
             `SessionEnded` per session committed, if they had it)"),
-        (status = 401, description = "No valid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The caller is not an admin", body = ErrorBody),
         (status = 404, description = "No user has this id", body = ErrorBody),
         (status = 409, description = "The user is the last admin", body = ErrorBody),
         (status = 422, description = "Not a valid role name", body = ErrorBody),
-        (status = 503, description = "The service cannot answer now; retry later",
-            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        AdminErrors,
     )
 )]
 pub async fn revoke_role(
@@ -482,13 +484,9 @@ fn parse_role(raw: &str) -> Result<Role, ApiError> {
     responses(
         (status = 204, description = "The user is disabled (`UserDisabled` and a \
             `SessionEnded` per session committed, if they were not)"),
-        (status = 401, description = "No valid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The caller is not an admin", body = ErrorBody),
         (status = 404, description = "No user has this id", body = ErrorBody),
         (status = 409, description = "The user is the last enabled admin", body = ErrorBody),
-        (status = 503, description = "The service cannot answer now; retry later",
-            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        AdminErrors,
     )
 )]
 pub async fn disable(
@@ -518,12 +516,8 @@ pub async fn disable(
     responses(
         (status = 204, description = "The user is enabled (`UserEnabled` committed, if they \
             were disabled)"),
-        (status = 401, description = "No valid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The caller is not an admin", body = ErrorBody),
         (status = 404, description = "No user has this id", body = ErrorBody),
-        (status = 503, description = "The service cannot answer now; retry later",
-            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        AdminErrors,
     )
 )]
 pub async fn enable(
@@ -554,12 +548,8 @@ pub async fn enable(
     security(("bearer" = []), ("oauth2" = [])),
     responses(
         (status = 204, description = "`LockoutCleared` committed"),
-        (status = 401, description = "No valid bearer token", body = ErrorBody,
-            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "The caller is not an admin", body = ErrorBody),
         (status = 404, description = "No user has this id", body = ErrorBody),
-        (status = 503, description = "The service cannot answer now; retry later",
-            body = ErrorBody, headers(("Retry-After" = String, description = "Seconds to wait"))),
+        AdminErrors,
     )
 )]
 pub async fn unlock(
