@@ -191,11 +191,10 @@ fn admin_metadata(req: &HttpRequest, admin: &RequireRole<Admin>) -> crate::event
     )
 )]
 pub async fn list_users(
-    admin: RequireRole<Admin>,
+    _admin: RequireRole<Admin>,
     query: Result<web::Query<UsersQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let _ = admin;
     let query = query
         .map_err(|error| ApiError::Unprocessable(format!("query: {error}")))?
         .into_inner();
@@ -235,11 +234,10 @@ pub async fn list_users(
     )
 )]
 pub async fn user_detail(
-    admin: RequireRole<Admin>,
+    _admin: RequireRole<Admin>,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let _ = admin;
     let user_id = uuid::Uuid::parse_str(&id)
         .map(UserId::from)
         .map_err(|_| ApiError::UserNotFound)?;
@@ -355,12 +353,11 @@ pub(crate) struct EventsPage {
     )
 )]
 pub async fn user_events(
-    admin: RequireRole<Admin>,
+    _admin: RequireRole<Admin>,
     id: web::Path<String>,
     query: Result<web::Query<EventsQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let _ = admin;
     let user_id = uuid::Uuid::parse_str(&id)
         .map(UserId::from)
         .map_err(|_| ApiError::UserNotFound)?;
