@@ -95,10 +95,15 @@ pub fn list(ring: &KeyRing, jsonl: bool, out: &mut impl Write) -> std::io::Resul
 async fn registry(
     store: Arc<dyn EventStore>,
 ) -> anyhow::Result<(actix::Addr<UserRegistry>, KeysView)> {
-    let placeholder = PasswordHash::new("$2b$04$placeholderplaceholderplacehold".to_owned());
-    let registry = UserRegistry::load_with(store, PasswordHasher::new(4, 1), placeholder).await?;
+    let registry = replayed(store).await?;
     let keys = registry.keys();
     Ok((registry.start(), keys))
+}
+
+/// A registry over `store`, replayed from the log but not started yet.
+async fn replayed(store: Arc<dyn EventStore>) -> anyhow::Result<UserRegistry> {
+    let placeholder = PasswordHash::new("$2b$04$placeholderplaceholderplacehold".to_owned());
+    Ok(UserRegistry::load_with(store, PasswordHasher::new(4, 1), placeholder).await?)
 }
 
 /// `authlog keys rotate`: adds a key, sealed under `master`, to follow the newest; activates it
@@ -233,8 +238,7 @@ pub async fn change_role(
     actor: &str,
     out: &mut impl Write,
 ) -> anyhow::Result<Outcome> {
-    let placeholder = PasswordHash::new("$2b$04$placeholderplaceholderplacehold".to_owned());
-    let registry = UserRegistry::load_with(store, PasswordHasher::new(4, 1), placeholder).await?;
+    let registry = replayed(store).await?;
     let Some(user) = registry.directory().by_email(email) else {
         return Ok(Outcome::Refused(format!("no user has the email {email}")));
     };

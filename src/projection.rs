@@ -396,8 +396,13 @@ impl Directory {
     pub fn enabled_admins(&self) -> usize {
         self.admins
             .iter()
-            .filter(|id| self.users.get(id).is_some_and(|user| !user.disabled))
+            .filter(|id| !self.is_disabled(**id))
             .count()
+    }
+
+    /// Whether an admin has disabled the user (without copying the user).
+    pub fn is_disabled(&self, id: UserId) -> bool {
+        self.users.get(&id).is_some_and(|user| user.disabled)
     }
 
     pub fn get(&self, id: UserId) -> Option<UserEntry> {

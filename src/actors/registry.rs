@@ -1153,12 +1153,7 @@ impl UserRegistry {
         // A disabled user's right password is refused exactly as a wrong one would be, with
         // nothing appended (it proves nothing the log needs) and after as long a wait as a
         // committed failure: the answer does not tell that the password was right.
-        let disabled = user_id.is_some_and(|id| {
-            self.state
-                .directory()
-                .get(id)
-                .is_some_and(|user| user.disabled)
-        });
+        let disabled = user_id.is_some_and(|id| self.state.directory().is_disabled(id));
         if disabled && matches!(verified, Ok((true, _))) {
             ctx.run_later(self.commit_wait_sample(), move |_, _| {
                 let _ = reply.send(Err(RegistryError::InvalidCredentials));
