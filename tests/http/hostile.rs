@@ -490,7 +490,7 @@ fn b64(value: &Value) -> String {
 }
 
 /// A token with exactly this header and these claims, signed with HS256 and `key`.
-fn forge_hs256(header: &Value, claims: &Value, key: &[u8]) -> String {
+pub(crate) fn forge_hs256(header: &Value, claims: &Value, key: &[u8]) -> String {
     let input = format!("{}.{}", b64(header), b64(claims));
     let signature = jsonwebtoken::crypto::sign(
         input.as_bytes(),
@@ -502,14 +502,14 @@ fn forge_hs256(header: &Value, claims: &Value, key: &[u8]) -> String {
 }
 
 /// A token with exactly this header and these claims, signed with this Ed25519 key.
-fn forge(header: &Value, claims: &Value, key: &ed25519_dalek::SigningKey) -> String {
+pub(crate) fn forge(header: &Value, claims: &Value, key: &ed25519_dalek::SigningKey) -> String {
     use ed25519_dalek::Signer as _;
     let input = format!("{}.{}", b64(header), b64(claims));
     let signature = key.sign(input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
 }
 
-fn claims(user_id: &str, sid: &str, email: &str, exp_offset: i64) -> Value {
+pub(crate) fn claims(user_id: &str, sid: &str, email: &str, exp_offset: i64) -> Value {
     let now = Utc::now().timestamp();
     json!({
         "iss": "authlog", "aud": "authlog", "sub": user_id, "email": email,

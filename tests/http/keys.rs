@@ -815,3 +815,117 @@ async fn private_keys_are_not_in_the_clear_in_postgresql() {
         }
     }
 }
+
+/// The hostile tokens that matter most, against the real binary, forged with nothing but what
+/// it publishes (the JWKS): HS256 keyed with the public key (algorithm confusion), an unknown
+/// `kid`, the attacker's key offered in `jwk` or by `jku`; then a token whose key was retired
+/// with `authlog keys retire` while the server runs.
+#[actix_web::test]
+async fn the_binary_refuses_forged_tokens_and_tokens_of_a_retired_key() {
+    use crate::hostile::{claims, forge, forge_hs256};
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let env = embedded_env(data.path());
+    let service = Service::start(&env);
+    let http = reqwest::Client::new();
+    let (email, password) = ("victim@example.com", "victim-password-1");
+    let status = crate::common::service::signup_at(&http, &service.address, email, password).await;
+    assert_eq!(status, 201);
+    let login: Value = crate::common::service::login_at(&http, &service.address, email, password)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("a token").to_owned();
+    let real = crate::common::claims_of(&token);
+    let (user, sid) = (
+        real["sub"].as_str().expect("sub"),
+        real["sid"].as_str().expect("sid"),
+    );
+    let profile = |token: String| {
+        let http = http.clone();
+        let url = service.url("/profile");
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("answered")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(profile(token.clone()).await, 200, "the real token works");
+
+    let jwks = service_jwks(&http, &service).await;
+    let kid = kids(&jwks).remove(0);
+    let x = jwks["keys"][0]["x"].as_str().expect("x").to_owned();
+    let public = URL_SAFE_NO_PAD.decode(&x).expect("base64url");
+    let impostor = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let impostor_kid = KeyId::thumbprint_ed25519(impostor.verifying_key().as_bytes());
+    let forged_claims = claims(user, sid, email, 600);
+    let forgeries = [
+        (
+            "HS256 keyed with the public key, naming the Ed25519 key",
+            forge_hs256(
+                &json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
+                &forged_claims,
+                &public,
+            ),
+        ),
+        (
+            "HS256 keyed with the JWKS's x, naming the Ed25519 key",
+            forge_hs256(
+                &json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
+                &forged_claims,
+                x.as_bytes(),
+            ),
+        ),
+        (
+            "the attacker's key under its own, unknown kid",
+            forge(
+                &json!({"alg": "EdDSA", "typ": "JWT", "kid": impostor_kid.as_str()}),
+                &forged_claims,
+                &impostor,
+            ),
+        ),
+        (
+            "the attacker's key embedded in a jwk header",
+            forge(
+                &json!({"alg": "EdDSA", "typ": "JWT", "kid": impostor_kid.as_str(), "jwk": {
+                    "kty": "OKP", "crv": "Ed25519",
+                    "x": URL_SAFE_NO_PAD.encode(impostor.verifying_key().as_bytes()),
+                }}),
+                &forged_claims,
+                &impostor,
+            ),
+        ),
+        (
+            "the attacker's key behind a jku URL, naming the real kid",
+            forge(
+                &json!({"alg": "EdDSA", "typ": "JWT", "kid": kid,
+                    "jku": "https://evil.example/jwks.json"}),
+                &forged_claims,
+                &impostor,
+            ),
+        ),
+    ];
+    for (what, forged) in forgeries {
+        assert_eq!(profile(forged).await, 401, "{what}");
+    }
+
+    // Retire the key that signed the real token: it stops working, at once here and within a
+    // second on a running embedded server.
+    let (status, _, stderr) = run(&env, &["keys", "rotate", "--now"]);
+    assert!(status.success(), "{stderr}");
+    let (status, _, stderr) = run(&env, &["keys", "retire", &kid]);
+    assert!(status.success(), "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while profile(token.clone()).await != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "a token of a retired key still works"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
