@@ -29,6 +29,7 @@ use actix::Actor;
 use anyhow::Context as _;
 use authlog::actors::{Register, UserRegistry};
 use authlog::domain::{Email, PasswordHash, UserId};
+use authlog::events::personal::Shredder;
 use authlog::events::{
     Event, EventMetadata, EventStore, LoginSucceeded, NewEvent, PostgresEventStore,
     PostgresSettings, SqliteEventStore, SqliteSettings, UserRegistered, chain,
@@ -145,14 +146,17 @@ async fn open(kind: &str) -> anyhow::Result<(Arc<dyn EventStore>, Option<tempfil
     match kind {
         "sqlite" => {
             let dir = tempfile::tempdir()?;
-            let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path())).await?;
+            let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path()))
+                .await?
+                .with_personal_data(Shredder::ephemeral());
             Ok((Arc::new(store), Some(dir)))
         }
         "postgres" => {
             let url = std::env::var("DATABASE_URL").context("DATABASE_URL for postgres")?;
             let mut settings = PostgresSettings::new(SecretString::from(url));
             settings.timeout = Duration::from_secs(120);
-            let store = PostgresEventStore::connect(&settings)?;
+            let store =
+                PostgresEventStore::connect(&settings)?.with_personal_data(Shredder::ephemeral());
             store.migrate().await?;
             Ok((Arc::new(store), None))
         }

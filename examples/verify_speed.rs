@@ -23,7 +23,9 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
-    let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path())).await?;
+    let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path()))
+        .await?
+        .with_personal_data(authlog::events::personal::Shredder::ephemeral());
     let hash: PasswordHash = serde_json::from_value(serde_json::json!(
         "$2b$12$abcdefghijklmnopqrstuuJ3YdsgWvRzXKJe1NVvOQ8Cs3vZ5u3Dq"
     ))?;

@@ -238,10 +238,11 @@ pub fn fingerprint(password_hash: &str) -> String {
 }
 
 fn client(event: &RecordedEvent) -> String {
-    event
-        .metadata
-        .client_ip
-        .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+    match (event.metadata.client_ip, event.metadata.redacted) {
+        (Some(ip), _) => ip.to_string(),
+        (None, Some(redaction)) => redaction.placeholder().to_owned(),
+        (None, None) => "-".to_owned(),
+    }
 }
 
 /// The table's stream column: the user's id, or `signing-keys`.
@@ -306,7 +307,33 @@ fn details(event: &RecordedEvent) -> String {
         ),
         Event::RoleGranted(granted) => format!("role={} {}", granted.role, origin(event)),
         Event::RoleRevoked(revoked) => format!("role={} {}", revoked.role, origin(event)),
-        Event::UserDisabled(_) | Event::UserEnabled(_) | Event::LockoutCleared(_) => origin(event),
+        Event::UserDisabled(_)
+        | Event::UserEnabled(_)
+        | Event::LockoutCleared(_)
+        | Event::UserErased(_) => origin(event),
+        // The fields it has, each personal one as `<erased>` or `<sealed>`.
+        Event::Redacted(redacted) => {
+            let mut fields: Vec<String> = redacted
+                .payload
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| name.as_str() != "user_id")
+                .map(|(name, value)| {
+                    let name = if name == "password_hash" {
+                        "password"
+                    } else {
+                        name
+                    };
+                    match value {
+                        Value::String(text) => format!("{name}={text}"),
+                        other => format!("{name}={other}"),
+                    }
+                })
+                .collect();
+            fields.push(origin(event));
+            fields.join(" ")
+        }
         Event::LoginSucceeded(_) | Event::LoginFailed(_) => format!("from={}", client(event)),
     }
 }
@@ -327,8 +354,19 @@ fn event_json(event: &RecordedEvent) -> Value {
         "stream_id": event.stream_id(),
         "stream_version": event.stream_version,
         "payload": payload,
-        "metadata": event.metadata.to_json(),
+        "metadata": metadata_json(event),
     })
+}
+
+/// The metadata, with the sealed address and user agent shown as `<erased>` or `<sealed>` when
+/// they cannot be read.
+fn metadata_json(event: &RecordedEvent) -> Value {
+    let mut metadata = event.metadata.to_json();
+    if let (Some(redaction), Value::Object(fields)) = (event.metadata.redacted, &mut metadata) {
+        fields.insert("client_ip".to_owned(), json!(redaction.placeholder()));
+        fields.insert("user_agent".to_owned(), json!(redaction.placeholder()));
+    }
+    metadata
 }
 
 /// How far past `replay --at` the log is still read for events recorded earlier.

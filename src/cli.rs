@@ -237,6 +237,28 @@ impl StoreArgs {
         }
     }
 
+    /// The master key for an auditor's read, if there is one: AUTHLOG_MASTER_KEY, or the data
+    /// directory's file on the embedded store (never generated here). Without it, personal
+    /// data reads as `<sealed>`.
+    pub fn audit_master_key(&self) -> anyhow::Result<Option<MasterKey>> {
+        let secrets = Secrets::from_env();
+        let secret = match (&secrets.database_url, secrets.master_key) {
+            (_, Some(key)) => Some(key),
+            (Some(_), None) => None,
+            (None, None) => crate::keyfile::load_if_present(&master_key_file(&self.data_dir))?,
+        };
+        secret
+            .map(|secret| MasterKey::parse(&secret).map_err(anyhow::Error::new))
+            .transpose()
+    }
+
+    /// The master key for a command that appends: as [`StoreArgs::master_key`], from the
+    /// environment, and read (or generated) now.
+    pub fn write_master_key(&self) -> anyhow::Result<MasterKey> {
+        let source = self.master_key(&Secrets::from_env())?;
+        crate::startup::master_key(&source)
+    }
+
     /// The store the environment names, with the default timeouts (audit commands).
     pub fn store_settings(&self) -> StoreSettings {
         self.settings(

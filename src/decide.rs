@@ -12,7 +12,7 @@ use crate::domain::{Email, KeyId, PasswordHash, Role, SessionId, UserId};
 use crate::events::{
     EndReason, Event, LockoutCleared, LoginFailed, LoginSucceeded, PasswordChanged,
     PasswordRehashed, RoleGranted, RoleRevoked, SessionEnded, SessionStarted, SigningKeyActivated,
-    SigningKeyAdded, SigningKeyRetired, UserDisabled, UserEnabled, UserRegistered,
+    SigningKeyAdded, SigningKeyRetired, UserDisabled, UserEnabled, UserErased, UserRegistered,
 };
 use crate::keyring::KeyRing;
 use crate::projection::{Directory, UserSummary};
@@ -100,6 +100,9 @@ pub enum UserChange {
     /// Forgets the failed logins that lock the account out, from every address. Always an
     /// event: the log says who unlocked whom.
     ClearLockout,
+    /// Erases the user: every session ends, then `UserErased`, whose append destroys the
+    /// user's data key (crypto-shredding). Never unchanged: an erased user is unknown.
+    Erase,
 }
 
 /// A change to the token signing keys, checked against the committed keys when decided: it is
@@ -294,7 +297,7 @@ impl<'a> BatchPlanner<'a> {
             UserChange::RevokeRole(role) => !user.has_role(role),
             UserChange::Disable => user.disabled,
             UserChange::Enable => !user.disabled,
-            UserChange::ClearLockout => false,
+            UserChange::ClearLockout | UserChange::Erase => false,
         };
         if unchanged {
             return Decision::Unchanged(Committed::User(UserSummary::from(&user)));
@@ -303,7 +306,7 @@ impl<'a> BatchPlanner<'a> {
         let admin_leaves = !user.disabled
             && match change {
                 UserChange::RevokeRole(role) => role.is_admin(),
-                UserChange::Disable => user.has_role(&Role::admin()),
+                UserChange::Disable | UserChange::Erase => user.has_role(&Role::admin()),
                 _ => false,
             };
         if admin_leaves && self.directory.enabled_admins() <= 1 + self.admins_leaving {
@@ -330,6 +333,10 @@ impl<'a> BatchPlanner<'a> {
             ),
             UserChange::Enable => (Event::UserEnabled(UserEnabled { user_id }), None),
             UserChange::ClearLockout => (Event::LockoutCleared(LockoutCleared { user_id }), None),
+            UserChange::Erase => (
+                Event::UserErased(UserErased { user_id }),
+                Some(EndReason::Erased),
+            ),
         };
         let mut events = vec![event];
         let mut writes = Vec::new();
@@ -337,6 +344,10 @@ impl<'a> BatchPlanner<'a> {
             let (ended, ended_writes) = self.end_sessions(user_id, SessionScope::All, reason);
             events.extend(ended);
             writes = ended_writes;
+        }
+        if matches!(change, UserChange::Erase) {
+            // The sessions end first: `UserErased` is the stream's last event.
+            events.rotate_left(1);
         }
         let decision = self.append_with(user_id, events, writes);
         if matches!(decision, Decision::Append { .. }) {

@@ -73,7 +73,8 @@ async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let outcome = match args.command {
         KeysCommand::List(args) => {
-            let store = open_for_audit(&args.store.store_settings()).await?;
+            let master = args.store.audit_master_key()?;
+            let store = open_for_audit(&args.store.store_settings(), master.as_ref()).await?;
             let ring = operate::key_ring(store.as_ref()).await?;
             operate::list(&ring, args.format == OutputFormat::Jsonl, &mut out)?;
             Outcome::Done
@@ -81,7 +82,7 @@ async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
         KeysCommand::Rotate(args) => {
             let secrets = Secrets::from_env();
             let master = master_key(&args.store.master_key(&secrets)?)?;
-            let (store, _) = open_store(&args.store.store_settings()).await?;
+            let (store, _) = open_store(&args.store.store_settings(), &master).await?;
             let actor = match (args.now, args.force) {
                 (true, true) => "authlog keys rotate --now --force",
                 (true, false) => "authlog keys rotate --now",
@@ -90,7 +91,8 @@ async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             operate::rotate(store, &master, args.now, args.force, actor, &mut out).await?
         }
         KeysCommand::Retire(args) => {
-            let (store, _) = open_store(&args.store.store_settings()).await?;
+            let master = args.store.write_master_key()?;
+            let (store, _) = open_store(&args.store.store_settings(), &master).await?;
             operate::retire(store, &args.key_id, "authlog keys retire", &mut out).await?
         }
     };
@@ -104,7 +106,8 @@ async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::GrantRole(args) => (args, true, "authlog admin grant-role"),
         AdminCommand::RevokeRole(args) => (args, false, "authlog admin revoke-role"),
     };
-    let (store, _) = open_store(&args.store.store_settings()).await?;
+    let master = args.store.write_master_key()?;
+    let (store, _) = open_store(&args.store.store_settings(), &master).await?;
     let outcome =
         operate::change_role(store, &args.email, &args.role, grant, actor, &mut out).await?;
     out.flush()?;
@@ -122,7 +125,8 @@ fn exit_status(outcome: Outcome) -> ExitCode {
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = open_for_audit(&args.store.store_settings()).await?;
+    let master = args.store.audit_master_key()?;
+    let store = open_for_audit(&args.store.store_settings(), master.as_ref()).await?;
     let mut out = std::io::stdout().lock();
     let outcome = audit::verify(store.as_ref(), args.expect.as_ref(), &mut out).await?;
     out.flush()?;
@@ -133,7 +137,8 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let store = open_for_audit(&args.store.store_settings()).await?;
+    let master = args.store.audit_master_key()?;
+    let store = open_for_audit(&args.store.store_settings(), master.as_ref()).await?;
     let filter = EventFilter {
         from: args.from,
         to: args.to,
@@ -161,7 +166,8 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let store = open_for_audit(&args.store.store_settings()).await?;
+    let master = args.store.audit_master_key()?;
+    let store = open_for_audit(&args.store.store_settings(), master.as_ref()).await?;
     let point = match (args.at, args.to) {
         (Some(at), _) => ReplayPoint::At(at),
         (None, Some(to)) => ReplayPoint::Position(to),

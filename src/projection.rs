@@ -135,8 +135,8 @@ impl DirectoryView {
 
     /// Up to `limit` users in email order whose email starts with `prefix` (ASCII case
     /// ignored) and sorts after `after`, and whether more follow. Keyset paging: emails never
-    /// change and users are never removed, so a listing page by page skips and repeats nobody,
-    /// whatever sign-ups happen meanwhile. O(users × log limit): run it off the request thread.
+    /// change, so a listing page by page skips and repeats nobody, whatever sign-ups (or
+    /// erasures, which only remove) happen meanwhile. O(users × log limit): run it off the request thread.
     pub fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<UserEntry>, bool) {
         let mut smallest: BinaryHeap<(Email, UserId)> = BinaryHeap::with_capacity(limit + 2);
         for user in self.users.iter() {
@@ -304,6 +304,20 @@ impl Directory {
             }),
             // The throttle's: only the stream's version moves here.
             Event::LockoutCleared(cleared) => self.update(cleared.user_id, recorded, |_| {}),
+            // Erased: the user, their email's claim and their sessions are forgotten (the
+            // sessions' own `SessionEnded` events come first, in the same append).
+            Event::UserErased(erased) => {
+                if let Some((_, user)) = self.users.remove(&erased.user_id) {
+                    self.by_email.remove(&user.email.canonical());
+                    for session in &user.sessions {
+                        self.sessions.remove(session);
+                    }
+                }
+                self.admins.remove(&erased.user_id);
+            }
+            // An event whose personal fields cannot be read: an erased user's, whose
+            // `UserErased` follows, or any user's for a reader without the master key.
+            Event::Redacted(_) => {}
             // The signing keys' stream: the key ring's.
             Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)

@@ -19,6 +19,7 @@ use crate::config::{
 };
 use crate::diagnostics::error_chain;
 use crate::domain::KeyAlgorithm;
+use crate::events::personal::Shredder;
 use crate::events::{EventStore, PostgresEventStore, SqliteEventStore, StoreError};
 use crate::hashing::PasswordHasher;
 use crate::http::{self, AppState, Discovery};
@@ -30,17 +31,24 @@ use crate::sessions::{RefreshKey, RefreshKeys};
 use crate::signing::{KeyVault, Keychain, SigningSettings, TokenVerifier};
 use crate::vault::MasterKey;
 
-/// Opens the event store the settings name, and a description of it for logs (no password).
-/// PostgreSQL is only connected lazily here; the registry's replay migrates it.
-pub async fn open_store(store: &StoreSettings) -> anyhow::Result<(Arc<dyn EventStore>, String)> {
+/// Opens the event store the settings name, sealing personal data under `master`, and a
+/// description of it for logs (no password). PostgreSQL is only connected lazily here; the
+/// registry's replay migrates it.
+pub async fn open_store(
+    store: &StoreSettings,
+    master: &MasterKey,
+) -> anyhow::Result<(Arc<dyn EventStore>, String)> {
+    let shredder = Shredder::new(master);
     Ok(match store {
         StoreSettings::Postgres(postgres) => {
-            let store = PostgresEventStore::connect(postgres)?;
+            let store = PostgresEventStore::connect(postgres)?.with_personal_data(shredder);
             let name = format!("PostgreSQL {}", store.description());
             (Arc::new(store), name)
         }
         StoreSettings::Sqlite(sqlite) => {
-            let store = SqliteEventStore::open(sqlite).await?;
+            let store = SqliteEventStore::open(sqlite)
+                .await?
+                .with_personal_data(shredder);
             let name = format!("embedded SQLite {}", store.path().display());
             (Arc::new(store), name)
         }
@@ -91,14 +99,27 @@ impl DataDirLock {
 }
 
 /// The log the auditors' commands read: opened read-only, never created, migrated or written
-/// (a missing embedded log is an error, not an empty one).
-pub async fn open_for_audit(store: &StoreSettings) -> anyhow::Result<Arc<dyn EventStore>> {
+/// (a missing embedded log is an error, not an empty one). With the master key, personal data
+/// reads in clear; without it, as `<sealed>`.
+pub async fn open_for_audit(
+    store: &StoreSettings,
+    master: Option<&MasterKey>,
+) -> anyhow::Result<Arc<dyn EventStore>> {
+    let shredder = master.map(Shredder::new);
     Ok(match store {
         StoreSettings::Postgres(postgres) => {
-            Arc::new(PostgresEventStore::connect_read_only(postgres)?)
+            let store = PostgresEventStore::connect_read_only(postgres)?;
+            Arc::new(match shredder {
+                Some(shredder) => store.with_personal_data(shredder),
+                None => store,
+            })
         }
         StoreSettings::Sqlite(sqlite) => {
-            Arc::new(SqliteEventStore::open_read_only(&sqlite.path).await?)
+            let store = SqliteEventStore::open_read_only(&sqlite.path).await?;
+            Arc::new(match shredder {
+                Some(shredder) => store.with_personal_data(shredder),
+                None => store,
+            })
         }
         StoreSettings::Provided(store) => Arc::clone(store),
     })
@@ -191,8 +212,8 @@ impl Application {
             StoreSettings::Sqlite(sqlite) => Some(DataDirLock::acquire(&sqlite.path)?),
             _ => None,
         };
-        let (store, store_name) = open_store(&settings.store).await?;
         let master = master_key(&settings.master_key)?;
+        let (store, store_name) = open_store(&settings.store, &master).await?;
         let hs256 = jwt_secret(&settings.jwt_secret)?;
         // Build the metrics now, not on the first request that records one.
         std::sync::LazyLock::force(&METRICS);

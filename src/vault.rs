@@ -31,6 +31,10 @@ pub mod labels {
     pub const SIGNING_KEY_WRAP: &[u8] = b"authlog signing-key wrap v1";
     /// Tags refresh tokens (HMAC-SHA256).
     pub const REFRESH_TOKEN_TAG: &[u8] = b"authlog refresh-token tag v2";
+    /// Wraps each user's personal-data key ([`crate::events::personal`]).
+    pub const PERSONAL_KEY_WRAP: &[u8] = b"authlog personal-key wrap v1";
+    /// Keys the email blind index (HMAC-SHA256 of the normalised address).
+    pub const EMAIL_INDEX: &[u8] = b"authlog email blind index v1";
 }
 
 /// The root of every key authlog keeps at rest. Never printed: `Debug` is redacted, and the
@@ -57,6 +61,18 @@ impl MasterKey {
         Ok(Self {
             prk: Zeroizing::new(prk.into()),
         })
+    }
+
+    /// A master key of 32 random bytes, for a log that lives and dies in memory. Should the
+    /// system's random source fail, the key is all zeros: acceptable only because nothing
+    /// sealed under it outlives the process.
+    pub fn random() -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        let _ = getrandom::fill(bytes.as_mut_slice());
+        let (prk, _) = Hkdf::<Sha256>::extract(Some(SALT), bytes.as_slice());
+        Self {
+            prk: Zeroizing::new(prk.into()),
+        }
     }
 
     /// The 32-byte key for one purpose, named by its label ([`labels`]).
@@ -108,6 +124,11 @@ impl fmt::Debug for Sealer {
 }
 
 impl Sealer {
+    /// Seals under `key` itself (a per-user data key), rather than one derived from the master.
+    pub fn from_key(key: &[u8; 32]) -> Self {
+        Self::new(key)
+    }
+
     fn new(key: &[u8; 32]) -> Self {
         Self {
             cipher: XChaCha20Poly1305::new(&(*key).into()),

@@ -12,9 +12,9 @@ pub use crate::decide::{KeyChange, UserChange};
 pub use keys::{KeyRotator, RotateError, RotateKeys};
 pub use registry::{
     Administer, AdmitSignup, Authenticate, CatchUp, ChangePassword, ChangeSigningKeys, EndSessions,
-    ExpireSessions, FindUser, GetDirectory, GetReadiness, GetStanding, LoadError, Readiness,
-    Refresh, Refreshed, Register, RegistryError, RegistryView, RejectRefresh, SessionGrant,
-    Successor, UserRegistry,
+    EraseAccount, ExpireSessions, FindUser, GetDirectory, GetReadiness, GetStanding, LoadError,
+    Readiness, Refresh, Refreshed, Register, RegistryError, RegistryView, RejectRefresh,
+    SessionGrant, Successor, UserRegistry,
 };
 pub use reply::Cancellable;
 pub use token::{IssueToken, MintRefresh, OpenSealed, ReadRefresh, TokenActor, VerifyToken};

@@ -203,6 +203,18 @@ pub struct ChangePassword {
     pub metadata: EventMetadata,
 }
 
+/// Erases the caller's own account (`DELETE /account`): the password is checked like a login
+/// (same turns, throttle and `LoginFailed` on a mismatch); if it matches, every session ends
+/// and `UserErased` is appended, destroying the user's data key in the same transaction.
+/// [`RegistryError::LastAdmin`] if the user is the last enabled admin.
+#[derive(Message)]
+#[rtype(result = "Result<UserSummary, RegistryError>")]
+pub struct EraseAccount {
+    pub user_id: UserId,
+    pub password: Password,
+    pub metadata: EventMetadata,
+}
+
 /// Spends a refresh token and makes `successor` the session's current one (see
 /// [`crate::sessions::judge`] for tokens that are not current). Nothing is appended unless the
 /// token was reused, which ends the session.
@@ -368,6 +380,8 @@ enum Purpose {
         keep: Option<SessionId>,
         new: NewPassword,
     },
+    /// The user erasing their own account.
+    Erase,
 }
 
 /// A password change's new password: as given, until the current one has matched; then hashed.
@@ -1187,6 +1201,13 @@ impl UserRegistry {
                     },
                     true,
                 ),
+                Purpose::Erase => (
+                    Command::Administer {
+                        user_id,
+                        change: UserChange::Erase,
+                    },
+                    true,
+                ),
                 // The attempt hashes the new password whenever the current one matched, so this
                 // cannot happen; if it did, nothing would be recorded.
                 Purpose::ChangePassword {
@@ -1774,6 +1795,17 @@ impl Handler<ChangePassword> for UserRegistry {
             new: NewPassword::Given(msg.new_password),
         };
         self.attempt(user.email, msg.current_password, msg.metadata, purpose, ctx)
+    }
+}
+
+impl Handler<EraseAccount> for UserRegistry {
+    type Result = Cancellable<Reply>;
+
+    fn handle(&mut self, msg: EraseAccount, ctx: &mut Self::Context) -> Self::Result {
+        let Some(user) = self.state.directory().get(msg.user_id) else {
+            return Cancellable::new(std::future::ready(Err(RegistryError::InvalidCredentials)));
+        };
+        self.attempt(user.email, msg.password, msg.metadata, Purpose::Erase, ctx)
     }
 }
 

@@ -1,7 +1,8 @@
 //! An in-memory `EventStore` for tests and programs that drive the actors without a database.
 //!
-//! It enforces the same uniqueness rules as PostgreSQL, and can be switched "offline" to show how
-//! the actors behave when the store is unreachable.
+//! It enforces the same uniqueness rules as PostgreSQL, seals personal data the same way (under
+//! a master key of its own, made at random), and can be switched "offline" to show how the
+//! actors behave when the store is unreachable.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,28 +11,39 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::chain::{self, ChainedRow};
+use super::personal::{Shredder, keys_needed};
 use super::{
-    Conflict, Event, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, columns_of,
+    Conflict, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
     link_batch,
 };
-use crate::domain::{Email, SessionId};
+use crate::domain::SessionId;
 use crate::sessions::{Rotated, Rotation, SessionRow, SessionWrite};
 
-#[derive(Default)]
 pub struct InMemoryEventStore {
     log: Mutex<Log>,
     /// When set, every call fails as if the database were down.
     offline: AtomicBool,
+    shredder: Shredder,
+}
+
+impl Default for InMemoryEventStore {
+    fn default() -> Self {
+        Self {
+            log: Mutex::default(),
+            offline: AtomicBool::default(),
+            shredder: Shredder::ephemeral(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Log {
-    events: Vec<RecordedEvent>,
     /// Mirrors the `UNIQUE (stream_id, stream_version)` constraint.
     versions: HashSet<(uuid::Uuid, i32)>,
-    /// Mirrors the unique index on registered emails.
-    emails: HashSet<Email>,
-    /// The rows as stored, with their chain links, parallel to `events`.
+    /// Mirrors `personal_keys`: each user's wrapped data key, and the unique email index.
+    keys: HashMap<uuid::Uuid, Vec<u8>>,
+    email_index: HashMap<[u8; 32], uuid::Uuid>,
+    /// The rows as stored (sealed), with their chain links.
     rows: Vec<ChainedRow>,
     /// The sessions' rows beside the log.
     sessions: HashMap<SessionId, SessionRow>,
@@ -51,9 +63,23 @@ impl InMemoryEventStore {
         self.offline.store(offline, Ordering::SeqCst);
     }
 
-    /// A copy of the whole log, for assertions.
+    /// The whole log, decoded, for assertions.
     pub fn events(&self) -> Vec<RecordedEvent> {
-        self.lock().events.clone()
+        let log = self.lock();
+        self.decode(
+            &log,
+            log.rows.iter().map(|row| row.columns.clone()).collect(),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Opens rows with the keys the log holds now.
+    fn decode(
+        &self,
+        log: &Log,
+        rows: Vec<StoredColumns>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.shredder.open_rows(rows, &log.keys)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
@@ -77,49 +103,67 @@ impl InMemoryEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.check_online()?;
         let mut log = self.lock();
+        let stored: HashMap<uuid::Uuid, Vec<u8>> = keys_needed(&events)
+            .into_iter()
+            .filter_map(|user| log.keys.get(&user).map(|key| (user, key.clone())))
+            .collect();
+        let sealed = self.shredder.seal_batch(&events, &stored)?;
         // Validate the whole batch before writing anything, so a conflict leaves no trace.
         let mut versions = HashSet::new();
-        let mut emails = HashSet::new();
         for new in &events {
             let key = (new.stream_id(), new.stream_version);
             if log.versions.contains(&key) || !versions.insert(key) {
                 return Err(StoreError::Conflict(Conflict::StreamVersion));
             }
-            if let Event::UserRegistered(registered) = &new.event
-                && (log.emails.contains(&registered.email) || !emails.insert(&registered.email))
+        }
+        let mut indexes = HashSet::new();
+        for key in &sealed.new_keys {
+            if log.keys.contains_key(&key.user_id) {
+                return Err(StoreError::Conflict(Conflict::StreamVersion));
+            }
+            if let Some(index) = key.email_index
+                && (log.email_index.contains_key(&index) || !indexes.insert(index))
             {
                 return Err(StoreError::Conflict(Conflict::EmailTaken));
             }
         }
-        let recorded_at = super::append_time(log.events.last().map(|e| e.recorded_at));
-        let first = log.events.last().map_or(0, |e| e.position) + 1;
+        let latest = log.rows.last().map(|row| row.columns.recorded_at);
+        let recorded_at = super::append_time(latest);
+        let first = log.rows.last().map_or(0, |row| row.columns.position) + 1;
         let head = log
             .rows
             .last()
             .and_then(|row| row.hash.clone())
             .unwrap_or_else(|| chain::GENESIS.to_owned());
-        let links = link_batch(&head, first, &events, recorded_at);
+        let links = link_batch(&head, first, &sealed.columns, recorded_at);
         let mut recorded = Vec::with_capacity(events.len());
-        for ((position, new), (prev_hash, hash)) in (first..).zip(events).zip(links) {
+        for (((position, new), columns), (prev_hash, hash)) in
+            (first..).zip(events).zip(&sealed.columns).zip(links)
+        {
             log.rows.push(ChainedRow {
-                columns: columns_of(position, &new, recorded_at),
+                columns: columns.at(position, recorded_at),
                 prev_hash: Some(prev_hash),
                 hash: Some(hash),
                 stored: None,
             });
             log.versions.insert((new.stream_id(), new.stream_version));
-            if let Event::UserRegistered(registered) = &new.event {
-                log.emails.insert(registered.email.clone());
-            }
-            let event = RecordedEvent {
+            recorded.push(RecordedEvent {
                 position,
                 stream_version: new.stream_version,
                 event: new.event,
                 metadata: new.metadata,
                 recorded_at,
-            };
-            log.events.push(event.clone());
-            recorded.push(event);
+            });
+        }
+        for key in sealed.new_keys {
+            if let Some(index) = key.email_index {
+                log.email_index.insert(index, key.user_id);
+            }
+            log.keys.insert(key.user_id, key.wrapped);
+        }
+        for user in sealed.erased {
+            log.keys.remove(&user);
+            log.email_index.retain(|_, owner| *owner != user);
         }
         for write in sessions {
             match write {
@@ -186,7 +230,14 @@ impl InMemoryEventStore {
         let log = self.lock();
         // Positions are dense from 1 here, so the first event after `after` is at index `after`.
         let start = usize::try_from(after.max(0)).unwrap_or(usize::MAX);
-        Ok(log.events.iter().skip(start).take(limit).cloned().collect())
+        let rows = log
+            .rows
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|row| row.columns.clone())
+            .collect();
+        self.decode(&log, rows)
     }
 
     fn read_rows_now(&self, after: i64, limit: usize) -> Result<Vec<ChainedRow>, StoreError> {
@@ -257,16 +308,17 @@ impl EventStore for InMemoryEventStore {
         after_version: i32,
         limit: usize,
     ) -> StoreFuture<'_, Vec<RecordedEvent>> {
-        let result = self.check_online().map(|()| {
-            self.lock()
-                .events
+        let result = self.check_online().and_then(|()| {
+            let log = self.lock();
+            let rows = log
+                .rows
                 .iter()
-                .filter(|event| {
-                    event.event.stream_id() == stream_id && event.stream_version > after_version
-                })
+                .map(|row| &row.columns)
+                .filter(|row| row.stream_id == stream_id && row.stream_version > after_version)
                 .take(limit)
                 .cloned()
-                .collect()
+                .collect();
+            self.decode(&log, rows)
         });
         Box::pin(async move { result })
     }

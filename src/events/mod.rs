@@ -7,6 +7,7 @@ pub mod chain;
 pub mod listen;
 mod memory;
 pub mod pager;
+pub mod personal;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
@@ -46,6 +47,9 @@ pub enum Event {
     UserDisabled(UserDisabled),
     UserEnabled(UserEnabled),
     LockoutCleared(LockoutCleared),
+    UserErased(UserErased),
+    /// A user's event whose personal fields this reader cannot open (never appended).
+    Redacted(Redacted),
 }
 
 /// The stream of the token signing keys: one for the whole log, so its stream versions order
@@ -121,6 +125,8 @@ pub enum EndReason {
     RoleRevoked,
     /// An admin disabled the user.
     Disabled,
+    /// The user was erased.
+    Erased,
 }
 
 impl EndReason {
@@ -133,6 +139,7 @@ impl EndReason {
             EndReason::RefreshTokenReused => "refresh_token_reused",
             EndReason::RoleRevoked => "role_revoked",
             EndReason::Disabled => "disabled",
+            EndReason::Erased => "erased",
         }
     }
 }
@@ -170,6 +177,27 @@ pub struct UserEnabled {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockoutCleared {
     pub user_id: UserId,
+}
+
+/// The user was erased, by their own request (`DELETE /account`) or an admin's: their data key
+/// is destroyed in the same transaction, so every personal field they left in the log is
+/// unreadable from now on, and their email may sign up again as a new user. Every session of
+/// theirs ends in the same append (`SessionEnded`, `erased`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserErased {
+    pub user_id: UserId,
+}
+
+/// A user's event read without the key to its personal fields: the user was erased, or the
+/// reader has no master key. Its payload shows each such field as `"<erased>"` or
+/// `"<sealed>"`; the projection ignores it (an erased user's `UserErased` follows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redacted {
+    pub user_id: UserId,
+    pub event_type: &'static str,
+    pub event_version: i32,
+    pub payload: Value,
+    pub why: personal::Redaction,
 }
 
 /// The user changed their password (knowing the old one): the old one stops working.
@@ -246,6 +274,8 @@ pub enum DecodeError {
         "the payload's stream (its user_id, or the signing keys') does not match the stream_id column"
     )]
     StreamMismatch,
+    #[error("the sealed {0} does not open under its user's key")]
+    Sealed(&'static str),
     #[error("malformed {column} column")]
     Column {
         column: &'static str,
@@ -270,8 +300,9 @@ impl Event {
     pub const USER_DISABLED: &'static str = "UserDisabled";
     pub const USER_ENABLED: &'static str = "UserEnabled";
     pub const LOCKOUT_CLEARED: &'static str = "LockoutCleared";
+    pub const USER_ERASED: &'static str = "UserErased";
     /// Every event type this build knows, for auditors' filters.
-    pub const TYPES: [&'static str; 15] = [
+    pub const TYPES: [&'static str; 16] = [
         Self::USER_REGISTERED,
         Self::LOGIN_SUCCEEDED,
         Self::LOGIN_FAILED,
@@ -287,6 +318,7 @@ impl Event {
         Self::USER_DISABLED,
         Self::USER_ENABLED,
         Self::LOCKOUT_CLEARED,
+        Self::USER_ERASED,
     ];
 
     /// The `event_type` column.
@@ -307,6 +339,8 @@ impl Event {
             Event::UserDisabled(_) => Self::USER_DISABLED,
             Event::UserEnabled(_) => Self::USER_ENABLED,
             Event::LockoutCleared(_) => Self::LOCKOUT_CLEARED,
+            Event::UserErased(_) => Self::USER_ERASED,
+            Event::Redacted(redacted) => redacted.event_type,
         }
     }
 
@@ -327,7 +361,9 @@ impl Event {
             | Event::RoleRevoked(_)
             | Event::UserDisabled(_)
             | Event::UserEnabled(_)
-            | Event::LockoutCleared(_) => 1,
+            | Event::LockoutCleared(_)
+            | Event::UserErased(_) => 1,
+            Event::Redacted(redacted) => redacted.event_version,
         }
     }
 
@@ -346,6 +382,8 @@ impl Event {
             Event::UserDisabled(e) => Some(e.user_id),
             Event::UserEnabled(e) => Some(e.user_id),
             Event::LockoutCleared(e) => Some(e.user_id),
+            Event::UserErased(e) => Some(e.user_id),
+            Event::Redacted(e) => Some(e.user_id),
             Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)
             | Event::SigningKeyRetired(_) => None,
@@ -376,6 +414,8 @@ impl Event {
             Event::UserDisabled(e) => serde_json::to_value(e),
             Event::UserEnabled(e) => serde_json::to_value(e),
             Event::LockoutCleared(e) => serde_json::to_value(e),
+            Event::UserErased(e) => serde_json::to_value(e),
+            Event::Redacted(e) => Ok(e.payload.clone()),
         };
         // These structs hold only strings, numbers, times, UUIDs and bytes (as strings), whose
         // serialisation cannot fail.
@@ -425,6 +465,7 @@ impl Event {
             (Self::LOCKOUT_CLEARED, 1) => {
                 parse(Self::LOCKOUT_CLEARED, payload, Event::LockoutCleared)
             }
+            (Self::USER_ERASED, 1) => parse(Self::USER_ERASED, payload, Event::UserErased),
             _ => Err(DecodeError::Unknown {
                 event_type: event_type.to_owned(),
                 event_version,
@@ -465,6 +506,10 @@ pub struct EventMetadata {
     /// schedule. Absent for requests (their address says where they came from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// Set on reading when the address and user agent were sealed and cannot be opened (the
+    /// user was erased, or the reader has no master key): both then read as absent.
+    #[serde(skip)]
+    pub redacted: Option<personal::Redaction>,
 }
 
 impl EventMetadata {
@@ -482,6 +527,7 @@ impl EventMetadata {
             client_ip,
             user_agent,
             actor: None,
+            redacted: None,
         }
     }
 
@@ -534,15 +580,54 @@ impl RecordedEvent {
     /// Rebuilds an event from a row's columns, the same way for every backend: upcast and decode
     /// the payload, check it belongs to the row's stream, decode the metadata.
     pub fn from_columns(columns: StoredColumns) -> Result<Self, StoreError> {
+        Self::from_opened(columns, None)
+    }
+
+    /// [`RecordedEvent::from_columns`] for a row whose sealed fields were opened
+    /// ([`personal`]), or replaced by placeholders for `redaction`.
+    pub fn from_opened(
+        columns: StoredColumns,
+        redaction: Option<personal::Redaction>,
+    ) -> Result<Self, StoreError> {
         let position = columns.position;
         let corrupt = |source| StoreError::Corrupt { position, source };
-        let event = Event::decode(&columns.event_type, columns.event_version, columns.payload)
-            .map_err(corrupt)?;
+        let payload_redacted = redaction.is_some()
+            && personal::PERSONAL_FIELDS.iter().any(|field| {
+                columns
+                    .payload
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .is_some_and(|text| redaction.is_some_and(|r| text == r.placeholder()))
+            });
+        let event = match redaction {
+            Some(why) if payload_redacted => {
+                let event_type = Event::TYPES
+                    .into_iter()
+                    .find(|known| *known == columns.event_type)
+                    .ok_or_else(|| {
+                        corrupt(DecodeError::Unknown {
+                            event_type: columns.event_type.clone(),
+                            event_version: columns.event_version,
+                        })
+                    })?;
+                Event::Redacted(Redacted {
+                    user_id: UserId::from(columns.stream_id),
+                    event_type,
+                    event_version: columns.event_version,
+                    payload: columns.payload,
+                    why,
+                })
+            }
+            _ => Event::decode(&columns.event_type, columns.event_version, columns.payload)
+                .map_err(corrupt)?,
+        };
         if event.stream_id() != columns.stream_id {
             return Err(corrupt(DecodeError::StreamMismatch));
         }
-        let metadata: EventMetadata = serde_json::from_value(columns.metadata)
+        let metadata_redacted = columns.metadata.get(personal::SEALED).is_some();
+        let mut metadata: EventMetadata = serde_json::from_value(columns.metadata)
             .map_err(|e| corrupt(DecodeError::Metadata(e)))?;
+        metadata.redacted = redaction.filter(|_| metadata_redacted);
         Ok(RecordedEvent {
             position,
             stream_version: columns.stream_version,
@@ -730,24 +815,6 @@ pub trait EventStore: Send + Sync + 'static {
     }
 }
 
-/// The columns of an event about to be stored, as they will be read back (for hashing).
-pub(crate) fn columns_of(
-    position: i64,
-    new: &NewEvent,
-    recorded_at: DateTime<Utc>,
-) -> StoredColumns {
-    StoredColumns {
-        position,
-        stream_id: new.stream_id(),
-        stream_version: new.stream_version,
-        event_type: new.event.event_type().to_owned(),
-        event_version: new.event.event_version(),
-        payload: new.event.payload(),
-        metadata: new.metadata.to_json(),
-        recorded_at,
-    }
-}
-
 /// The `recorded_at` of a batch appended after an event recorded at `latest`: now, in
 /// microseconds (what both SQL stores keep, so what is hashed is what is read back), and never
 /// before `latest`. Stores call it while they hold the append lock, so times never go backwards
@@ -757,20 +824,20 @@ pub(crate) fn append_time(latest: Option<DateTime<Utc>>) -> DateTime<Utc> {
     latest.map_or(now, |latest| now.max(latest))
 }
 
-/// Links `events` (to be stored at `first_position`, `first_position + 1`, …) after `head`,
-/// returning each one's `(prev_hash, hash)`.
+/// Links `events` (sealed, to be stored at `first_position`, `first_position + 1`, …) after
+/// `head`, returning each one's `(prev_hash, hash)`.
 pub(crate) fn link_batch(
     head: &str,
     first_position: i64,
-    events: &[NewEvent],
+    events: &[personal::SealedColumns],
     recorded_at: DateTime<Utc>,
 ) -> Vec<(String, String)> {
     let mut prev = head.to_owned();
     events
         .iter()
         .zip(first_position..)
-        .map(|(new, position)| {
-            let hash = chain::hash_row(&prev, &columns_of(position, new, recorded_at));
+        .map(|(sealed, position)| {
+            let hash = chain::hash_row(&prev, &sealed.at(position, recorded_at));
             let link = (prev.clone(), hash.clone());
             prev = hash;
             link

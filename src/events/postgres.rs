@@ -17,6 +17,7 @@ use tokio_postgres::{NoTls, Row};
 use chrono::{DateTime, Utc};
 
 use super::chain::{self, ChainedRow};
+use super::personal::{self, Shredder, keys_needed, sealed_streams};
 use super::{
     Conflict, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
     link_batch,
@@ -33,6 +34,16 @@ const MIGRATION_LOCK: i64 = 0x0061_7574_686c_6f67;
 /// and nowhere else.
 const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_key";
 const REGISTERED_EMAIL_INDEX: &str = "events_registered_email_key";
+const PERSONAL_KEY_CONSTRAINT: &str = "personal_keys_pkey";
+const EMAIL_INDEX_CONSTRAINT: &str = "personal_keys_email_index_key";
+
+const KEYS_SQL: &str = "SELECT user_id, wrapped_key FROM personal_keys WHERE user_id = ANY($1)";
+
+const INSERT_KEYS_SQL: &str = "\
+    INSERT INTO personal_keys (user_id, email_index, wrapped_key)
+    SELECT * FROM UNNEST($1::uuid[], $2::bytea[], $3::bytea[])";
+
+const ERASE_KEYS_SQL: &str = "DELETE FROM personal_keys WHERE user_id = ANY($1)";
 
 /// Key of the transaction-level advisory lock every append takes ("chain" in ASCII): appends
 /// from all processes are serialised, so positions commit in chain order.
@@ -130,6 +141,9 @@ pub struct PostgresEventStore {
     description: String,
     /// The arguments of a `createdb` for this database, for the hint when it does not exist.
     createdb: String,
+    /// Seals and opens personal data; `None` for an auditor without the master key, who reads
+    /// `<sealed>` in its place and cannot append.
+    personal: Option<Shredder>,
 }
 
 impl PostgresEventStore {
@@ -182,7 +196,15 @@ impl PostgresEventStore {
             timeout: settings.timeout,
             description,
             createdb,
+            personal: None,
         })
+    }
+
+    /// Seals personal data on append and opens it on read with the master key's shredder.
+    #[must_use]
+    pub fn with_personal_data(mut self, shredder: Shredder) -> Self {
+        self.personal = Some(shredder);
+        self
     }
 
     /// Applies the numbered migrations in `sql/postgres/` that have not run yet.
@@ -258,8 +280,13 @@ impl PostgresEventStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let shredder = self.personal.as_ref().ok_or_else(personal::no_master_key)?;
         let mut client = self.pool.get().await.map_err(StoreError::unavailable)?;
         let transaction = client.transaction().await.map_err(map_error)?;
+        // Sealed before the lock, which then covers only linking and writing. A key erased
+        // meanwhile cannot be used: its UserErased took the stream version this append needs.
+        let stored = stored_keys(&transaction, keys_needed(&events)).await?;
+        let sealed = shredder.seal_batch(&events, &stored)?;
         transaction
             .execute(LOCK_SQL, &[&APPEND_LOCK])
             .await
@@ -280,7 +307,7 @@ impl PostgresEventStore {
         // Taken under the lock, and never before the head's: times never go backwards in
         // position order, whichever process appends.
         let recorded_at = super::append_time(latest);
-        let links = link_batch(&head, last + 1, &events, recorded_at);
+        let links = link_batch(&head, last + 1, &sealed.columns, recorded_at);
 
         let count = events.len();
         let mut positions = Vec::with_capacity(count);
@@ -292,14 +319,16 @@ impl PostgresEventStore {
         let mut metadata = Vec::with_capacity(count);
         let mut prev_hashes = Vec::with_capacity(count);
         let mut hashes = Vec::with_capacity(count);
-        for ((new, position), (prev_hash, hash)) in events.iter().zip(last + 1..).zip(links) {
+        for ((columns, position), (prev_hash, hash)) in
+            sealed.columns.into_iter().zip(last + 1..).zip(links)
+        {
             positions.push(position);
-            stream_ids.push(new.stream_id());
-            versions.push(new.stream_version);
-            types.push(new.event.event_type());
-            event_versions.push(new.event.event_version());
-            payloads.push(new.event.payload());
-            metadata.push(new.metadata.to_json());
+            stream_ids.push(columns.stream_id);
+            versions.push(columns.stream_version);
+            types.push(columns.event_type);
+            event_versions.push(columns.event_version);
+            payloads.push(columns.payload);
+            metadata.push(columns.metadata);
             prev_hashes.push(prev_hash);
             hashes.push(hash);
         }
@@ -326,6 +355,29 @@ impl PostgresEventStore {
             )
             .await
             .map_err(map_error)?;
+        if !sealed.new_keys.is_empty() {
+            let users: Vec<uuid::Uuid> = sealed.new_keys.iter().map(|key| key.user_id).collect();
+            let indexes: Vec<Option<&[u8]>> = sealed
+                .new_keys
+                .iter()
+                .map(|key| key.email_index.as_ref().map(|index| &index[..]))
+                .collect();
+            let wrapped: Vec<&[u8]> = sealed.new_keys.iter().map(|key| &key.wrapped[..]).collect();
+            let statement = transaction
+                .prepare_cached(INSERT_KEYS_SQL)
+                .await
+                .map_err(map_error)?;
+            transaction
+                .execute(&statement, &[&users, &indexes, &wrapped])
+                .await
+                .map_err(map_error)?;
+        }
+        if !sealed.erased.is_empty() {
+            transaction
+                .execute(ERASE_KEYS_SQL, &[&sealed.erased])
+                .await
+                .map_err(map_error)?;
+        }
         write_sessions(&transaction, sessions).await?;
         // The batch commits whole or not at all; the advisory lock is released with it.
         transaction.commit().await.map_err(map_error)?;
@@ -467,6 +519,23 @@ impl PostgresEventStore {
         Ok(())
     }
 
+    /// Decodes rows read from the log, opening their sealed values with the keys stored now
+    /// (read after the rows, so every key a row needs is there unless its user was erased
+    /// since: then the row reads as erased, which by then it is).
+    async fn open_rows(&self, rows: Vec<StoredColumns>) -> Result<Vec<RecordedEvent>, StoreError> {
+        let Some(shredder) = &self.personal else {
+            return personal::open_rows_sealed(rows);
+        };
+        let streams = sealed_streams(&rows);
+        let keys = if streams.is_empty() {
+            HashMap::new()
+        } else {
+            let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            stored_keys(&client, streams).await?
+        };
+        shredder.open_rows(rows, &keys)
+    }
+
     async fn bounded<T>(
         &self,
         operation: impl Future<Output = Result<T, StoreError>>,
@@ -526,11 +595,9 @@ impl EventStore for PostgresEventStore {
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
         Box::pin(self.bounded(async move {
-            self.read_rows(after, limit)
-                .await?
-                .into_iter()
-                .map(|row| RecordedEvent::from_columns(row.columns))
-                .collect()
+            let rows = self.read_rows(after, limit).await?;
+            self.open_rows(rows.into_iter().map(|row| row.columns).collect())
+                .await
         }))
     }
 
@@ -555,9 +622,11 @@ impl EventStore for PostgresEventStore {
                 .query(&statement, &[&stream_id, &after_version, &limit])
                 .await
                 .map_err(map_error)?;
-            rows.iter()
-                .map(|row| RecordedEvent::from_columns(chained_row(row)?.columns))
-                .collect()
+            let rows = rows
+                .iter()
+                .map(|row| Ok(chained_row(row)?.columns))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            self.open_rows(rows).await
         }))
     }
 
@@ -615,7 +684,12 @@ fn map_error(error: tokio_postgres::Error) -> StoreError {
             Some(STREAM_VERSION_CONSTRAINT) => {
                 return StoreError::Conflict(Conflict::StreamVersion);
             }
-            Some(REGISTERED_EMAIL_INDEX) => return StoreError::Conflict(Conflict::EmailTaken),
+            Some(REGISTERED_EMAIL_INDEX | EMAIL_INDEX_CONSTRAINT) => {
+                return StoreError::Conflict(Conflict::EmailTaken);
+            }
+            // Two appends both making a key for a user registered before V5: like two
+            // writers of one stream version.
+            Some(PERSONAL_KEY_CONSTRAINT) => return StoreError::Conflict(Conflict::StreamVersion),
             _ => {}
         }
     }
@@ -652,6 +726,29 @@ fn migration_error(error: refinery::Error) -> StoreError {
 /// shutdown or a cancelled statement (57), a system error (58).
 fn transient(code: &SqlState) -> bool {
     matches!(code.code().get(..2), Some("08" | "40" | "53" | "57" | "58"))
+}
+
+/// The wrapped keys the store holds for `users`.
+async fn stored_keys(
+    client: &impl deadpool_postgres::GenericClient,
+    users: Vec<uuid::Uuid>,
+) -> Result<HashMap<uuid::Uuid, Vec<u8>>, StoreError> {
+    if users.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = client.prepare_cached(KEYS_SQL).await.map_err(map_error)?;
+    client
+        .query(&statement, &[&users])
+        .await
+        .map_err(map_error)?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0).map_err(map_error)?,
+                row.try_get(1).map_err(map_error)?,
+            ))
+        })
+        .collect()
 }
 
 /// Inserts the rows of sessions that started and deletes those of sessions that ended, inside

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::chain::{self, ChainedRow, StoredText};
+use super::personal::{self, Shredder, keys_needed, sealed_streams};
 use super::{
     Conflict, DecodeError, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture,
     StoredColumns, link_batch,
@@ -35,6 +36,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../sql/sqlite/V1__event_log.sql")),
     (2, include_str!("../../sql/sqlite/V2__hash_chain.sql")),
     (3, include_str!("../../sql/sqlite/V3__sessions.sql")),
+    (4, include_str!("../../sql/sqlite/V4__personal_keys.sql")),
 ];
 
 /// V1's UPDATE trigger, dropped and recreated around linking the rows written before V2.
@@ -49,6 +51,14 @@ const NO_UPDATE_TRIGGER: &str = "\
 /// itself or from the triggers that stop `INSERT OR REPLACE` first; both are mapped here only.
 const STREAM_VERSION_VIOLATION: &str = "events.stream_id, events.stream_version";
 const REGISTERED_EMAIL_INDEX: &str = "events_registered_email_key";
+const PERSONAL_KEY_VIOLATION: &str = "personal_keys.user_id";
+const EMAIL_INDEX_VIOLATION: &str = "personal_keys.email_index";
+
+const KEY_SQL: &str = "SELECT wrapped_key FROM personal_keys WHERE user_id = ?1";
+const INSERT_KEY_SQL: &str = "\
+    INSERT INTO personal_keys (user_id, email_index, wrapped_key, created_at)
+    VALUES (?1, ?2, ?3, ?4)";
+const ERASE_KEY_SQL: &str = "DELETE FROM personal_keys WHERE user_id = ?1";
 
 const APPEND_SQL: &str = "\
     INSERT INTO events (position, stream_id, stream_version, event_type, event_version, payload,
@@ -103,6 +113,9 @@ pub struct SqliteEventStore {
     worker: Option<JoinHandle<()>>,
     path: PathBuf,
     timeout: Duration,
+    /// Seals and opens personal data; `None` for an auditor without the master key, who reads
+    /// `<sealed>` in its place and cannot append.
+    personal: Option<Arc<Shredder>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +186,7 @@ impl SqliteEventStore {
             worker: Some(worker),
             path,
             timeout,
+            personal: None,
         };
         opened?.with_context(|| format!("cannot open the event log {}", store.path.display()))?;
         Ok(store)
@@ -180,6 +194,13 @@ impl SqliteEventStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Seals personal data on append and opens it on read with the master key's shredder.
+    #[must_use]
+    pub fn with_personal_data(mut self, shredder: Shredder) -> Self {
+        self.personal = Some(Arc::new(shredder));
+        self
     }
 
     /// Runs `job` on the SQLite thread and waits for its answer, at most `timeout` (after which the
@@ -225,7 +246,10 @@ impl EventStore for SqliteEventStore {
         events: Vec<NewEvent>,
         sessions: Vec<SessionWrite>,
     ) -> StoreFuture<'_, Vec<RecordedEvent>> {
-        Box::pin(self.call(move |connection| append_batch(connection, events, sessions)))
+        let personal = self.personal.clone();
+        Box::pin(self.call(move |connection| {
+            append_batch(connection, events, sessions, personal.as_deref())
+        }))
     }
 
     fn rotate(&self, rotations: Vec<Rotation>) -> StoreFuture<'_, Vec<Rotated>> {
@@ -271,11 +295,13 @@ impl EventStore for SqliteEventStore {
     }
 
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        let personal = self.personal.clone();
         Box::pin(self.call(move |connection| {
-            read_rows(connection, after, limit, false)?
+            let rows = read_rows(connection, after, limit, false)?
                 .into_iter()
-                .map(|row| RecordedEvent::from_columns(row.columns))
-                .collect()
+                .map(|row| row.columns)
+                .collect();
+            open_rows(connection, rows, personal.as_deref())
         }))
     }
 
@@ -289,20 +315,23 @@ impl EventStore for SqliteEventStore {
         after_version: i32,
         limit: usize,
     ) -> StoreFuture<'_, Vec<RecordedEvent>> {
+        let personal = self.personal.clone();
         Box::pin(self.call(move |connection| {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let mut select = connection
-                .prepare_cached(READ_STREAM_SQL)
-                .map_err(map_error)?;
-            let stream = stream_id.hyphenated().to_string();
-            let mut rows = select
-                .query(params![stream, after_version, limit])
-                .map_err(map_error)?;
             let mut read = Vec::new();
-            while let Some(row) = rows.next().map_err(map_error)? {
-                read.push(RecordedEvent::from_columns(columns(row)?)?);
+            {
+                let mut select = connection
+                    .prepare_cached(READ_STREAM_SQL)
+                    .map_err(map_error)?;
+                let stream = stream_id.hyphenated().to_string();
+                let mut rows = select
+                    .query(params![stream, after_version, limit])
+                    .map_err(map_error)?;
+                while let Some(row) = rows.next().map_err(map_error)? {
+                    read.push(columns(row)?);
+                }
             }
-            Ok(read)
+            open_rows(connection, read, personal.as_deref())
         }))
     }
 
@@ -379,6 +408,9 @@ fn open_connection(path: &Path, timeout: Duration) -> anyhow::Result<Connection>
     connection.pragma_update(None, "synchronous", "FULL")?;
     let synchronous: i64 = connection.pragma_query_value(None, "synchronous", |row| row.get(0))?;
     anyhow::ensure!(synchronous == 2, "SQLite refused synchronous=FULL");
+    // Deleted rows (an erased user's wrapped key) are overwritten with zeros, not left in a
+    // free page for a file-level reader to find.
+    connection.pragma_update(None, "secure_delete", "ON")?;
     migrate(&mut connection)?;
     Ok(connection)
 }
@@ -488,14 +520,18 @@ fn append_batch(
     connection: &mut Connection,
     events: Vec<NewEvent>,
     sessions: Vec<SessionWrite>,
+    personal: Option<&Shredder>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
+    let shredder = personal.ok_or_else(personal::no_master_key)?;
     // IMMEDIATE takes the write lock first: the head read here is still the head at commit.
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_error)?;
+    let stored = stored_keys(&transaction, keys_needed(&events))?;
+    let sealed = shredder.seal_batch(&events, &stored)?;
     let (last, head, latest): (i64, Option<String>, Option<String>) = transaction
         .query_row(HEAD_SQL, [], |row| {
             Ok((row.get(0)?, row.get(1)?, Some(row.get(2)?)))
@@ -510,20 +546,25 @@ fn append_batch(
         .map(|at| at.with_timezone(&Utc));
     let recorded_at = super::append_time(latest);
     let stamp = recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let links = link_batch(&head, last + 1, &events, recorded_at);
+    let links = link_batch(&head, last + 1, &sealed.columns, recorded_at);
     let mut recorded = Vec::with_capacity(events.len());
     {
         let mut insert = transaction.prepare_cached(APPEND_SQL).map_err(map_error)?;
-        for ((new, position), (prev_hash, hash)) in events.into_iter().zip(last + 1..).zip(links) {
+        for (((new, position), columns), (prev_hash, hash)) in events
+            .into_iter()
+            .zip(last + 1..)
+            .zip(&sealed.columns)
+            .zip(links)
+        {
             insert
                 .execute(params![
                     position,
-                    new.stream_id().hyphenated().to_string(),
-                    new.stream_version,
-                    new.event.event_type(),
-                    new.event.event_version(),
-                    new.event.payload().to_string(),
-                    new.metadata.to_json().to_string(),
+                    columns.stream_id.hyphenated().to_string(),
+                    columns.stream_version,
+                    columns.event_type,
+                    columns.event_version,
+                    columns.payload.to_string(),
+                    columns.metadata.to_string(),
                     stamp,
                     prev_hash,
                     hash,
@@ -538,10 +579,78 @@ fn append_batch(
             });
         }
     }
+    for key in &sealed.new_keys {
+        transaction
+            .prepare_cached(INSERT_KEY_SQL)
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    uuid_text(key.user_id),
+                    key.email_index.as_ref().map(|index| &index[..]),
+                    &key.wrapped,
+                    stamp,
+                ])
+            })
+            .map_err(map_error)?;
+    }
+    for user in &sealed.erased {
+        transaction
+            .prepare_cached(ERASE_KEY_SQL)
+            .and_then(|mut delete| delete.execute(params![uuid_text(*user)]))
+            .map_err(map_error)?;
+    }
     write_sessions(&transaction, sessions)?;
     // On any error above, dropping the transaction rolls it back.
     transaction.commit().map_err(map_error)?;
+    if !sealed.erased.is_empty() {
+        // The erased keys' rows were zeroed in the database file (secure_delete), but the WAL
+        // still holds the pages they were written in: checkpoint it into the file and
+        // truncate it. Best effort: a reader in another process can hold the WAL for now, and
+        // the next erasure's checkpoint, or the last connection's close, finishes the job.
+        if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        }) {
+            tracing::warn!(%error, "cannot truncate the write-ahead log after an erasure");
+        }
+    }
     Ok(recorded)
+}
+
+/// The wrapped keys the store holds for `users`.
+fn stored_keys(
+    connection: &Connection,
+    users: Vec<Uuid>,
+) -> Result<std::collections::HashMap<Uuid, Vec<u8>>, StoreError> {
+    let mut keys = std::collections::HashMap::with_capacity(users.len());
+    if users.is_empty() {
+        return Ok(keys);
+    }
+    let mut select = connection.prepare_cached(KEY_SQL).map_err(map_error)?;
+    for user in users {
+        let wrapped: Option<Vec<u8>> = select
+            .query_row(params![uuid_text(user)], |row| row.get(0))
+            .optional()
+            .map_err(map_error)?;
+        if let Some(wrapped) = wrapped {
+            keys.insert(user, wrapped);
+        }
+    }
+    Ok(keys)
+}
+
+/// Decodes rows read from the log, opening their sealed values with the keys stored now (read
+/// after the rows, so every key a row needs is there unless its user was erased since).
+fn open_rows(
+    connection: &Connection,
+    rows: Vec<StoredColumns>,
+    personal: Option<&Shredder>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    match personal {
+        None => personal::open_rows_sealed(rows),
+        Some(shredder) => {
+            let keys = stored_keys(connection, sealed_streams(&rows))?;
+            shredder.open_rows(rows, &keys)
+        }
+    }
 }
 
 /// A time as the sessions table keeps it: RFC 3339, UTC, microseconds, so text order is time
@@ -754,8 +863,11 @@ fn map_error(error: rusqlite::Error) -> StoreError {
         if message.contains(STREAM_VERSION_VIOLATION) {
             return StoreError::Conflict(Conflict::StreamVersion);
         }
-        if message.contains(REGISTERED_EMAIL_INDEX) {
+        if message.contains(REGISTERED_EMAIL_INDEX) || message.contains(EMAIL_INDEX_VIOLATION) {
             return StoreError::Conflict(Conflict::EmailTaken);
+        }
+        if message.contains(PERSONAL_KEY_VIOLATION) {
+            return StoreError::Conflict(Conflict::StreamVersion);
         }
     }
     StoreError::unavailable(error)

@@ -566,6 +566,41 @@ pub async fn unlock(
     .await
 }
 
+/// Erases the user (GDPR Art. 17): every session ends, then `UserErased`, whose append destroys
+/// the user's data key. Their email, password hashes, addresses and user agents in the log can
+/// no longer be read by anyone, and the email is free to sign up again.
+#[utoipa::path(
+    delete,
+    path = "/admin/users/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "The user's id")),
+    security(("bearer" = []), ("oauth2" = [])),
+    responses(
+        (status = 204, description = "Erased (`SessionEnded` per session, then `UserErased`, \
+            committed, and the user's key destroyed)"),
+        (status = 404, description = "No user has this id (or it was erased already)",
+            body = ErrorBody),
+        (status = 409, description = "The user is the last enabled admin", body = ErrorBody),
+        AdminErrors,
+    )
+)]
+pub async fn erase_user(
+    admin: RequireRole<Admin>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    administer(
+        "erase_user",
+        admin,
+        &id,
+        Ok(UserChange::Erase),
+        &req,
+        &state,
+    )
+    .await
+}
+
 /// Sends the admin's `change` for user `id` to the registry and answers 204 once it has
 /// committed; logs the attempt as `action`. An id that is not a UUID is an unknown user.
 async fn administer(

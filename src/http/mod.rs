@@ -2,6 +2,7 @@
 //!
 //! Handlers stay thin: parse, send one message per actor, shape the reply. One file per endpoint.
 
+mod account;
 mod admin;
 mod auth;
 mod bearer;
@@ -91,7 +92,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/sessions/{id}", "DELETE").route(web::delete().to(sessions::revoke)))
         .service(endpoint("/password", "POST").route(web::post().to(password::change)))
         .service(endpoint("/admin/users", "GET").route(web::get().to(admin::list_users)))
-        .service(endpoint("/admin/users/{id}", "GET").route(web::get().to(admin::user_detail)))
+        .service(endpoint("/account", "DELETE").route(web::delete().to(account::erase)))
+        .service(
+            endpoint("/admin/users/{id}", "GET, DELETE")
+                .route(web::get().to(admin::user_detail))
+                .route(web::delete().to(admin::erase_user)),
+        )
         .service(
             endpoint("/admin/users/{id}/events", "GET").route(web::get().to(admin::user_events)),
         )

@@ -14,7 +14,9 @@ use utoipa::openapi::security::{
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{admin, health, login, password, profile, refresh, root, sessions, signup, wellknown};
+use super::{
+    account, admin, health, login, password, profile, refresh, root, sessions, signup, wellknown,
+};
 use crate::error::ErrorBody;
 
 /// Where the document is served.
@@ -41,6 +43,7 @@ pub const DOCS_PATH: &str = "/docs/";
         sessions::list,
         sessions::revoke,
         password::change,
+        account::erase,
         health::live,
         health::ready,
         health::metrics,
@@ -48,6 +51,7 @@ pub const DOCS_PATH: &str = "/docs/";
         wellknown::openid_configuration,
         admin::list_users,
         admin::user_detail,
+        admin::erase_user,
         admin::user_events,
         admin::grant_role,
         admin::revoke_role,

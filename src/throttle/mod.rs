@@ -227,7 +227,15 @@ impl Throttle {
             | Event::RoleGranted(_)
             | Event::RoleRevoked(_)
             | Event::UserDisabled(_)
-            | Event::UserEnabled(_) => {}
+            | Event::UserEnabled(_)
+            | Event::Redacted(_) => {}
+            // Erased: nothing about the account is kept.
+            Event::UserErased(erased) => {
+                let subject = Subject::User(erased.user_id);
+                self.streaks.retain(|(streaked, _), _| *streaked != subject);
+                self.account_failures.remove(&subject);
+                self.known_addresses.remove(&erased.user_id);
+            }
             // An admin's unlock: the account's failures are forgotten, from every address.
             Event::LockoutCleared(cleared) => {
                 let subject = Subject::User(cleared.user_id);

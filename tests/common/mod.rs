@@ -74,6 +74,25 @@ pub fn master_key() -> MasterKey {
     MasterKey::parse(&SecretString::from(TEST_MASTER_KEY)).expect("long enough")
 }
 
+/// Every email registered in the log, in log order, read (and opened) through `store`.
+pub async fn registered_emails(store: &dyn authlog::events::EventStore) -> Vec<String> {
+    authlog::events::events_after(store, 0)
+        .collect()
+        .await
+        .expect("the log reads back")
+        .into_iter()
+        .filter_map(|event| match event.event {
+            authlog::events::Event::UserRegistered(user) => Some(user.email.as_str().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Seals personal data under the tests' master key, as a server given it would.
+pub fn shredder() -> authlog::events::personal::Shredder {
+    authlog::events::personal::Shredder::new(&master_key())
+}
+
 /// Settings for a test: port 0, bcrypt cost 4, two workers; the defaults otherwise, so tokens
 /// are signed with the log's Ed25519 keys (under the tests' master key) and no HS256 secret is
 /// configured.
@@ -219,6 +238,19 @@ impl TestDatabase {
         self.event_types_where("stream_id = $1").await
     }
 
+    /// The log as a server with the tests' master key reads it, personal data opened.
+    pub async fn events(&self) -> Vec<authlog::events::RecordedEvent> {
+        let store = authlog::events::PostgresEventStore::connect(
+            &authlog::events::PostgresSettings::new(SecretString::from(self.url())),
+        )
+        .expect("connects")
+        .with_personal_data(shredder());
+        events_after(&store, 0)
+            .collect()
+            .await
+            .expect("read events")
+    }
+
     async fn event_types_where(&self, condition: &str) -> Vec<(String, i32)> {
         self.client()
             .await
@@ -283,7 +315,8 @@ impl TestLog {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path()))
             .await
-            .expect("the embedded log opens");
+            .expect("the embedded log opens")
+            .with_personal_data(shredder());
         Self {
             store: Arc::new(store),
             _dir: dir,

@@ -12,11 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::TestDatabase;
+use crate::common::{TestDatabase, registered_emails, shredder};
+use authlog::events::personal::Shredder;
+use authlog::events::{PostgresEventStore, PostgresSettings};
 use authlog::throttle::turns::MAX_WAITING_PER_ADDRESS;
+use authlog::vault::MasterKey;
+use secrecy::SecretString;
 
 use crate::common::service::{Service, embedded_env, login_at, signup_at};
-use authlog::events::{Event, SqliteEventStore, SqliteSettings, events_after};
+use authlog::events::{SqliteEventStore, SqliteSettings};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
@@ -49,34 +53,25 @@ impl Store {
     async fn registered(&self) -> HashSet<String> {
         match self {
             Store::Embedded(dir) => {
+                // The binary generated the master key into the data directory.
+                let master = std::fs::read_to_string(dir.path().join("master-key"))
+                    .expect("the data directory's master key");
+                let master = MasterKey::parse(&SecretString::from(master.trim().to_owned()))
+                    .expect("a valid master key");
                 let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path()))
                     .await
-                    .expect("the log opens after the crashes");
-                let events = events_after(&store, 0)
-                    .collect()
-                    .await
-                    .expect("the log reads back");
-                events
-                    .into_iter()
-                    .filter_map(|event| match event.event {
-                        Event::UserRegistered(user) => Some(user.email.as_str().to_owned()),
-                        _ => None,
-                    })
-                    .collect::<HashSet<_>>()
+                    .expect("the log opens after the crashes")
+                    .with_personal_data(Shredder::new(&master));
+                registered_emails(&store).await.into_iter().collect()
             }
             Store::Postgres(db) => {
                 db.settled().await;
-                db.client()
-                    .await
-                    .query(
-                        "SELECT payload->>'email' FROM events WHERE event_type = 'UserRegistered'",
-                        &[],
-                    )
-                    .await
-                    .expect("read the log")
-                    .iter()
-                    .map(|row| row.get(0))
-                    .collect()
+                let store = PostgresEventStore::connect(&PostgresSettings::new(
+                    SecretString::from(db.url()),
+                ))
+                .expect("connects")
+                .with_personal_data(shredder());
+                registered_emails(&store).await.into_iter().collect()
             }
         }
     }

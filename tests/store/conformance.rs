@@ -49,7 +49,9 @@ struct Postgres {
 impl Postgres {
     async fn connect(db: &TestDatabase) -> Arc<dyn EventStore> {
         let settings = PostgresSettings::new(SecretString::from(db.url()));
-        let store = PostgresEventStore::connect(&settings).expect("valid settings");
+        let store = PostgresEventStore::connect(&settings)
+            .expect("valid settings")
+            .with_personal_data(crate::common::shredder());
         store.migrate().await.expect("migrates");
         Arc::new(store)
     }
@@ -113,7 +115,12 @@ impl Sqlite {
     }
 
     async fn open(settings: &SqliteSettings) -> Arc<dyn EventStore> {
-        Arc::new(SqliteEventStore::open(settings).await.expect("opens"))
+        Arc::new(
+            SqliteEventStore::open(settings)
+                .await
+                .expect("opens")
+                .with_personal_data(crate::common::shredder()),
+        )
     }
 }
 

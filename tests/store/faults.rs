@@ -271,7 +271,9 @@ async fn the_change_feed_polls_while_the_database_is_away_and_listens_again() {
     let cluster = Cluster::init(); // created, not started
     let mut settings = PostgresSettings::new(SecretString::from(cluster.url()));
     settings.timeout = Duration::from_secs(2);
-    let store = PostgresEventStore::connect(&settings).expect("pool");
+    let store = PostgresEventStore::connect(&settings)
+        .expect("pool")
+        .with_personal_data(crate::common::shredder());
     let mut feed = store.watch().expect("PostgreSQL has a change feed");
     let polling = Instant::now();
     for _ in 0..3 {

@@ -16,11 +16,12 @@ use authlog::events::{EventMetadata, EventStore, PostgresEventStore, PostgresSet
 use authlog::hashing::PasswordHasher;
 use futures_util::future::join_all;
 use secrecy::SecretString;
-use serde_json::Value;
 
 async fn store_for(db: &TestDatabase) -> Arc<PostgresEventStore> {
     let settings = PostgresSettings::new(SecretString::from(db.url()));
-    let store = PostgresEventStore::connect(&settings).expect("pool");
+    let store = PostgresEventStore::connect(&settings)
+        .expect("pool")
+        .with_personal_data(crate::common::shredder());
     store.migrate().await.expect("migrations apply");
     Arc::new(store)
 }
@@ -46,7 +47,7 @@ async fn migrations_are_tracked_and_idempotent() {
         .await
         .expect("history table")
         .get(0);
-    assert_eq!(applied, 4, "V1 to V4, each once");
+    assert_eq!(applied, 5, "V1 to V5, each once");
 }
 
 #[actix_web::test]
@@ -86,14 +87,28 @@ async fn the_database_itself_refuses_a_second_registration_or_stream_version() {
     );
     let client = db.client().await;
 
-    let duplicate_email = "INSERT INTO events (position, stream_id, stream_version, event_type,
-                                               event_version, payload)
-        VALUES (1000, gen_random_uuid(), 1, 'UserRegistered', 1,
-                jsonb_build_object('email', 'user@example.com', 'user_id', 'x', 'password_hash', 'x'))";
+    // The email is sealed in the log; its keyed blind index beside it is unique.
+    let duplicate_email = "INSERT INTO personal_keys (user_id, email_index, wrapped_key)
+        SELECT gen_random_uuid(), email_index, wrapped_key FROM personal_keys LIMIT 1";
     let error = client
         .batch_execute(duplicate_email)
         .await
         .expect_err("unique email");
+    let db_error = error.as_db_error().expect("a database error");
+    assert_eq!(db_error.constraint(), Some("personal_keys_email_index_key"));
+    // A registration stored in clear (as before V5) is still covered by the events' own index.
+    let clear_email = "INSERT INTO events (position, stream_id, stream_version, event_type,
+                                           event_version, payload)
+        VALUES (1000, gen_random_uuid(), 1, 'UserRegistered', 1,
+                jsonb_build_object('email', 'user@example.com', 'user_id', 'x', 'password_hash', 'x'))";
+    client
+        .batch_execute(clear_email)
+        .await
+        .expect("one in clear");
+    let error = client
+        .batch_execute(&clear_email.replace("1000", "1002"))
+        .await
+        .expect_err("unique email in clear");
     let db_error = error.as_db_error().expect("a database error");
     assert_eq!(db_error.constraint(), Some("events_registered_email_key"));
 
@@ -257,18 +272,10 @@ async fn an_unreachable_database_gets_503_and_the_service_recovers_by_itself() {
             .status(),
         401
     );
-    let registered: Vec<Value> = db
-        .client()
-        .await
-        .query("SELECT payload->'email' FROM events WHERE event_type = 'UserRegistered' ORDER BY position", &[])
-        .await
-        .expect("read")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let store = store_for(&db).await;
     assert_eq!(
-        registered,
-        [Value::from(TUTORIAL_EMAIL), Value::from("back@example.com")]
+        crate::common::registered_emails(store.as_ref()).await,
+        [TUTORIAL_EMAIL, "back@example.com"]
     );
 }
 
