@@ -340,7 +340,10 @@ fn details(event: &RecordedEvent) -> String {
 
 fn event_json(event: &RecordedEvent) -> Value {
     let mut payload = event.event.payload();
-    if let Some(hash) = payload.get("password_hash").and_then(Value::as_str) {
+    // A hash is fingerprinted; `<erased>` or `<sealed>` in its place is shown as it is.
+    if let Some(hash) = payload.get("password_hash").and_then(Value::as_str)
+        && !matches!(event.event, Event::Redacted(_))
+    {
         payload["password_hash"] = json!(fingerprint(hash));
     }
     if payload.get("sealed_private_key").is_some() {

@@ -11,6 +11,7 @@ mod common;
 mod admin;
 mod contract;
 mod crash;
+mod erasure;
 mod hardening;
 mod hostile;
 mod instances;
