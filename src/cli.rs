@@ -94,7 +94,9 @@ const ADMIN_HELP: &str = "\
 The log, from the environment: DATABASE_URL (PostgreSQL) or the embedded log in --data-dir.
 The change is appended as the servers append (same decisions, chain and lock), with this
 command named as its actor; running servers see it at once (PostgreSQL), or within a second
-(embedded). Revoking a role ends every session of the user.
+(embedded). Revoking a role ends every session of the user; erasing a user ends them all and
+destroys the user's data key, so their email, hashes, addresses and user agents in the log
+can never be read again (docs/security.md, \"Personal data and erasure\").
 
 Exit status: 0 done, or nothing to do (the user already has, or lacks, the role); 1 refused
 (no such user, or the last admin); 2 a usage error; 3 the log could not be read or written.";
@@ -105,6 +107,18 @@ pub enum AdminCommand {
     GrantRole(RoleArgs),
     /// Take a role from a user, and end their sessions. The last admin keeps `admin`.
     RevokeRole(RoleArgs),
+    /// Erase a user (a GDPR Art. 17 request): end their sessions and destroy their data key.
+    /// Cannot be undone. The last admin is refused.
+    Erase(EraseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The user's email, as they signed up with it.
+    #[arg(long, value_parser = Email::parse)]
+    pub email: Email,
 }
 
 #[derive(Debug, Clone, Args)]

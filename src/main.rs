@@ -105,6 +105,14 @@ async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let (args, grant, actor) = match args.command {
         AdminCommand::GrantRole(args) => (args, true, "authlog admin grant-role"),
         AdminCommand::RevokeRole(args) => (args, false, "authlog admin revoke-role"),
+        AdminCommand::Erase(args) => {
+            let master = args.store.write_master_key()?;
+            let (store, _) = open_store(&args.store.store_settings(), &master).await?;
+            let outcome =
+                operate::erase(store, &args.email, "authlog admin erase", &mut out).await?;
+            out.flush()?;
+            return Ok(exit_status(outcome));
+        }
     };
     let master = args.store.write_master_key()?;
     let (store, _) = open_store(&args.store.store_settings(), &master).await?;

@@ -229,6 +229,44 @@ pub async fn retire(
     }
 }
 
+/// `authlog admin erase`: erases the user `email` names, as `DELETE /admin/users/{id}` does.
+pub async fn erase(
+    store: Arc<dyn EventStore>,
+    email: &Email,
+    actor: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    let registry = replayed(store).await?;
+    let Some(user) = registry.directory().by_email(email) else {
+        return Ok(Outcome::Refused(format!("no user has the email {email}")));
+    };
+    let sent = registry
+        .start()
+        .send(Administer {
+            user_id: user.id,
+            change: UserChange::Erase,
+            metadata: EventMetadata::by(actor),
+        })
+        .await?;
+    match sent {
+        Ok(_) => {
+            writeln!(
+                out,
+                "erased {email} ({}): their sessions have ended and their data key is destroyed.",
+                user.id
+            )?;
+            Ok(Outcome::Done)
+        }
+        Err(RegistryError::LastAdmin) => Ok(Outcome::Refused(format!(
+            "{email} is the last admin: grant admin to someone else first"
+        ))),
+        Err(RegistryError::UnknownUser) => {
+            Ok(Outcome::Refused(format!("no user has the email {email}")))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// `authlog admin grant-role` (`grant`) and `revoke-role`: one role of the user `email` names.
 pub async fn change_role(
     store: Arc<dyn EventStore>,

@@ -453,3 +453,53 @@ async fn another_instance_sees_the_erasure_at_once() {
         200
     );
 }
+
+/// `authlog admin erase` from another process while a server runs: the server refuses the
+/// erased user's token at once on PostgreSQL (notified as the erasure commits), and within a
+/// second on the embedded store (which watches its file for other writers), on which no second
+/// server can run.
+async fn the_cli_erases_while_a_server_runs(env: Vec<(String, String)>, within: Duration) {
+    let service = Service::start(&env);
+    let http = reqwest::Client::new();
+    assert_eq!(
+        signup_at(&http, &service.address, ALICE, PASSWORD).await,
+        201
+    );
+    let (access, _) = login(&http, &service, ALICE).await;
+    let (status, stdout, stderr) = run(&env, &["admin", "erase", "--email", ALICE]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("erased alice.erasure@example.com"),
+        "{stdout}"
+    );
+    let erased = Instant::now();
+    while profile(&http, &service, &access).await.0 != 401 {
+        assert!(
+            erased.elapsed() < within,
+            "the server still accepts the erased user's token"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("the server refused the token after {:?}", erased.elapsed());
+    let (status, _, stderr) = run(&env, &["admin", "erase", "--email", ALICE]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no user has the email"), "{stderr}");
+    assert_eq!(
+        signup_at(&http, &service.address, ALICE, PASSWORD).await,
+        201
+    );
+    let (status, stdout, _) = run(&env, &["verify"]);
+    assert!(status.success(), "{stdout}");
+}
+
+#[actix_web::test]
+async fn the_cli_erases_while_a_server_runs_on_the_embedded_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    the_cli_erases_while_a_server_runs(embedded_env(dir.path()), Duration::from_secs(3)).await;
+}
+
+#[actix_web::test]
+async fn the_cli_erases_while_a_server_runs_on_postgres() {
+    let db = TestDatabase::create().await;
+    the_cli_erases_while_a_server_runs(db.service_env(), Duration::from_secs(2)).await;
+}
