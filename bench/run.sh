@@ -255,6 +255,9 @@ log "store: group commit against one transaction per event ($STORE_N registratio
 "$BIN/examples/bench_tool" store sqlite "$STORE_N" >"$RESULTS/store-embedded.json"
 DATABASE_URL=$(fresh_db) "$BIN/examples/bench_tool" store postgres "$STORE_N" >"$RESULTS/store-postgres.json"
 
+log "sealing personal data: $STORE_N users, a registration and a login each, on one core"
+"$BIN/examples/bench_tool" personal "$STORE_N" >"$RESULTS/personal.json"
+
 log "cold start: $USERS users, $LOGINS logins"
 log "memory per live session: $SESSION_N sessions folded into the directory"
 "$BIN/examples/bench_tool" sessions "$SESSION_N" >"$RESULTS/sessions-memory.json"

@@ -51,9 +51,10 @@ async fn main() -> anyhow::Result<()> {
         "ed25519" => ed25519_bound(number(1, 5)),
         "sessions" => session_memory(number(1, 200_000)),
         "abandon" => abandon(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 1000) as usize).await?,
+        "personal" => personal_cost(number(1, 100_000) as usize)?,
         other => anyhow::bail!(
-            "unknown measurement {other:?}: bcrypt, ed25519, store, coldstart, tokens, sessions or \
-             abandon"
+            "unknown measurement {other:?}: bcrypt, ed25519, store, coldstart, tokens, sessions, \
+             abandon or personal"
         ),
     };
     println!("{result}");
@@ -143,24 +144,37 @@ fn ed25519_bound(seconds: u64) -> serde_json::Value {
 
 /// A fresh store of the given kind (the temporary directory lives as long as the store).
 async fn open(kind: &str) -> anyhow::Result<(Arc<dyn EventStore>, Option<tempfile::TempDir>)> {
-    match kind {
-        "sqlite" => {
-            let dir = tempfile::tempdir()?;
+    let dir = match kind {
+        "sqlite" => Some(tempfile::tempdir()?),
+        _ => None,
+    };
+    let store = reopen(kind, dir.as_ref()).await?;
+    Ok((store, dir))
+}
+
+/// The store of the given kind on the log in `dir` (SQLite) or at DATABASE_URL, as a process
+/// starting on it would open it: with nothing cached, under the run's master key.
+async fn reopen(
+    kind: &str,
+    dir: Option<&tempfile::TempDir>,
+) -> anyhow::Result<Arc<dyn EventStore>> {
+    let shredder = Shredder::new(&MASTER);
+    match (kind, dir) {
+        ("sqlite", Some(dir)) => {
             let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path()))
                 .await?
-                .with_personal_data(Shredder::ephemeral());
-            Ok((Arc::new(store), Some(dir)))
+                .with_personal_data(shredder);
+            Ok(Arc::new(store))
         }
-        "postgres" => {
+        ("postgres", _) => {
             let url = std::env::var("DATABASE_URL").context("DATABASE_URL for postgres")?;
             let mut settings = PostgresSettings::new(SecretString::from(url));
             settings.timeout = Duration::from_secs(120);
-            let store =
-                PostgresEventStore::connect(&settings)?.with_personal_data(Shredder::ephemeral());
+            let store = PostgresEventStore::connect(&settings)?.with_personal_data(shredder);
             store.migrate().await?;
-            Ok((Arc::new(store), None))
+            Ok(Arc::new(store))
         }
-        other => anyhow::bail!("unknown store {other:?}: sqlite or postgres"),
+        (other, _) => anyhow::bail!("unknown store {other:?}: sqlite or postgres"),
     }
 }
 
@@ -170,6 +184,96 @@ fn hash() -> PasswordHash {
     ))
     .unwrap_or_else(|_| unreachable!("a string deserialises"))
 }
+
+/// What sealing personal data costs, on one core, without a database: sealing N users'
+/// registrations and a login each (new keys made and wrapped), then opening them as a
+/// process starting on that log does (each key unwrapped once), and as a warm reader does
+/// (keys cached).
+fn personal_cost(users: usize) -> anyhow::Result<serde_json::Value> {
+    let shredder = Shredder::new(&MASTER);
+    let mut events = Vec::with_capacity(2 * users);
+    for n in 0..users {
+        let registered = registration("personal", n as u64)?;
+        let user = UserId::from(registered.stream_id());
+        events.push(registered);
+        events.push(NewEvent {
+            stream_version: 2,
+            event: Event::LoginSucceeded(LoginSucceeded { user_id: user }),
+            metadata: EventMetadata::new(Some([192, 0, 2, 1].into()), Some("bench/1")),
+        });
+    }
+    let started = Instant::now();
+    let sealed = shredder.seal_batch(&events, &std::collections::HashMap::new())?;
+    let seal = started.elapsed().as_secs_f64();
+    let keys: std::collections::HashMap<_, _> = sealed
+        .new_keys
+        .iter()
+        .map(|key| (key.user_id, key.wrapped.clone()))
+        .collect();
+    let now = chrono::Utc::now();
+    let rows: Vec<_> = (1..)
+        .zip(&sealed.columns)
+        .map(|(position, columns)| columns.at(position, now))
+        .collect();
+    let cold = Shredder::new(&MASTER);
+    let copy = rows.clone();
+    let started = Instant::now();
+    let opened = cold.open_rows(copy, &keys)?;
+    let open_cold = started.elapsed().as_secs_f64();
+    let copy = rows.clone();
+    let started = Instant::now();
+    cold.open_rows(copy, &std::collections::HashMap::new())?;
+    let open_warm = started.elapsed().as_secs_f64();
+    anyhow::ensure!(opened.len() == events.len(), "every event opens");
+    // The same rows decoded with nothing sealed: what reading cost before.
+    let clear: Vec<_> = (1..)
+        .zip(&events)
+        .map(|(position, new)| authlog::events::StoredColumns {
+            position,
+            stream_id: new.stream_id(),
+            stream_version: new.stream_version,
+            event_type: new.event.event_type().to_owned(),
+            event_version: new.event.event_version(),
+            payload: new.event.payload(),
+            metadata: new.metadata.to_json(),
+            recorded_at: now,
+        })
+        .collect();
+    let started = Instant::now();
+    for row in clear {
+        authlog::events::RecordedEvent::from_columns(row)?;
+    }
+    let decode_clear = started.elapsed().as_secs_f64();
+    let per_event = |seconds: f64| 1e6 * seconds / events.len() as f64;
+    // One AEAD operation on a 32-byte value, alone.
+    let sealer = authlog::vault::Sealer::from_key(&[7; 32]);
+    let started = Instant::now();
+    let mut sealed_one = Vec::new();
+    for _ in 0..users {
+        sealed_one = sealer
+            .seal_with([1; 24], &[0; 32], b"context")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let seal_one = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for _ in 0..users {
+        sealer.open(&sealed_one, b"context");
+    }
+    let open_one = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "aead_seal_us": 1e6 * seal_one / users as f64,
+        "aead_open_us": 1e6 * open_one / users as f64,
+        "measure": "personal", "users": users, "events": events.len(),
+        "seal_us_per_event": per_event(seal),
+        "open_cold_us_per_event": per_event(open_cold),
+        "open_warm_us_per_event": per_event(open_warm),
+        "decode_clear_us_per_event": per_event(decode_clear),
+    }))
+}
+
+/// One master key per run: every store this process opens on one log must share it.
+static MASTER: std::sync::LazyLock<authlog::vault::MasterKey> =
+    std::sync::LazyLock::new(authlog::vault::MasterKey::random);
 
 fn registration(tag: &str, n: u64) -> anyhow::Result<NewEvent> {
     Ok(NewEvent {
@@ -369,6 +473,9 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
     let generated = started.elapsed().as_secs_f64();
     drop(ids);
     drop(versions);
+    // Replayed as a new process would: a store with nothing cached.
+    drop(store);
+    let store = reopen(kind, _dir.as_ref()).await?;
 
     let before = rss_bytes();
     let started = Instant::now();

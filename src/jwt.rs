@@ -40,7 +40,7 @@ pub const DEFAULT_ISSUER: &str = "authlog";
 /// RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 pub const MIN_SECRET_BYTES: usize = 32;
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// The HMAC key. Never printed: `Debug` is redacted and the bytes are wiped on drop.
 #[derive(Clone)]

@@ -99,7 +99,7 @@ impl fmt::Debug for MasterKey {
 }
 
 /// The random part of every sealed value.
-const NONCE_BYTES: usize = 24;
+pub const NONCE_BYTES: usize = 24;
 /// Poly1305's tag.
 const TAG_BYTES: usize = 16;
 
@@ -140,6 +140,17 @@ impl Sealer {
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).map_err(SealError::Random)?;
+        self.seal_with(nonce, plaintext, context)
+    }
+
+    /// [`Sealer::seal`] with a nonce the caller drew from the OS random source (in bulk, for
+    /// many values at once): it must never be used twice under one key.
+    pub fn seal_with(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
         let ciphertext = self
             .cipher
             .encrypt(

@@ -12,6 +12,7 @@ CREATE TABLE personal_keys (
     -- The user's 32-byte data key, sealed under the master key (XChaCha20-Poly1305).
     wrapped_key BLOB NOT NULL,
     created_at  TEXT NOT NULL
+-- Keyed by the user id itself: one B-tree for the rows, not a rowid table and an index.
 ) STRICT;
 
 CREATE UNIQUE INDEX personal_keys_email_index_key ON personal_keys (email_index);

@@ -103,7 +103,9 @@ impl InMemoryEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.check_online()?;
         let mut log = self.lock();
-        let stored: HashMap<uuid::Uuid, Vec<u8>> = keys_needed(&events)
+        let stored: HashMap<uuid::Uuid, Vec<u8>> = self
+            .shredder
+            .uncached(keys_needed(&events))
             .into_iter()
             .filter_map(|user| log.keys.get(&user).map(|key| (user, key.clone())))
             .collect();
@@ -155,16 +157,17 @@ impl InMemoryEventStore {
                 recorded_at,
             });
         }
-        for key in sealed.new_keys {
+        for key in &sealed.new_keys {
             if let Some(index) = key.email_index {
                 log.email_index.insert(index, key.user_id);
             }
-            log.keys.insert(key.user_id, key.wrapped);
+            log.keys.insert(key.user_id, key.wrapped.clone());
         }
-        for user in sealed.erased {
-            log.keys.remove(&user);
-            log.email_index.retain(|_, owner| *owner != user);
+        for user in &sealed.erased {
+            log.keys.remove(user);
+            log.email_index.retain(|_, owner| owner != user);
         }
+        self.shredder.committed(sealed);
         for write in sessions {
             match write {
                 SessionWrite::Start {

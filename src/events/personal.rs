@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,7 +26,7 @@ use zeroize::Zeroizing;
 
 use super::{DecodeError, Event, NewEvent, RecordedEvent, StoreError, StoredColumns};
 use crate::domain::{Email, UserId};
-use crate::jwt::hmac_sha256;
+use crate::jwt::{HmacSha256, hmac_sha256};
 use crate::vault::{MasterKey, Sealer, labels};
 
 /// The payload fields that hold personal data, in any event type that has them.
@@ -59,7 +60,29 @@ impl Redaction {
 #[derive(Clone)]
 pub struct Shredder {
     wrap: Sealer,
-    index: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA256 keyed once for the email blind index, cloned for each email.
+    index: HmacSha256,
+    /// The users' keys unwrapped so far, shared by every clone (a store and its readers):
+    /// each key is read and unwrapped once, not once per page of the log it appears in. The
+    /// process holds every user's email and hash in its directory anyway; an erased user's key
+    /// leaves with their `UserErased`, as this process appends it or reads it.
+    cache: Arc<Mutex<HashMap<uuid::Uuid, RawKey>>>,
+}
+
+/// A data key's 32 bytes, wiped when dropped, never printed.
+#[derive(Clone)]
+struct RawKey(Zeroizing<[u8; 32]>);
+
+impl RawKey {
+    fn sealer(&self) -> DataKey {
+        DataKey(Sealer::from_key(&self.0))
+    }
+}
+
+impl std::fmt::Debug for RawKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawKey([redacted])")
+    }
 }
 
 impl std::fmt::Debug for Shredder {
@@ -89,6 +112,8 @@ pub struct SealedBatch {
     pub columns: Vec<SealedColumns>,
     pub new_keys: Vec<NewKey>,
     pub erased: Vec<uuid::Uuid>,
+    /// The new keys unwrapped, for the cache once the batch has committed.
+    fresh: Vec<(uuid::Uuid, RawKey)>,
 }
 
 /// The columns of one event as stored, but for its position and time, which the store assigns
@@ -122,8 +147,28 @@ impl Shredder {
     pub fn new(master: &MasterKey) -> Self {
         Self {
             wrap: master.sealer(labels::PERSONAL_KEY_WRAP),
-            index: master.derive(labels::EMAIL_INDEX),
+            index: hmac_sha256(master.derive(labels::EMAIL_INDEX).as_slice()),
+            cache: Arc::default(),
         }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, HashMap<uuid::Uuid, RawKey>> {
+        // The map is consistent between statements: a panic elsewhere cannot poison it
+        // half-written.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Those of `users` whose keys are not unwrapped here yet: what a store must read.
+    pub fn uncached(&self, mut users: Vec<uuid::Uuid>) -> Vec<uuid::Uuid> {
+        let cache = self.cache();
+        users.retain(|user| !cache.contains_key(user));
+        users
+    }
+
+    /// After `batch` has committed: its new keys are known. (Its erased users' keys were
+    /// forgotten when it was sealed: whether or not it commits, a later read finds out.)
+    pub fn committed(&self, batch: SealedBatch) {
+        self.cache().extend(batch.fresh);
     }
 
     /// A shredder under a random master key: for the in-memory store, whose log dies with it.
@@ -133,28 +178,47 @@ impl Shredder {
 
     /// The blind index of an email: HMAC-SHA256 of its normalised form.
     pub fn email_index(&self, email: &Email) -> [u8; 32] {
-        let mut mac = hmac_sha256(self.index.as_slice());
+        let mut mac = self.index.clone();
         mac.update(email.canonical().as_str().as_bytes());
         mac.finalize().into_bytes().into()
     }
 
     /// A fresh data key for `user`, and the same wrapped for storage.
     pub fn generate(&self, user: uuid::Uuid) -> Result<(DataKey, Vec<u8>), StoreError> {
-        let mut raw = Zeroizing::new([0u8; 32]);
-        getrandom::fill(raw.as_mut_slice()).map_err(StoreError::unavailable)?;
+        self.generate_from(user, &mut Entropy::default())
+    }
+
+    fn generate_from(
+        &self,
+        user: uuid::Uuid,
+        entropy: &mut Entropy,
+    ) -> Result<(DataKey, Vec<u8>), StoreError> {
+        let (raw, wrapped) = self.generate_raw(user, entropy)?;
+        Ok((raw.sealer(), wrapped))
+    }
+
+    fn generate_raw(
+        &self,
+        user: uuid::Uuid,
+        entropy: &mut Entropy,
+    ) -> Result<(RawKey, Vec<u8>), StoreError> {
+        let raw = RawKey(Zeroizing::new(entropy.take::<32>()?));
         let wrapped = self
             .wrap
-            .seal(raw.as_slice(), &key_context(user))
+            .seal_with(entropy.take()?, raw.0.as_slice(), &key_context(user))
             .map_err(StoreError::unavailable)?;
-        Ok((DataKey(Sealer::from_key(&raw)), wrapped))
+        Ok((raw, wrapped))
     }
 
     /// The data key wrapped in `wrapped`, if this master key wrapped it for `user`.
     pub fn unwrap(&self, user: uuid::Uuid, wrapped: &[u8]) -> Option<DataKey> {
+        self.unwrap_raw(user, wrapped).map(|raw| raw.sealer())
+    }
+
+    fn unwrap_raw(&self, user: uuid::Uuid, wrapped: &[u8]) -> Option<RawKey> {
         let raw = self.wrap.open(wrapped, &key_context(user))?;
         let key: [u8; 32] = raw.as_slice().try_into().ok()?;
-        let key = Zeroizing::new(key);
-        Some(DataKey(Sealer::from_key(&key)))
+        Some(RawKey(Zeroizing::new(key)))
     }
 
     /// Seals a batch. `stored` holds the wrapped keys the store has for the batch's users
@@ -167,6 +231,8 @@ impl Shredder {
     ) -> Result<SealedBatch, StoreError> {
         let mut keys: HashMap<uuid::Uuid, DataKey> = HashMap::new();
         let mut batch = SealedBatch::default();
+        let mut entropy = Entropy::default();
+        let mut cache = self.cache();
         for new in events {
             let Some(user) = new.event.user_id() else {
                 batch.columns.push(clear(new));
@@ -176,9 +242,20 @@ impl Shredder {
             let key = match keys.entry(stream) {
                 Entry::Occupied(known) => known.into_mut(),
                 Entry::Vacant(vacant) => {
-                    let key = match (&new.event, stored.get(&stream)) {
-                        (Event::UserRegistered(_), _) | (_, None) => {
-                            let (key, wrapped) = self.generate(stream)?;
+                    let registers = matches!(new.event, Event::UserRegistered(_));
+                    let key = match (cache.get(&stream), stored.get(&stream)) {
+                        (Some(raw), _) if !registers => raw.sealer(),
+                        (None, Some(wrapped)) if !registers => {
+                            let raw = self
+                                .unwrap_raw(stream, wrapped)
+                                .ok_or_else(|| wrong_master_key(user))?;
+                            let key = raw.sealer();
+                            cache.insert(stream, raw);
+                            key
+                        }
+                        // A registration, or a user registered before sealing began.
+                        _ => {
+                            let (raw, wrapped) = self.generate_raw(stream, &mut entropy)?;
                             let email_index = match &new.event {
                                 Event::UserRegistered(registered) => {
                                     Some(self.email_index(&registered.email))
@@ -190,54 +267,65 @@ impl Shredder {
                                 email_index,
                                 wrapped,
                             });
+                            let key = raw.sealer();
+                            batch.fresh.push((stream, raw));
                             key
                         }
-                        (_, Some(wrapped)) => self
-                            .unwrap(stream, wrapped)
-                            .ok_or_else(|| wrong_master_key(user))?,
                     };
                     vacant.insert(key)
                 }
             };
-            batch.columns.push(seal(new, key)?);
+            batch.columns.push(seal(new, key, &mut entropy)?);
             if matches!(new.event, Event::UserErased(_)) {
                 batch.erased.push(stream);
+                cache.remove(&stream);
             }
         }
         Ok(batch)
     }
 
-    /// Opens a page of rows read from the store, given the wrapped keys it holds for their
-    /// streams ([`sealed_streams`]): a stream with no key was erased.
+    /// Opens a page of rows read from the store, given the wrapped keys it holds for those of
+    /// their streams not cached here ([`sealed_streams`], [`Shredder::uncached`]): a stream
+    /// with neither was erased.
     pub fn open_rows(
         &self,
         rows: Vec<StoredColumns>,
         stored: &HashMap<uuid::Uuid, Vec<u8>>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut keys: HashMap<uuid::Uuid, DataKey> = HashMap::new();
+        let mut cache = self.cache();
         rows.into_iter()
             .map(|mut row| {
                 if !has_sealed(&row) {
+                    if row.event_type == Event::USER_ERASED {
+                        cache.remove(&row.stream_id);
+                    }
                     return RecordedEvent::from_columns(row);
                 }
                 let stream = row.stream_id;
-                let opening = match stored.get(&stream) {
-                    None => Opening::Erased,
-                    Some(wrapped) => Opening::Key(match keys.entry(stream) {
-                        Entry::Occupied(known) => known.into_mut(),
-                        Entry::Vacant(vacant) => vacant.insert(
-                            self.unwrap(stream, wrapped)
-                                .ok_or_else(|| wrong_master_key(UserId::from(stream)))?,
-                        ),
-                    }),
+                let key = match (cache.get(&stream), stored.get(&stream)) {
+                    (Some(raw), _) => Some(raw.sealer()),
+                    (None, Some(wrapped)) => {
+                        let raw = self
+                            .unwrap_raw(stream, wrapped)
+                            .ok_or_else(|| wrong_master_key(UserId::from(stream)))?;
+                        let key = raw.sealer();
+                        cache.insert(stream, raw);
+                        Some(key)
+                    }
+                    (None, None) => None,
                 };
-                let redaction = open(&mut row, opening)?;
+                let redaction = match &key {
+                    Some(key) => open(&mut row, Opening::Key(key))?,
+                    None => open(&mut row, Opening::Erased)?,
+                };
+                if row.event_type == Event::USER_ERASED {
+                    cache.remove(&stream);
+                }
                 RecordedEvent::from_opened(row, redaction)
             })
             .collect()
     }
 }
-
 /// Opens rows for a reader without the master key: every personal field reads `<sealed>`.
 pub fn open_rows_sealed(rows: Vec<StoredColumns>) -> Result<Vec<RecordedEvent>, StoreError> {
     rows.into_iter()
@@ -273,6 +361,32 @@ pub fn sealed_streams(rows: &[StoredColumns]) -> Vec<uuid::Uuid> {
     streams
 }
 
+/// Random bytes from the OS, drawn a few kilobytes at a time: a batch of registrations needs
+/// 56 bytes per key and 24 per sealed value, and one system call per value cost a third of the
+/// embedded store's sign-up rate. Wiped when dropped (it holds keys before they are used).
+#[derive(Default)]
+struct Entropy {
+    pool: Zeroizing<Vec<u8>>,
+    at: usize,
+}
+
+impl Entropy {
+    const REFILL: usize = 4096;
+
+    /// `N` fresh bytes, never handed out before.
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        if self.pool.len() < self.at + N {
+            self.pool.resize(Self::REFILL.max(N), 0);
+            getrandom::fill(&mut self.pool).map_err(StoreError::unavailable)?;
+            self.at = 0;
+        }
+        let mut bytes = [0u8; N];
+        bytes.copy_from_slice(&self.pool[self.at..self.at + N]);
+        self.at += N;
+        Ok(bytes)
+    }
+}
+
 /// How a row's sealed values can be opened.
 enum Opening<'a> {
     Key(&'a DataKey),
@@ -284,8 +398,33 @@ fn key_context(user: uuid::Uuid) -> Vec<u8> {
     format!("authlog personal key v1|{user}").into_bytes()
 }
 
+/// `authlog personal v1|<stream>|<version>|<field>`, built without the formatter: it is made
+/// for every value sealed or opened.
 fn field_context(stream: uuid::Uuid, version: i32, field: &str) -> Vec<u8> {
-    format!("authlog personal v1|{stream}|{version}|{field}").into_bytes()
+    const PREFIX: &[u8] = b"authlog personal v1|";
+    let mut context = Vec::with_capacity(PREFIX.len() + 36 + 12 + field.len() + 2);
+    context.extend_from_slice(PREFIX);
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    context.extend_from_slice(stream.hyphenated().encode_lower(&mut id).as_bytes());
+    context.push(b'|');
+    let mut digits = [0u8; 11];
+    let mut at = digits.len();
+    let (negative, mut rest) = (version < 0, version.unsigned_abs());
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if negative {
+        context.push(b'-');
+    }
+    context.extend_from_slice(&digits[at..]);
+    context.push(b'|');
+    context.extend_from_slice(field.as_bytes());
+    context
 }
 
 /// An append by a store opened without the master key (as the auditors' commands open it).
@@ -317,13 +456,17 @@ fn clear(new: &NewEvent) -> SealedColumns {
     }
 }
 
-fn seal(new: &NewEvent, key: &DataKey) -> Result<SealedColumns, StoreError> {
+fn seal(new: &NewEvent, key: &DataKey, entropy: &mut Entropy) -> Result<SealedColumns, StoreError> {
     let mut columns = clear(new);
     let (stream, version) = (columns.stream_id, columns.stream_version);
-    let seal_bytes = |plain: &[u8], field: &str| -> Result<Value, StoreError> {
+    let mut seal_bytes = |plain: &[u8], field: &str| -> Result<Value, StoreError> {
         let sealed = key
             .0
-            .seal(plain, &field_context(stream, version, field))
+            .seal_with(
+                entropy.take()?,
+                plain,
+                &field_context(stream, version, field),
+            )
             .map_err(StoreError::unavailable)?;
         Ok(Value::String(URL_SAFE_NO_PAD.encode(sealed)))
     };
@@ -367,19 +510,19 @@ fn open(row: &mut StoredColumns, opening: Opening<'_>) -> Result<Option<Redactio
         position,
         source: DecodeError::Sealed(field),
     };
-    let open_bytes = |value: &Value, field: &'static str| -> Result<Vec<u8>, StoreError> {
-        let Opening::Key(key) = opening else {
-            return Err(corrupt(field));
+    let open_bytes =
+        |value: &Value, field: &'static str| -> Result<Zeroizing<Vec<u8>>, StoreError> {
+            let Opening::Key(key) = opening else {
+                return Err(corrupt(field));
+            };
+            let sealed = value
+                .as_str()
+                .and_then(|text| URL_SAFE_NO_PAD.decode(text).ok())
+                .ok_or_else(|| corrupt(field))?;
+            key.0
+                .open(&sealed, &field_context(stream, version, field))
+                .ok_or_else(|| corrupt(field))
         };
-        let sealed = value
-            .as_str()
-            .and_then(|text| URL_SAFE_NO_PAD.decode(text).ok())
-            .ok_or_else(|| corrupt(field))?;
-        key.0
-            .open(&sealed, &field_context(stream, version, field))
-            .map(|plain| plain.to_vec())
-            .ok_or_else(|| corrupt(field))
-    };
     let redaction = match opening {
         Opening::Key(_) => None,
         Opening::Erased => Some(Redaction::Erased),
@@ -388,10 +531,13 @@ fn open(row: &mut StoredColumns, opening: Opening<'_>) -> Result<Option<Redactio
     let mut redacted = false;
     if let Value::Object(payload) = &mut row.payload {
         for field in PERSONAL_FIELDS {
-            let Some(Value::Object(sealed)) = payload.get(field) else {
+            let Some(value) = payload.get_mut(field) else {
                 continue;
             };
-            let value = match redaction {
+            let Value::Object(sealed) = &*value else {
+                continue;
+            };
+            let opened = match redaction {
                 Some(redaction) => {
                     redacted = true;
                     Value::String(redaction.placeholder().to_owned())
@@ -399,10 +545,11 @@ fn open(row: &mut StoredColumns, opening: Opening<'_>) -> Result<Option<Redactio
                 None => {
                     let text = sealed.get(SEALED).ok_or_else(|| corrupt(field))?;
                     let plain = open_bytes(text, field)?;
-                    Value::String(String::from_utf8(plain).map_err(|_| corrupt(field))?)
+                    let text = std::str::from_utf8(&plain).map_err(|_| corrupt(field))?;
+                    Value::String(text.to_owned())
                 }
             };
-            payload.insert(field.to_owned(), value);
+            *value = opened;
         }
     }
     if let Value::Object(metadata) = &mut row.metadata
@@ -419,9 +566,8 @@ fn open(row: &mut StoredColumns, opening: Opening<'_>) -> Result<Option<Redactio
             }
             None => {
                 let plain = open_bytes(&sealed, "metadata")?;
-                let Ok(Value::Object(personal)) = serde_json::from_slice::<Value>(&plain) else {
-                    return Err(corrupt("metadata"));
-                };
+                let personal: Map<String, Value> =
+                    serde_json::from_slice(&plain).map_err(|_| corrupt("metadata"))?;
                 metadata.extend(personal);
             }
         }
@@ -496,8 +642,8 @@ mod tests {
         assert_eq!(opened[0].metadata, events[0].metadata);
         assert_eq!(opened[1].metadata, events[1].metadata);
 
-        // Erased: the key is gone.
-        let erased = shredder
+        // Erased: the key is gone (read by another process, which has cached nothing).
+        let erased = Shredder::new(&master("a"))
             .open_rows(rows.clone(), &HashMap::new())
             .expect("reads");
         assert!(matches!(&erased[0].event, Event::Redacted(r) if r.why == Redaction::Erased));
@@ -515,6 +661,39 @@ mod tests {
             other.open_rows(rows, &keys),
             Err(StoreError::Misconfigured(_))
         ));
+    }
+
+    #[test]
+    fn a_cached_key_is_forgotten_when_its_erasure_is_sealed_or_read() {
+        let writer = Shredder::new(&master("a"));
+        let user = UserId::new();
+        let first = writer
+            .seal_batch(&[registration(user)], &HashMap::new())
+            .expect("sealed");
+        let (mut rows, keys) = stored(&first);
+        writer.committed(first);
+        assert!(writer.uncached(vec![user.as_uuid()]).is_empty(), "cached");
+        let erase = NewEvent {
+            stream_version: 2,
+            event: Event::UserErased(UserErased { user_id: user }),
+            metadata: EventMetadata::by("test"),
+        };
+        let erasure = writer
+            .seal_batch(std::slice::from_ref(&erase), &keys)
+            .expect("sealed");
+        assert_eq!(writer.uncached(vec![user.as_uuid()]), vec![user.as_uuid()]);
+
+        // A reader that cached the key while the user lived forgets it on reading UserErased.
+        let reader = Shredder::new(&master("a"));
+        reader.open_rows(rows.clone(), &keys).expect("opens");
+        assert!(reader.uncached(vec![user.as_uuid()]).is_empty());
+        rows.push(erasure.columns[0].at(2, Utc::now()));
+        reader
+            .open_rows(rows.split_off(1), &HashMap::new())
+            .expect("reads");
+        assert_eq!(reader.uncached(vec![user.as_uuid()]), vec![user.as_uuid()]);
+        let again = reader.open_rows(rows, &HashMap::new()).expect("reads");
+        assert!(matches!(&again[0].event, Event::Redacted(r) if r.why == Redaction::Erased));
     }
 
     #[test]
@@ -553,6 +732,17 @@ mod tests {
         let batch = shredder.seal_batch(&[erase], &keys).expect("sealed");
         assert!(batch.new_keys.is_empty(), "the stored key is used");
         assert_eq!(batch.erased, vec![user.as_uuid()]);
+    }
+
+    #[test]
+    fn the_field_context_reads_as_documented() {
+        let stream = uuid::Uuid::parse_str("5f1c0e9a-0000-4000-8000-00000000000a").expect("uuid");
+        for (version, text) in [(1, "1"), (120, "120"), (i32::MAX, "2147483647"), (-3, "-3")] {
+            assert_eq!(
+                String::from_utf8(field_context(stream, version, "email")).expect("utf-8"),
+                format!("authlog personal v1|5f1c0e9a-0000-4000-8000-00000000000a|{text}|email")
+            );
+        }
     }
 
     #[test]

@@ -285,8 +285,8 @@ impl PostgresEventStore {
         let transaction = client.transaction().await.map_err(map_error)?;
         // Sealed before the lock, which then covers only linking and writing. A key erased
         // meanwhile cannot be used: its UserErased took the stream version this append needs.
-        let stored = stored_keys(&transaction, keys_needed(&events)).await?;
-        let sealed = shredder.seal_batch(&events, &stored)?;
+        let stored = stored_keys(&transaction, shredder.uncached(keys_needed(&events))).await?;
+        let mut sealed = shredder.seal_batch(&events, &stored)?;
         transaction
             .execute(LOCK_SQL, &[&APPEND_LOCK])
             .await
@@ -319,8 +319,10 @@ impl PostgresEventStore {
         let mut metadata = Vec::with_capacity(count);
         let mut prev_hashes = Vec::with_capacity(count);
         let mut hashes = Vec::with_capacity(count);
-        for ((columns, position), (prev_hash, hash)) in
-            sealed.columns.into_iter().zip(last + 1..).zip(links)
+        for ((columns, position), (prev_hash, hash)) in std::mem::take(&mut sealed.columns)
+            .into_iter()
+            .zip(last + 1..)
+            .zip(links)
         {
             positions.push(position);
             stream_ids.push(columns.stream_id);
@@ -381,6 +383,7 @@ impl PostgresEventStore {
         write_sessions(&transaction, sessions).await?;
         // The batch commits whole or not at all; the advisory lock is released with it.
         transaction.commit().await.map_err(map_error)?;
+        shredder.committed(sealed);
         Ok(events
             .into_iter()
             .zip(positions)
@@ -526,7 +529,7 @@ impl PostgresEventStore {
         let Some(shredder) = &self.personal else {
             return personal::open_rows_sealed(rows);
         };
-        let streams = sealed_streams(&rows);
+        let streams = shredder.uncached(sealed_streams(&rows));
         let keys = if streams.is_empty() {
             HashMap::new()
         } else {

@@ -297,11 +297,14 @@ impl EventStore for SqliteEventStore {
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
         let personal = self.personal.clone();
         Box::pin(self.call(move |connection| {
-            let rows = read_rows(connection, after, limit, false)?
+            // One read transaction for the page and its keys: one snapshot, and SQLite takes
+            // its file lock once rather than for every key looked up.
+            let transaction = connection.transaction().map_err(map_error)?;
+            let rows = read_rows(&transaction, after, limit, false)?
                 .into_iter()
                 .map(|row| row.columns)
                 .collect();
-            open_rows(connection, rows, personal.as_deref())
+            open_rows(&transaction, rows, personal.as_deref())
         }))
     }
 
@@ -530,7 +533,7 @@ fn append_batch(
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_error)?;
-    let stored = stored_keys(&transaction, keys_needed(&events))?;
+    let stored = stored_keys(&transaction, shredder.uncached(keys_needed(&events)))?;
     let sealed = shredder.seal_batch(&events, &stored)?;
     let (last, head, latest): (i64, Option<String>, Option<String>) = transaction
         .query_row(HEAD_SQL, [], |row| {
@@ -601,7 +604,9 @@ fn append_batch(
     write_sessions(&transaction, sessions)?;
     // On any error above, dropping the transaction rolls it back.
     transaction.commit().map_err(map_error)?;
-    if !sealed.erased.is_empty() {
+    let erased = !sealed.erased.is_empty();
+    shredder.committed(sealed);
+    if erased {
         // The erased keys' rows were zeroed in the database file (secure_delete), but the WAL
         // still holds the pages they were written in: checkpoint it into the file and
         // truncate it. Best effort: a reader in another process can hold the WAL for now, and
@@ -647,7 +652,7 @@ fn open_rows(
     match personal {
         None => personal::open_rows_sealed(rows),
         Some(shredder) => {
-            let keys = stored_keys(connection, sealed_streams(&rows))?;
+            let keys = stored_keys(connection, shredder.uncached(sealed_streams(&rows)))?;
             shredder.open_rows(rows, &keys)
         }
     }

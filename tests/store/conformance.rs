@@ -41,6 +41,12 @@ trait Backend: Sized {
     async fn rewrite_history(&self) -> Vec<(&'static str, Option<String>)>;
 }
 
+/// These tests are about what the stores guarantee, not how fast: a store call may take its
+/// time. The large batch seals about 2,400 values and opens as many; unoptimised (the test
+/// profile), XChaCha20-Poly1305 takes about a millisecond a value, so on a loaded machine that
+/// batch outlasts the service's 5-second bound.
+const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 struct Postgres {
     db: TestDatabase,
     store: Option<Arc<dyn EventStore>>,
@@ -48,7 +54,8 @@ struct Postgres {
 
 impl Postgres {
     async fn connect(db: &TestDatabase) -> Arc<dyn EventStore> {
-        let settings = PostgresSettings::new(SecretString::from(db.url()));
+        let mut settings = PostgresSettings::new(SecretString::from(db.url()));
+        settings.timeout = STORE_TIMEOUT;
         let store = PostgresEventStore::connect(&settings)
             .expect("valid settings")
             .with_personal_data(crate::common::shredder());
@@ -107,7 +114,10 @@ struct Sqlite {
 
 impl Sqlite {
     fn settings(&self) -> SqliteSettings {
-        SqliteSettings::in_dir(self.dir.path())
+        SqliteSettings {
+            timeout: STORE_TIMEOUT,
+            ..SqliteSettings::in_dir(self.dir.path())
+        }
     }
 
     fn path(&self) -> PathBuf {
