@@ -11,8 +11,8 @@
 
 use std::fmt;
 
-use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{Aead, AeadInOut, Payload};
+use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -165,6 +165,22 @@ impl Sealer {
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&ciphertext);
         Ok(sealed)
+    }
+
+    /// [`Sealer::open`] without allocating: decrypts `sealed` where it lies and returns the
+    /// plaintext part of it (the caller wipes it when done).
+    pub fn open_in_place<'a>(&self, sealed: &'a mut [u8], context: &[u8]) -> Option<&'a [u8]> {
+        if sealed.len() < NONCE_BYTES + TAG_BYTES {
+            return None;
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_BYTES);
+        let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_BYTES);
+        let nonce = XNonce::try_from(&*nonce).ok()?;
+        let tag = Tag::try_from(&*tag).ok()?;
+        self.cipher
+            .decrypt_inout_detached(&nonce, context, ciphertext.into(), &tag)
+            .ok()?;
+        Some(ciphertext)
     }
 
     /// The plaintext, if `sealed` was sealed under this key with this `context` and not

@@ -33,6 +33,10 @@ use crate::vault::{MasterKey, Sealer, labels};
 pub const PERSONAL_FIELDS: [&str; 2] = ["email", "password_hash"];
 /// The metadata fields that hold personal data, sealed together.
 pub const PERSONAL_METADATA: [&str; 2] = ["client_ip", "user_agent"];
+/// Enough for any sealed value (the longest, a user agent of 256 bytes with its address, sealed
+/// and base64-decoded) without growing the buffer.
+const SEALED_CAPACITY: usize = 512;
+
 /// The key under which sealed values are stored.
 pub(crate) const SEALED: &str = "sealed";
 
@@ -401,8 +405,16 @@ fn key_context(user: uuid::Uuid) -> Vec<u8> {
 /// `authlog personal v1|<stream>|<version>|<field>`, built without the formatter: it is made
 /// for every value sealed or opened.
 fn field_context(stream: uuid::Uuid, version: i32, field: &str) -> Vec<u8> {
+    let mut context = Vec::with_capacity(CONTEXT_BYTES);
+    write_context(&mut context, stream, version, field);
+    context
+}
+
+/// Room for any field's context: the prefix, a UUID, an `i32` and the longest field name.
+const CONTEXT_BYTES: usize = 20 + 36 + 11 + 8 + 2;
+
+fn write_context(context: &mut Vec<u8>, stream: uuid::Uuid, version: i32, field: &str) {
     const PREFIX: &[u8] = b"authlog personal v1|";
-    let mut context = Vec::with_capacity(PREFIX.len() + 36 + 12 + field.len() + 2);
     context.extend_from_slice(PREFIX);
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     context.extend_from_slice(stream.hyphenated().encode_lower(&mut id).as_bytes());
@@ -424,7 +436,6 @@ fn field_context(stream: uuid::Uuid, version: i32, field: &str) -> Vec<u8> {
     context.extend_from_slice(&digits[at..]);
     context.push(b'|');
     context.extend_from_slice(field.as_bytes());
-    context
 }
 
 /// An append by a store opened without the master key (as the auditors' commands open it).
@@ -510,19 +521,26 @@ fn open(row: &mut StoredColumns, opening: Opening<'_>) -> Result<Option<Redactio
         position,
         source: DecodeError::Sealed(field),
     };
-    let open_bytes =
-        |value: &Value, field: &'static str| -> Result<Zeroizing<Vec<u8>>, StoreError> {
-            let Opening::Key(key) = opening else {
-                return Err(corrupt(field));
-            };
-            let sealed = value
-                .as_str()
-                .and_then(|text| URL_SAFE_NO_PAD.decode(text).ok())
-                .ok_or_else(|| corrupt(field))?;
-            key.0
-                .open(&sealed, &field_context(stream, version, field))
-                .ok_or_else(|| corrupt(field))
-        };
+    // One buffer for every value of the row: base64-decoded, then decrypted where it lies.
+    let mut buffer = Zeroizing::new(Vec::with_capacity(SEALED_CAPACITY));
+    let mut context = Vec::with_capacity(CONTEXT_BYTES);
+    fn open_value<'b>(
+        key: &DataKey,
+        value: &Value,
+        (stream, version, field): (uuid::Uuid, i32, &str),
+        buffer: &'b mut Vec<u8>,
+        context: &mut Vec<u8>,
+    ) -> Option<&'b [u8]> {
+        buffer.clear();
+        URL_SAFE_NO_PAD.decode_vec(value.as_str()?, buffer).ok()?;
+        context.clear();
+        write_context(context, stream, version, field);
+        key.0.open_in_place(buffer, context)
+    }
+    let key = match opening {
+        Opening::Key(key) => Some(key),
+        Opening::Erased | Opening::Sealed => None,
+    };
     let redaction = match opening {
         Opening::Key(_) => None,
         Opening::Erased => Some(Redaction::Erased),
@@ -543,9 +561,20 @@ fn open(row: &mut StoredColumns, opening: Opening<'_>) -> Result<Option<Redactio
                     Value::String(redaction.placeholder().to_owned())
                 }
                 None => {
-                    let text = sealed.get(SEALED).ok_or_else(|| corrupt(field))?;
-                    let plain = open_bytes(text, field)?;
-                    let text = std::str::from_utf8(&plain).map_err(|_| corrupt(field))?;
+                    let plain = sealed
+                        .get(SEALED)
+                        .zip(key)
+                        .and_then(|(text, key)| {
+                            open_value(
+                                key,
+                                text,
+                                (stream, version, field),
+                                &mut buffer,
+                                &mut context,
+                            )
+                        })
+                        .ok_or_else(|| corrupt(field))?;
+                    let text = std::str::from_utf8(plain).map_err(|_| corrupt(field))?;
                     Value::String(text.to_owned())
                 }
             };
@@ -565,9 +594,19 @@ fn open(row: &mut StoredColumns, opening: Opening<'_>) -> Result<Option<Redactio
                 );
             }
             None => {
-                let plain = open_bytes(&sealed, "metadata")?;
+                let plain = key
+                    .and_then(|key| {
+                        open_value(
+                            key,
+                            &sealed,
+                            (stream, version, "metadata"),
+                            &mut buffer,
+                            &mut context,
+                        )
+                    })
+                    .ok_or_else(|| corrupt("metadata"))?;
                 let personal: Map<String, Value> =
-                    serde_json::from_slice(&plain).map_err(|_| corrupt("metadata"))?;
+                    serde_json::from_slice(plain).map_err(|_| corrupt("metadata"))?;
                 metadata.extend(personal);
             }
         }
