@@ -229,6 +229,20 @@ pub async fn retire(
     }
 }
 
+/// A change the registry refused, as the admin commands report it: the last admin, or a user
+/// erased meanwhile; anything else is an error.
+fn refused(error: RegistryError, email: &Email) -> anyhow::Result<Outcome> {
+    match error {
+        RegistryError::LastAdmin => Ok(Outcome::Refused(format!(
+            "{email} is the last admin: grant admin to someone else first"
+        ))),
+        RegistryError::UnknownUser => {
+            Ok(Outcome::Refused(format!("no user has the email {email}")))
+        }
+        error => Err(error.into()),
+    }
+}
+
 /// `authlog admin erase`: erases the user `email` names, as `DELETE /admin/users/{id}` does.
 pub async fn erase(
     store: Arc<dyn EventStore>,
@@ -257,13 +271,7 @@ pub async fn erase(
             )?;
             Ok(Outcome::Done)
         }
-        Err(RegistryError::LastAdmin) => Ok(Outcome::Refused(format!(
-            "{email} is the last admin: grant admin to someone else first"
-        ))),
-        Err(RegistryError::UnknownUser) => {
-            Ok(Outcome::Refused(format!("no user has the email {email}")))
-        }
-        Err(error) => Err(error.into()),
+        Err(error) => refused(error, email),
     }
 }
 
@@ -319,12 +327,6 @@ pub async fn change_role(
             )?;
             Ok(Outcome::Done)
         }
-        Err(RegistryError::LastAdmin) => Ok(Outcome::Refused(format!(
-            "{email} is the last admin: grant admin to someone else first"
-        ))),
-        Err(RegistryError::UnknownUser) => {
-            Ok(Outcome::Refused(format!("no user has the email {email}")))
-        }
-        Err(error) => Err(error.into()),
+        Err(error) => refused(error, email),
     }
 }

@@ -205,7 +205,8 @@ async fn erase_then_verify_sign_up_again_and_search_the_files(store: Store) {
         contains(&raw, &wrapped),
         "the search sees the stored key before the erasure"
     );
-    for secret in [ALICE, ALICE_AGENT] {
+    // Every client here is 127.0.0.1: no address is stored in clear, anyone's.
+    for secret in [ALICE, ALICE_AGENT, "127.0.0.1"] {
         assert!(!contains(&raw, secret.as_bytes()), "{secret} in clear");
     }
 
@@ -268,6 +269,7 @@ async fn erase_then_verify_sign_up_again_and_search_the_files(store: Store) {
     for (what, secret) in [
         ("email", ALICE.as_bytes()),
         ("user agent", ALICE_AGENT.as_bytes()),
+        ("address", b"127.0.0.1".as_slice()),
         ("wrapped key", wrapped.as_slice()),
     ] {
         assert!(
