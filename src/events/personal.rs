@@ -96,8 +96,7 @@ impl std::fmt::Debug for Shredder {
 }
 
 /// One user's data key, unwrapped.
-#[derive(Clone)]
-pub struct DataKey(Sealer);
+struct DataKey(Sealer);
 
 /// A data key made for a user, to store beside the log in the append that needs it first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,10 +168,15 @@ impl Shredder {
         users
     }
 
-    /// After `batch` has committed: its new keys are known. (Its erased users' keys were
-    /// forgotten when it was sealed: whether or not it commits, a later read finds out.)
+    /// After `batch` has committed: its new keys are known, and its erased users' forgotten.
+    /// (An append whose outcome is unknown is followed by a re-read of the log, whose
+    /// `UserErased` rows forget those keys if it did commit.)
     pub fn committed(&self, batch: SealedBatch) {
-        self.cache().extend(batch.fresh);
+        let mut cache = self.cache();
+        for user in &batch.erased {
+            cache.remove(user);
+        }
+        cache.extend(batch.fresh);
     }
 
     /// A shredder under a random master key: for the in-memory store, whose log dies with it.
@@ -188,19 +192,6 @@ impl Shredder {
     }
 
     /// A fresh data key for `user`, and the same wrapped for storage.
-    pub fn generate(&self, user: uuid::Uuid) -> Result<(DataKey, Vec<u8>), StoreError> {
-        self.generate_from(user, &mut Entropy::default())
-    }
-
-    fn generate_from(
-        &self,
-        user: uuid::Uuid,
-        entropy: &mut Entropy,
-    ) -> Result<(DataKey, Vec<u8>), StoreError> {
-        let (raw, wrapped) = self.generate_raw(user, entropy)?;
-        Ok((raw.sealer(), wrapped))
-    }
-
     fn generate_raw(
         &self,
         user: uuid::Uuid,
@@ -215,10 +206,6 @@ impl Shredder {
     }
 
     /// The data key wrapped in `wrapped`, if this master key wrapped it for `user`.
-    pub fn unwrap(&self, user: uuid::Uuid, wrapped: &[u8]) -> Option<DataKey> {
-        self.unwrap_raw(user, wrapped).map(|raw| raw.sealer())
-    }
-
     fn unwrap_raw(&self, user: uuid::Uuid, wrapped: &[u8]) -> Option<RawKey> {
         let raw = self.wrap.open(wrapped, &key_context(user))?;
         let key: [u8; 32] = raw.as_slice().try_into().ok()?;
@@ -282,7 +269,6 @@ impl Shredder {
             batch.columns.push(seal(new, key, &mut entropy)?);
             if matches!(new.event, Event::UserErased(_)) {
                 batch.erased.push(stream);
-                cache.remove(&stream);
             }
         }
         Ok(batch)
@@ -703,7 +689,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_key_is_forgotten_when_its_erasure_is_sealed_or_read() {
+    fn a_cached_key_is_forgotten_when_its_erasure_commits_or_is_read() {
         let writer = Shredder::new(&master("a"));
         let user = UserId::new();
         let first = writer
@@ -720,13 +706,19 @@ mod tests {
         let erasure = writer
             .seal_batch(std::slice::from_ref(&erase), &keys)
             .expect("sealed");
+        assert!(
+            writer.uncached(vec![user.as_uuid()]).is_empty(),
+            "kept until the erasure commits: a failed append leaves the key in the store"
+        );
+        let erased_row = erasure.columns[0].at(2, Utc::now());
+        writer.committed(erasure);
         assert_eq!(writer.uncached(vec![user.as_uuid()]), vec![user.as_uuid()]);
 
         // A reader that cached the key while the user lived forgets it on reading UserErased.
         let reader = Shredder::new(&master("a"));
         reader.open_rows(rows.clone(), &keys).expect("opens");
         assert!(reader.uncached(vec![user.as_uuid()]).is_empty());
-        rows.push(erasure.columns[0].at(2, Utc::now()));
+        rows.push(erased_row);
         reader
             .open_rows(rows.split_off(1), &HashMap::new())
             .expect("reads");
