@@ -14,7 +14,10 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{Email, UserId};
 use crate::events::chain::{self, Verifier};
-use crate::events::{Event, EventStore, RecordedEvent, StoreError, events_after};
+use crate::events::signed::{Checkpoint, Guard, RowSignatures, Trust, Why};
+use crate::events::{
+    Event, EventStore, RecordedEvent, StoreError, events_after, linked_after, rows_after,
+};
 use crate::state::State;
 use crate::throttle::{Subject, ThrottlePolicy};
 
@@ -66,6 +69,22 @@ pub enum VerifyOutcome {
     /// The chain is intact but does not contain the expected head: the log was rewritten or
     /// its tail removed since that head was recorded.
     ExpectedHeadMissing(String),
+    /// The chain is intact, but a row is not covered by a valid log signature: someone without
+    /// the log-signing key wrote it.
+    Unsigned(i64, String),
+    /// An anchored checkpoint is not in the log as it was: the tail was cut, or the log was
+    /// rewritten (even with a recomputed chain), or the checkpoint itself is not genuine.
+    CheckpointMissing(String),
+}
+
+/// What `verify` checks beyond the chain: whose signatures to accept, and the checkpoints the
+/// log must still contain.
+#[derive(Debug, Default)]
+pub struct Anchors {
+    /// The log-signing keys (from `--public-key`, or the master key); `None`: signatures are
+    /// not checked.
+    pub trust: Option<Trust>,
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 /// `authlog verify [--expect HASH@POSITION]`: recomputes the chain and reports. The caller exits
@@ -75,8 +94,51 @@ pub async fn verify(
     expected: Option<&ExpectedHead>,
     out: &mut impl Write,
 ) -> Result<VerifyOutcome, AuditError> {
-    // Verify up to the end, remembering the hash at the expected position on the way.
-    let verifier = chain::verify(store).await?;
+    verify_anchored(store, expected, Anchors::default(), out).await
+}
+
+/// [`verify`], also checking every row is covered by a signature of the trusted keys, and that
+/// the log holds every checkpoint unchanged.
+pub async fn verify_anchored(
+    store: &dyn EventStore,
+    expected: Option<&ExpectedHead>,
+    anchors: Anchors,
+    out: &mut impl Write,
+) -> Result<VerifyOutcome, AuditError> {
+    let started = std::time::Instant::now();
+    let wanted: std::collections::HashSet<i64> =
+        anchors.checkpoints.iter().map(|c| c.position).collect();
+    let mut found: BTreeMap<i64, String> = BTreeMap::new();
+    let mut verifier = Verifier::default();
+    let mut signatures = anchors.trust.map(RowSignatures::new);
+    let mut unsigned = None;
+    let walked = rows_after(store, 0)
+        .for_each(|row| {
+            if !verifier.check(&row) {
+                return ControlFlow::Break(());
+            }
+            if let Some(signatures) = signatures.as_mut()
+                && let Err(untrusted) = signatures.check(&row)
+            {
+                unsigned = Some(untrusted);
+                return ControlFlow::Break(());
+            }
+            if wanted.contains(&row.columns.position)
+                && let Some(hash) = &row.hash
+            {
+                found.insert(row.columns.position, hash.clone());
+            }
+            ControlFlow::Continue(())
+        })
+        .await;
+    match walked {
+        Ok(_) => {}
+        Err(StoreError::Corrupt { position, .. }) => {
+            verifier.broken = Some((position, chain::Break::Unreadable));
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let elapsed = started.elapsed().as_secs_f64();
     let Verifier {
         count,
         head_position,
@@ -90,6 +152,80 @@ pub async fn verify(
         writeln!(out, "BROKEN at position {position}: {why}")?;
         return Ok(VerifyOutcome::Broken(*position, why.to_string()));
     }
+    let Some(signatures) = signatures else {
+        writeln!(
+            out,
+            "signatures: not checked (give --public-key, or the master key)"
+        )?;
+        if !anchors.checkpoints.is_empty() {
+            let message = "checkpoints need the log's public key to be checked".to_owned();
+            writeln!(out, "CHECKPOINTS NOT CHECKED: {message}")?;
+            return Ok(VerifyOutcome::CheckpointMissing(message));
+        }
+        return finish_expected(store, expected, out).await;
+    };
+    let unsigned = unsigned.or_else(|| signatures.finish().err());
+    if let Some(untrusted) = unsigned {
+        let why = if signatures.checked() == 0 && untrusted.why == Why::Unsigned {
+            "the log carries no signature (written before signing, or its signatures were \
+             removed)"
+                .to_owned()
+        } else {
+            untrusted.why.to_string()
+        };
+        writeln!(out, "UNSIGNED at position {}: {why}", untrusted.position)?;
+        return Ok(VerifyOutcome::Unsigned(untrusted.position, why));
+    }
+    writeln!(
+        out,
+        "signatures: {} checked, all valid ({:.0}/s); log-signing key generation {}",
+        signatures.checked(),
+        signatures.checked() as f64 / elapsed.max(1e-9),
+        signatures.generation()
+    )?;
+    for checkpoint in &anchors.checkpoints {
+        let at = checkpoint.position;
+        let problem = if !signatures.trust().verifies_checkpoint(checkpoint) {
+            Some(format!(
+                "the checkpoint of position {at} is not signed by a trusted log key"
+            ))
+        } else if at > *head_position {
+            Some(format!(
+                "the log ends at position {head_position}, before the checkpoint of position \
+                 {at}: its tail was removed"
+            ))
+        } else {
+            match found.get(&at) {
+                Some(hash) if *hash == checkpoint.hash => None,
+                Some(hash) => Some(format!(
+                    "position {at} has hash {hash}, not the checkpoint's {}: the log was \
+                     rewritten",
+                    checkpoint.hash
+                )),
+                None => Some(format!("the log has no event at position {at} any more")),
+            }
+        };
+        if let Some(message) = problem {
+            writeln!(out, "CHECKPOINT MISSING: {message}")?;
+            return Ok(VerifyOutcome::CheckpointMissing(message));
+        }
+    }
+    if !anchors.checkpoints.is_empty() {
+        writeln!(
+            out,
+            "checkpoints: {} anchored, all present and unchanged",
+            anchors.checkpoints.len()
+        )?;
+    }
+    finish_expected(store, expected, out).await
+}
+
+/// The end of `verify`: the expected head, if one was given, then the verdict.
+async fn finish_expected(
+    store: &dyn EventStore,
+    expected: Option<&ExpectedHead>,
+    out: &mut impl Write,
+) -> Result<VerifyOutcome, AuditError> {
     if let Some(ExpectedHead { hash, position }) = expected {
         let (hash, position) = (hash.clone(), *position);
         let found = hash_at(store, position).await?;
@@ -276,6 +412,12 @@ fn details(event: &RecordedEvent) -> String {
         Event::SigningKeyRetired(retired) => {
             format!("key={} {}", retired.key_id, origin(event))
         }
+        Event::LogKeyRotated(rotated) => format!(
+            "generation={} public_key={} {}",
+            rotated.generation,
+            rotated.public_key,
+            origin(event)
+        ),
         Event::UserRegistered(registered) => format!(
             "email={} password={} from={}",
             registered.email,
@@ -382,41 +524,109 @@ pub enum ReplayPoint {
     Position(i64),
 }
 
+/// What `replay` has folded so far.
+struct Replayed {
+    state: State,
+    selector: Option<UserSelector>,
+    history: Vec<RecordedEvent>,
+    last_time: Option<DateTime<Utc>>,
+}
+
+impl Replayed {
+    /// Applies `event` if it is before `point`; breaks once the log is past it.
+    fn take(&mut self, event: RecordedEvent, point: ReplayPoint) -> ControlFlow<()> {
+        // By time, every event recorded up to `at`, as `events --until` lists them. Appends
+        // take their time under the log's lock, so times never go backwards; in logs written
+        // before they did, two writers' times could, by milliseconds. So later events are
+        // skipped rather than ending the replay, until a minute past `at`.
+        match point {
+            ReplayPoint::At(at) if event.recorded_at > at + TIME_SKEW => {
+                return ControlFlow::Break(());
+            }
+            ReplayPoint::At(at) if event.recorded_at > at => return ControlFlow::Continue(()),
+            ReplayPoint::Position(to) if event.position > to => return ControlFlow::Break(()),
+            _ => {}
+        }
+        self.last_time = Some(event.recorded_at);
+        self.state.apply(&event);
+        if self.selector.as_mut().is_some_and(|s| s.matches(&event)) {
+            self.history.push(event);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// `authlog replay`: the state as of a moment, from the same `apply` code the service uses,
 /// and, for `--user`, that user's history and whether they could log in then.
+///
+/// With `trust`, only rows a log signature of those keys covers are applied: the replay stops
+/// before the first that is not, and says so.
 pub async fn replay(
     store: &dyn EventStore,
     point: ReplayPoint,
     user: Option<&str>,
     policy: ThrottlePolicy,
+    trust: Option<Trust>,
     out: &mut impl Write,
 ) -> Result<(), AuditError> {
-    let mut state = State::new(policy);
-    let mut selector = user.map(UserSelector::parse);
-    let mut history = Vec::new();
-    let mut last_time = None;
-    events_after(store, 0)
-        .for_each(|event| {
-            // By time, every event recorded up to `at`, as `events --until` lists them. Appends
-            // take their time under the log's lock, so times never go backwards; in logs
-            // written before they did, two writers' times could, by milliseconds. So later
-            // events are skipped rather than ending the replay, until a minute past `at`.
-            match point {
-                ReplayPoint::At(at) if event.recorded_at > at + TIME_SKEW => {
+    let mut replayed = Replayed {
+        state: State::new(policy),
+        selector: user.map(UserSelector::parse),
+        history: Vec::new(),
+        last_time: None,
+    };
+    let mut guard = Guard::new(trust, store.first_signed().await?);
+    let mut refused = None;
+    let mut reached = false;
+    linked_after(store, 0)
+        .for_each(|row| {
+            let released = match guard.push(row) {
+                Ok(released) => released,
+                Err(untrusted) => {
+                    refused = Some(untrusted);
                     return ControlFlow::Break(());
                 }
-                ReplayPoint::At(at) if event.recorded_at > at => return ControlFlow::Continue(()),
-                ReplayPoint::Position(to) if event.position > to => return ControlFlow::Break(()),
-                _ => {}
-            }
-            last_time = Some(event.recorded_at);
-            state.apply(&event);
-            if selector.as_mut().is_some_and(|s| s.matches(&event)) {
-                history.push(event);
+            };
+            for event in released {
+                if replayed.take(event, point).is_break() {
+                    reached = true;
+                    return ControlFlow::Break(());
+                }
             }
             ControlFlow::Continue(())
         })
         .await?;
+    if !reached && refused.is_none() {
+        match guard.finish_read() {
+            Ok(released) => {
+                for event in released {
+                    if replayed.take(event, point).is_break() {
+                        break;
+                    }
+                }
+            }
+            Err(untrusted) => refused = Some(untrusted),
+        }
+    }
+    let Replayed {
+        state,
+        history,
+        last_time,
+        ..
+    } = replayed;
+    if let Some(untrusted) = refused {
+        writeln!(
+            out,
+            "REFUSED: {untrusted}; the replay stops at position {}",
+            state.position()
+        )?;
+    }
+    if !guard.checks() {
+        writeln!(
+            out,
+            "signatures: not checked (give --public-key, or the master key)"
+        )?;
+    }
     let now = match point {
         ReplayPoint::At(at) => at,
         ReplayPoint::Position(_) => last_time.unwrap_or_else(Utc::now),

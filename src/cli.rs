@@ -81,6 +81,40 @@ pub enum CliCommand {
     Keys(KeysArgs),
     /// Users' roles: make the first admin, or take a role away.
     Admin(AdminArgs),
+    /// Write a signed checkpoint of the log's head now (docs/auditing.md).
+    Checkpoint(CheckpointArgs),
+    /// The log-signing key: print its public half, or rotate it.
+    LogKey(LogKeyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Append it to this file (flushed to disk) instead of printing it.
+    #[arg(long)]
+    pub to: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogKeyArgs {
+    #[command(subcommand)]
+    pub command: LogKeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogKeyCommand {
+    /// Print every log-signing public key (generation 1 first) for auditors to pin.
+    Show(LogKeyShowArgs),
+    /// Sign the log with the next generation's key from the next append on; the rotation is
+    /// itself signed by the current key.
+    Rotate(LogKeyShowArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogKeyShowArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -368,6 +402,10 @@ pub struct ReplayArgs {
     /// Show this user's history and whether they could log in then: an email or a user id.
     #[arg(long)]
     pub user: Option<String>,
+    /// Apply only rows a signature of this log-signing public key covers (as for `verify`)
+    /// [default: derived from the master key, if available].
+    #[arg(long, value_parser = parse_public_key)]
+    pub public_key: Option<PublicKey>,
     /// The login throttling rules to judge by: the service's, from the same settings.
     #[command(flatten)]
     pub throttle: LoginThrottleArgs,
@@ -390,6 +428,23 @@ pub struct VerifyArgs {
     /// (rewritten from scratch, or its tail removed).
     #[arg(long)]
     pub expect: Option<ExpectedHead>,
+    /// The log-signing public key (generation 1, base64url, as `authlog log-key show` and
+    /// /.well-known/authlog-log-keys.json give it): every row must be covered by a signature
+    /// of it, or of a key it vouched for [default: derived from the master key, if available].
+    #[arg(long, value_parser = parse_public_key)]
+    pub public_key: Option<PublicKey>,
+    /// A file of checkpoints (`AUTHLOG_CHECKPOINT_FILE`, or `authlog checkpoint --to`): the
+    /// log must contain every one, unchanged.
+    #[arg(long)]
+    pub checkpoints: Option<std::path::PathBuf>,
+}
+
+/// A log-signing public key given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(pub ed25519_dalek::VerifyingKey);
+
+fn parse_public_key(raw: &str) -> Result<PublicKey, String> {
+    crate::events::signed::parse_key(raw).map(PublicKey)
 }
 
 impl Cli {
@@ -448,6 +503,22 @@ pub struct ServeArgs {
           default_value_t = defaults::SHUTDOWN_TIMEOUT_SECONDS,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout_seconds: u64,
+    /// Where signed checkpoints of the log's head go (docs/auditing.md): a file, appended to
+    /// and flushed (put it where the database's owner cannot write), or `-` for standard
+    /// output [default: a log line].
+    #[arg(long, env = "AUTHLOG_CHECKPOINT_FILE")]
+    pub checkpoint_file: Option<String>,
+    /// A checkpoint after this many events since the last (0: not by count).
+    #[arg(
+        long,
+        env = "AUTHLOG_CHECKPOINT_EVERY_EVENTS",
+        default_value_t = 10_000
+    )]
+    pub checkpoint_every_events: u32,
+    /// A checkpoint after this many minutes, if the log moved (0: not by time). One is also
+    /// written at start-up and at shutdown.
+    #[arg(long, env = "AUTHLOG_CHECKPOINT_EVERY_MINUTES", default_value_t = 10)]
+    pub checkpoint_every_minutes: u32,
     /// PostgreSQL connections kept open (PostgreSQL only).
     #[arg(long, env = "AUTHLOG_DB_POOL_SIZE",
           default_value_t = PostgresSettings::DEFAULT_POOL_SIZE as u64,
@@ -596,6 +667,14 @@ impl ServeArgs {
         settings.bcrypt_cost = self.bcrypt_cost;
         settings.token_ttl = Duration::from_secs(self.token_ttl_minutes * 60);
         settings.shutdown_timeout = Duration::from_secs(self.shutdown_timeout_seconds);
+        settings.checkpoints = crate::checkpoint::CheckpointPolicy {
+            sink: self
+                .checkpoint_file
+                .as_deref()
+                .map_or(crate::checkpoint::Sink::Log, crate::checkpoint::Sink::parse),
+            every_events: i64::from(self.checkpoint_every_events),
+            every: Duration::from_secs(u64::from(self.checkpoint_every_minutes) * 60),
+        };
         settings.throttle = self
             .throttle
             .policy(self.signup_rate_per_minute, self.login_rate_per_minute);

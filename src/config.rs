@@ -152,6 +152,8 @@ pub struct Settings {
     pub sessions: SessionPolicy,
     /// The time session and token decisions read: the system's, or a settable one in tests.
     pub clock: Clock,
+    /// Where and how often signed checkpoints of the log's head are written.
+    pub checkpoints: crate::checkpoint::CheckpointPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +205,7 @@ impl Settings {
             max_connections_per_address: defaults::MAX_CONNECTIONS_PER_ADDRESS,
             sessions: SessionPolicy::DEFAULT,
             clock: Clock::system(),
+            checkpoints: crate::checkpoint::CheckpointPolicy::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Email, KeyId, PasswordHash, Role, SessionId, UserId};
 use crate::events::{
-    EndReason, Event, LockoutCleared, LoginFailed, LoginSucceeded, PasswordChanged,
+    EndReason, Event, LockoutCleared, LogKeyRotated, LoginFailed, LoginSucceeded, PasswordChanged,
     PasswordRehashed, RoleGranted, RoleRevoked, SessionEnded, SessionStarted, SigningKeyActivated,
     SigningKeyAdded, SigningKeyRetired, UserDisabled, UserEnabled, UserErased, UserRegistered,
 };
@@ -86,6 +86,9 @@ pub enum Command {
     /// An admin's (or an operator command's) change to one user. Idempotent: a change the log
     /// already shows is answered without an append.
     Administer { user_id: UserId, change: UserChange },
+    /// The log-signing key's next generation. Its stream version is the rotation's number
+    /// (generation 2 is the first), so of two instances rotating at once one conflicts.
+    RotateLogKey(LogKeyRotated),
 }
 
 /// What an admin changes about one user.
@@ -120,6 +123,9 @@ pub enum KeyChange {
     Activate(KeyId),
     /// Withdraws a pending or retiring key: tokens it signed stop verifying.
     Retire(KeyId),
+    /// Rotates the log-signing key ([`crate::events::signed`]): the registry names the next
+    /// generation and its public key, as [`Command::RotateLogKey`].
+    RotateLog,
 }
 
 /// What a command's caller hears once its events have committed.
@@ -497,6 +503,20 @@ impl<'a> BatchPlanner<'a> {
                 })
             }
             Command::Administer { user_id, change } => self.administer(*user_id, change),
+            // The registry turns it into a `RotateLogKey`, naming the generation.
+            Command::ChangeKeys(KeyChange::RotateLog) => Decision::Reject(Rejection::KeysChanged),
+            Command::RotateLogKey(rotated) => {
+                if self.keys_claimed {
+                    return Decision::Wait;
+                }
+                self.keys_claimed = true;
+                let version = i32::try_from(rotated.generation).unwrap_or(i32::MAX) - 1;
+                Decision::Append {
+                    events: vec![(version, Event::LogKeyRotated(rotated.clone()))],
+                    sessions: Vec::new(),
+                    answer: Committed::Keys,
+                }
+            }
         }
     }
 }

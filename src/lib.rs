@@ -32,6 +32,7 @@
 
 pub mod actors;
 pub mod audit;
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod commit;

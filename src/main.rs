@@ -6,11 +6,15 @@ use std::process::ExitCode;
 
 use std::io::Write as _;
 
-use authlog::audit::{self, EventFilter, ReplayPoint, VerifyOutcome};
+use anyhow::Context as _;
+use authlog::audit::{self, Anchors, EventFilter, ReplayPoint, VerifyOutcome};
+use authlog::checkpoint::Sink;
 use authlog::cli::{
-    AdminArgs, AdminCommand, Cli, CliCommand, EventsArgs, KeysArgs, KeysCommand, OutputFormat,
-    ReplayArgs, Secrets, ServeArgs, VerifyArgs,
+    AdminArgs, AdminCommand, CheckpointArgs, Cli, CliCommand, EventsArgs, KeysArgs, KeysCommand,
+    LogKeyArgs, LogKeyCommand, OutputFormat, PublicKey, ReplayArgs, Secrets, ServeArgs, VerifyArgs,
 };
+use authlog::events::EventStore;
+use authlog::events::signed::Trust;
 use authlog::operate::{self, Outcome};
 use authlog::startup::{Application, master_key, open_for_audit, open_store};
 use clap::Parser;
@@ -47,6 +51,8 @@ async fn main() -> ExitCode {
         CliCommand::Verify(args) => verify(args).await,
         CliCommand::Keys(args) => keys(args).await,
         CliCommand::Admin(args) => admin(args).await,
+        CliCommand::Checkpoint(args) => checkpoint(args).await,
+        CliCommand::LogKey(args) => log_key(args).await,
     };
     audit.unwrap_or_else(|error| {
         // An auditor's script reads this: a plain message, not a log line.
@@ -132,11 +138,57 @@ fn exit_status(outcome: Outcome) -> ExitCode {
     }
 }
 
+async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<ExitCode> {
+    let master = args.store.write_master_key()?;
+    let store = open_for_audit(&args.store.store_settings(), Some(&master)).await?;
+    let sink = args.to.map_or(Sink::Stdout, Sink::File);
+    let mut out = std::io::stdout().lock();
+    let outcome = operate::checkpoint(store, &sink, &mut out).await?;
+    out.flush()?;
+    Ok(exit_status(outcome))
+}
+
+async fn log_key(args: LogKeyArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let outcome = match args.command {
+        LogKeyCommand::Show(args) => {
+            let master = args.store.write_master_key()?;
+            let store = open_for_audit(&args.store.store_settings(), Some(&master)).await?;
+            operate::show_log_keys(store, &mut out).await?
+        }
+        LogKeyCommand::Rotate(args) => {
+            let master = args.store.write_master_key()?;
+            let (store, _) = open_store(&args.store.store_settings(), &master).await?;
+            operate::rotate_log_key(store, "authlog log-key rotate", &mut out).await?
+        }
+    };
+    out.flush()?;
+    Ok(exit_status(outcome))
+}
+
+/// Whose signatures an auditor's command accepts: `--public-key`, else the master key's.
+fn trust(public_key: Option<PublicKey>, store: &dyn EventStore) -> Option<Trust> {
+    match public_key {
+        Some(PublicKey(key)) => Some(Trust::public_key(key)),
+        None => store.log_signer().map(|signer| signer.trust()),
+    }
+}
+
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let master = args.store.audit_master_key()?;
     let store = open_for_audit(&args.store.store_settings(), master.as_ref()).await?;
+    let checkpoints = match &args.checkpoints {
+        Some(path) => authlog::checkpoint::read(path)
+            .with_context(|| format!("cannot read the checkpoints in {}", path.display()))?,
+        None => Vec::new(),
+    };
+    let anchors = Anchors {
+        trust: trust(args.public_key, store.as_ref()),
+        checkpoints,
+    };
     let mut out = std::io::stdout().lock();
-    let outcome = audit::verify(store.as_ref(), args.expect.as_ref(), &mut out).await?;
+    let outcome =
+        audit::verify_anchored(store.as_ref(), args.expect.as_ref(), anchors, &mut out).await?;
     out.flush()?;
     Ok(match outcome {
         VerifyOutcome::Intact => ExitCode::SUCCESS,
@@ -188,6 +240,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         point,
         args.user.as_deref(),
         args.policy(),
+        trust(args.public_key, store.as_ref()),
         &mut out,
     )
     .await?;

@@ -72,6 +72,12 @@ pub struct Metrics {
     pub tail_delay: Histogram,
     /// `authlog_tail_delay_max_seconds`: the longest such delay since start-up.
     pub tail_delay_max: Gauge,
+    /// `authlog_log_untrusted_position`: the position of a row this instance refuses to apply
+    /// (no log signature covers it, or it does not verify); 0 when there is none. Alert on
+    /// anything else.
+    pub log_untrusted_position: IntGauge,
+    /// `authlog_log_untrusted_rows_total`: refusals raised, once per position.
+    pub log_untrusted_rows: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -189,6 +195,16 @@ impl Metrics {
                 "Longest delay from another instance's append to applying it here",
             )
             .expect("valid metric"),
+            log_untrusted_position: IntGauge::new(
+                "log_untrusted_position",
+                "Position of a row refused for want of a valid log signature; 0 if none",
+            )
+            .expect("valid metric"),
+            log_untrusted_rows: IntCounter::new(
+                "log_untrusted_rows_total",
+                "Rows refused for want of a valid log signature, once per position",
+            )
+            .expect("valid metric"),
             registry,
         };
         metrics.register_all();
@@ -196,7 +212,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(self.http_requests.clone()),
             Box::new(self.http_duration.clone()),
             Box::new(self.bcrypt_duration.clone()),
@@ -216,6 +232,8 @@ impl Metrics {
             Box::new(self.log_listening.clone()),
             Box::new(self.tail_delay.clone()),
             Box::new(self.tail_delay_max.clone()),
+            Box::new(self.log_untrusted_position.clone()),
+            Box::new(self.log_untrusted_rows.clone()),
         ];
         for collector in collectors {
             // Names are fixed and distinct, so registering cannot collide.

@@ -1,5 +1,6 @@
 //! The operators' commands that change the log: the token signing keys (`authlog keys list`,
-//! `rotate` and `retire`) and users' roles (`authlog admin grant-role` and `revoke-role`).
+//! `rotate` and `retire`), users' roles (`authlog admin grant-role` and `revoke-role`), and
+//! the log-signing key (`authlog log-key`, `authlog checkpoint`).
 //!
 //! They change the log the way a server does: through a [`UserRegistry`] of
 //! their own, replayed from the log and started for the one command, so the change is decided
@@ -18,11 +19,14 @@ use crate::actors::{
     Administer, ChangeSigningKeys, KeyChange, RegistryError, UserChange, UserRegistry,
 };
 use crate::domain::{Email, KeyAlgorithm, KeyId, PasswordHash, Role};
+use crate::events::signed::encode_key;
 use crate::events::{EventMetadata, EventStore, events_after};
 use crate::hashing::PasswordHasher;
 use crate::jwt::TokenPolicy;
 use crate::keyring::{KeyRing, KeyState, KeysView};
 use crate::signing::{KeyVault, Keychain, KeychainError, SigningSettings};
+use crate::state::State;
+use crate::throttle::ThrottlePolicy;
 use crate::vault::MasterKey;
 
 /// What an operator's command did.
@@ -329,4 +333,99 @@ pub async fn change_role(
         }
         Err(error) => refused(error, email),
     }
+}
+
+/// `authlog log-key show`: every log-signing public key up to the one in force.
+pub async fn show_log_keys(
+    store: Arc<dyn EventStore>,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    let signer = store
+        .log_signer()
+        .ok_or_else(|| anyhow::anyhow!("the log-signing keys need the master key"))?;
+    let state = State::replay(store.as_ref(), ThrottlePolicy::default()).await?;
+    for generation in 1..=state.log_key_generation() {
+        writeln!(
+            out,
+            "generation {generation}: {}",
+            encode_key(&signer.public_key(generation))
+        )?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// `authlog log-key rotate`: the next generation signs from the next append on.
+pub async fn rotate_log_key(
+    store: Arc<dyn EventStore>,
+    actor: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    let signer = store
+        .log_signer()
+        .ok_or_else(|| anyhow::anyhow!("the log-signing keys need the master key"))?;
+    let registry = replayed(Arc::clone(&store)).await?.start();
+    let sent = registry
+        .send(ChangeSigningKeys {
+            change: KeyChange::RotateLog,
+            metadata: EventMetadata::by(actor),
+        })
+        .await?;
+    match sent {
+        Ok(()) => {
+            let state = State::replay(store.as_ref(), ThrottlePolicy::default()).await?;
+            let generation = state.log_key_generation();
+            writeln!(
+                out,
+                "the log is signed by generation {generation} from the next append on: {}",
+                encode_key(&signer.public_key(generation))
+            )?;
+            writeln!(
+                out,
+                "The rotation is signed by generation {}; auditors pinning generation 1 follow it.",
+                generation - 1
+            )?;
+            Ok(Outcome::Done)
+        }
+        Err(RegistryError::KeysChanged) => Ok(Outcome::Refused(
+            "another instance or command rotated the log key at the same moment".to_owned(),
+        )),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `authlog checkpoint`: replays the log (checking its signatures), then signs its head.
+pub async fn checkpoint(
+    store: Arc<dyn EventStore>,
+    sink: &crate::checkpoint::Sink,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    let signer = store
+        .log_signer()
+        .ok_or_else(|| anyhow::anyhow!("a checkpoint is signed with the master key's log key"))?;
+    let state = State::replay(store.as_ref(), ThrottlePolicy::default()).await?;
+    if let Some(untrusted) = state.untrusted() {
+        writeln!(
+            out,
+            "warning: {untrusted}; the checkpoint anchors the head before it"
+        )?;
+    }
+    if state.position() == 0 {
+        return Ok(Outcome::Refused("the log is empty".to_owned()));
+    }
+    let checkpoint = crate::checkpoint::make(
+        store.as_ref(),
+        &signer,
+        state.position(),
+        state.log_key_generation(),
+    )
+    .await?;
+    crate::checkpoint::write(sink, &checkpoint)?;
+    if *sink != crate::checkpoint::Sink::Stdout {
+        writeln!(
+            out,
+            "checkpoint of position {} ({}) written",
+            checkpoint.position, checkpoint.hash
+        )?;
+    }
+    Ok(Outcome::Done)
 }

@@ -318,10 +318,11 @@ impl Directory {
             // An event whose personal fields cannot be read: an erased user's, whose
             // `UserErased` follows, or any user's for a reader without the master key.
             Event::Redacted(_) => {}
-            // The signing keys' stream: the key ring's.
+            // The signing keys' stream: the key ring's; the log keys': the readers' guard's.
             Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)
-            | Event::SigningKeyRetired(_) => {}
+            | Event::SigningKeyRetired(_)
+            | Event::LogKeyRotated(_) => {}
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actix_web::dev::Server;
@@ -14,6 +15,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
 use crate::actors::{KeyRotator, LoadError, Readiness, RotateKeys, TokenActor, UserRegistry};
+use crate::checkpoint::Checkpointer;
 use crate::config::{
     JwtSecretSource, MasterKeySource, Settings, StoreSettings, available_cores, defaults,
 };
@@ -195,6 +197,11 @@ pub struct Application {
     tokens: Addr<TokenActor>,
     rotator: Addr<KeyRotator>,
     keychain: Arc<Keychain>,
+    /// Writes checkpoints every so often, and once more at shutdown.
+    checkpointer: Option<(
+        Arc<tokio::sync::Mutex<Checkpointer>>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Application {
@@ -320,7 +327,7 @@ impl Application {
             settings.token_algorithm,
         );
         let state = web::Data::new(AppState {
-            store,
+            store: Arc::clone(&store),
             registry: registry.clone(),
             view,
             hasher,
@@ -378,6 +385,25 @@ impl Application {
                 .map(tracing::field::display),
             "authlog listening on http://{address} with the event log in {store_name}"
         );
+        // Checkpoints of the log's head, by this instance's own key (the master key's).
+        let checkpointer = store.log_signer().map(|signer| {
+            let checkpointer = Arc::new(tokio::sync::Mutex::new(Checkpointer::new(
+                registry.clone(),
+                Arc::clone(&store),
+                signer,
+                settings.checkpoints.clone(),
+            )));
+            let ticking = Arc::clone(&checkpointer);
+            let task = tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(Duration::from_secs(1));
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    ticking.lock().await.tick(false).await;
+                }
+            });
+            (checkpointer, task)
+        });
         Ok(Self {
             address,
             server,
@@ -386,6 +412,7 @@ impl Application {
             tokens,
             rotator,
             keychain,
+            checkpointer,
         })
     }
 
@@ -419,6 +446,11 @@ impl Application {
     /// Serves until the server is stopped (SIGINT or SIGTERM, or the System shutting down).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        // The last checkpoint: the head as this instance leaves it.
+        if let Some((checkpointer, task)) = self.checkpointer {
+            task.abort();
+            checkpointer.lock().await.tick(true).await;
+        }
         drop(self.lock);
         served
     }

@@ -8,7 +8,8 @@
 
 use std::ops::ControlFlow;
 
-use crate::events::{EventStore, RecordedEvent, StoreError, events_after};
+use crate::events::signed::{Guard, Linked, Untrusted};
+use crate::events::{EventStore, RecordedEvent, StoreError, linked_after};
 use crate::keyring::KeyRing;
 use crate::projection::Directory;
 use crate::throttle::{Throttle, ThrottlePolicy};
@@ -21,6 +22,8 @@ pub struct State {
     keys: KeyRing,
     /// Position of the last event applied; replay and catch-up continue after it.
     position: i64,
+    /// Lets through only rows a log signature covers ([`crate::events::signed`]).
+    guard: Guard,
 }
 
 impl State {
@@ -30,22 +33,125 @@ impl State {
             throttle: Throttle::new(policy),
             keys: KeyRing::new(),
             position: 0,
+            guard: Guard::new(None, None),
         }
     }
 
-    /// Reads the whole log and applies it in position order.
+    /// Reads the whole log and applies it in position order: every row a log signature covers
+    /// (checked with the store's keys, when it has the master key), up to the first that is not.
     pub async fn replay(
         store: &dyn EventStore,
         policy: ThrottlePolicy,
     ) -> Result<Self, StoreError> {
+        let trust = store.log_signer().map(|signer| signer.trust());
+        let state = Self::replay_with(store, policy, trust.map(|trust| (trust, None))).await?;
+        // The log's very first signature is not this master key's: no one with mere INSERT
+        // rights can change a row already there, so the key is not the log's (or the database's
+        // owner altered the first batch). Serving would append nothing anyway.
+        if let Some(untrusted) = state.untrusted()
+            && untrusted.why == crate::events::signed::Why::BadSignature
+            && state.guard.signatures() == 0
+        {
+            return Err(StoreError::Misconfigured(format!(
+                "AUTHLOG_MASTER_KEY does not open this log: its first signature (position {}) \
+                 does not verify under the log-signing key this master key derives. Start with \
+                 the log's master key. If that key is lost, the log cannot be carried on, as \
+                 nothing another key signs can vouch for it (docs/auditing.md): start a new \
+                 log, and keep this one for the record",
+                untrusted.position
+            )));
+        }
+        Ok(state)
+    }
+
+    /// [`State::replay`] trusting the given keys, or checking nothing (`None`). With `until`,
+    /// it stops after that position (`authlog replay --at`).
+    pub async fn replay_with(
+        store: &dyn EventStore,
+        policy: ThrottlePolicy,
+        trust: Option<(crate::events::signed::Trust, Option<i64>)>,
+    ) -> Result<Self, StoreError> {
+        let first_signed = store.first_signed().await?;
+        let until = trust.as_ref().and_then(|(_, until)| *until);
         let mut state = Self::new(policy);
-        events_after(store, 0)
-            .for_each(|event| {
-                state.apply(&event);
-                ControlFlow::Continue(())
+        state.guard = Guard::new(trust.map(|(trust, _)| trust), first_signed);
+        let mut refused = None;
+        linked_after(store, 0)
+            .for_each(|row| {
+                if until.is_some_and(|until| row.event.position > until) {
+                    return ControlFlow::Break(());
+                }
+                match state.guard.push(row) {
+                    Ok(released) => {
+                        for event in &released {
+                            state.apply(event);
+                        }
+                        ControlFlow::Continue(())
+                    }
+                    Err(untrusted) => {
+                        refused = Some(untrusted);
+                        ControlFlow::Break(())
+                    }
+                }
             })
             .await?;
+        let refused = match refused {
+            Some(untrusted) => Some(untrusted),
+            None => match state.guard.finish_read() {
+                Ok(released) => {
+                    for event in &released {
+                        state.apply(event);
+                    }
+                    None
+                }
+                Err(untrusted) => Some(untrusted),
+            },
+        };
+        if let Some(untrusted) = refused {
+            tracing::error!(
+                position = untrusted.position,
+                applied = state.position,
+                "{untrusted}; serving the log as of position {}",
+                state.position
+            );
+        }
+        state.guard.end_of_replay();
         Ok(state)
+    }
+
+    /// Takes rows read from the log after [`State::position`] and returns those a signature
+    /// covers, in order, for the caller to apply; the rest stay unapplied and are read again
+    /// next time. The second part is the row refused, if any.
+    pub fn admit(&mut self, rows: Vec<Linked>) -> (Vec<RecordedEvent>, Option<Untrusted>) {
+        let mut released = Vec::with_capacity(rows.len());
+        for row in rows {
+            match self.guard.push(row) {
+                Ok(batch) => released.extend(batch),
+                Err(untrusted) => return (released, Some(untrusted)),
+            }
+        }
+        match self.guard.finish_read() {
+            Ok(batch) => {
+                released.extend(batch);
+                (released, None)
+            }
+            Err(untrusted) => (released, Some(untrusted)),
+        }
+    }
+
+    /// The row this state refused to apply last, until a later read gets past it.
+    pub fn untrusted(&self) -> Option<Untrusted> {
+        self.guard.alarm()
+    }
+
+    /// Whether the log's signatures are checked, and how many were.
+    pub fn signatures_checked(&self) -> Option<u64> {
+        self.guard.checks().then(|| self.guard.signatures())
+    }
+
+    /// The log-signing key generation in force.
+    pub fn log_key_generation(&self) -> u32 {
+        self.guard.generation()
     }
 
     /// Folds one committed event into every part of the state. Events at or before
@@ -56,6 +162,7 @@ impl State {
             return false;
         }
         self.position = event.position;
+        self.guard.follow(event);
         self.directory.apply(event);
         self.throttle.apply(event);
         self.keys.apply(event);
@@ -70,6 +177,7 @@ impl State {
         self.throttle.replace_state(other.throttle);
         self.keys.adopt(other.keys);
         self.position = other.position;
+        self.guard = other.guard;
     }
 
     pub fn position(&self) -> i64 {

@@ -136,6 +136,11 @@ impl Handler<RotateKeys> for KeyRotator {
         let key_id = match &change {
             KeyChange::Add { key, .. } => key.key_id.clone(),
             KeyChange::Activate(key_id) | KeyChange::Retire(key_id) => key_id.clone(),
+            // The schedule steps token keys only; the log key rotates on demand.
+            KeyChange::RotateLog => {
+                self.busy = false;
+                return Box::pin(actix::fut::ready(Ok(None)));
+            }
         };
         let sent = self.registry.send(ChangeSigningKeys {
             change,

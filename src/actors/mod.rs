@@ -12,8 +12,8 @@ pub use crate::decide::{KeyChange, UserChange};
 pub use keys::{KeyRotator, RotateError, RotateKeys};
 pub use registry::{
     Administer, AdmitSignup, Authenticate, CatchUp, ChangePassword, ChangeSigningKeys, EndSessions,
-    EraseAccount, ExpireSessions, FindUser, GetDirectory, GetReadiness, GetStanding, LoadError,
-    Readiness, Refresh, Refreshed, Register, RegistryError, RegistryView, RejectRefresh,
+    EraseAccount, ExpireSessions, FindUser, GetDirectory, GetLogHead, GetReadiness, GetStanding,
+    LoadError, Readiness, Refresh, Refreshed, Register, RegistryError, RegistryView, RejectRefresh,
     SessionGrant, Successor, UserRegistry,
 };
 pub use reply::Cancellable;

@@ -36,8 +36,9 @@ use crate::commit::{Batch, CommitError, CommitQueue, MAX_BATCH, Next, Outcome, S
 use crate::decide::{Command, KeyChange, NewSession, Rejection, SessionScope, UserChange};
 use crate::diagnostics::error_chain;
 use crate::domain::{Email, Password, PasswordHash, SessionId, UserId};
+use crate::events::signed::{Linked, Untrusted};
 use crate::events::{
-    Change, EndReason, EventMetadata, EventStore, RecordedEvent, StoreError, events_after,
+    Change, EndReason, EventMetadata, EventStore, RecordedEvent, StoreError, linked_after,
 };
 use crate::hashing::{HashError, PasswordHasher};
 use crate::keyring::KeysView;
@@ -330,8 +331,13 @@ pub struct GetStanding {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
-    /// The log has been replayed; the directory is at this position.
-    Ready { users: usize, position: i64 },
+    /// The log has been replayed; the directory is at this position. `untrusted`: a row after
+    /// it that no valid log signature covers, which this instance refuses to apply.
+    Ready {
+        users: usize,
+        position: i64,
+        untrusted: Option<Untrusted>,
+    },
     /// Still replaying, or waiting for the store; the last attempt's error, if any.
     Loading { last_error: Option<String> },
     /// The log cannot be served by this build (a migration failed, or an event cannot be
@@ -342,9 +348,19 @@ pub enum Readiness {
 impl std::fmt::Display for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Readiness::Ready { users, position } => {
-                write!(f, "ready: {users} users, log at position {position}")
-            }
+            Readiness::Ready {
+                users,
+                position,
+                untrusted: None,
+            } => write!(f, "ready: {users} users, log at position {position}"),
+            Readiness::Ready {
+                users,
+                position,
+                untrusted: Some(untrusted),
+            } => write!(
+                f,
+                "serving {users} users as of position {position}; {untrusted}"
+            ),
             Readiness::Loading { last_error: None } => f.write_str("replaying the log"),
             Readiness::Loading {
                 last_error: Some(error),
@@ -704,6 +720,7 @@ impl UserRegistry {
             Load::Ready => Readiness::Ready {
                 users: self.state.directory().len(),
                 position: self.state.position(),
+                untrusted: self.state.untrusted(),
             },
             Load::Loading { last_error, .. } => Readiness::Loading {
                 last_error: last_error.clone(),
@@ -734,7 +751,9 @@ impl UserRegistry {
     fn flush(&mut self, ctx: &mut Context<Self>) {
         // Judged now, not when a notification arrived: the notification of this registry's own
         // append often arrives before the append returns, and by now that append is applied.
-        let behind = self.head > self.state.position();
+        // Rows past a refused one are not applied, so the head stays ahead of the state until
+        // they go: that is not "behind" (each decision would read the log again, forever).
+        let behind = self.head > self.state.position() && self.state.untrusted().is_none();
         let next = self.commits.next_unless_behind(&self.state, behind);
         METRICS.registry_queue_depth.set(gauge(self.commits.len()));
         match next {
@@ -785,11 +804,11 @@ impl UserRegistry {
         let first = recorded.first().map_or(after + 1, |event| event.position);
         let read = async move {
             let mut gap = Vec::new();
-            events_after(store.as_ref(), after)
-                .for_each(|event| {
-                    let reached = event.position + 1 >= first;
-                    if event.position < first {
-                        gap.push(event);
+            linked_after(store.as_ref(), after)
+                .for_each(|row| {
+                    let reached = row.event.position + 1 >= first;
+                    if row.event.position < first {
+                        gap.push(row);
                     }
                     if reached {
                         std::ops::ControlFlow::Break(())
@@ -804,7 +823,7 @@ impl UserRegistry {
             read.into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(gap) => {
-                        act.apply_tail(&gap);
+                        act.admit_tail(gap);
                         act.finish_append(batch, Ok(recorded), ctx);
                     }
                     Err(error) => act.finish_append(batch, Err(error), ctx),
@@ -832,6 +851,31 @@ impl UserRegistry {
         });
         self.applied();
         self.flush(ctx);
+    }
+
+    /// Applies the rows read from the log that a log signature covers, and raises the alarm
+    /// for the first that is not: an error line (once per position), the metrics, and
+    /// readiness. The instance goes on serving the state it has.
+    fn admit_tail(&mut self, rows: Vec<Linked>) {
+        let before = self.state.untrusted();
+        let (events, refused) = self.state.admit(rows);
+        self.apply_tail(&events);
+        match refused {
+            Some(untrusted) => {
+                if before != Some(untrusted) {
+                    tracing::error!(
+                        position = untrusted.position,
+                        applied = self.state.position(),
+                        "{untrusted}; serving the log as of position {}",
+                        self.state.position()
+                    );
+                    METRICS.log_untrusted_rows.inc();
+                }
+                METRICS.log_untrusted_position.set(untrusted.position);
+            }
+            None if self.state.untrusted().is_none() => METRICS.log_untrusted_position.set(0),
+            None => {}
+        }
     }
 
     /// Applies events read from the log (written by any process), timing how long each took
@@ -885,13 +929,13 @@ impl UserRegistry {
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
         let store = Arc::clone(&self.store);
         let after = self.state.position();
-        let read = async move { events_after(store.as_ref(), after).collect().await };
+        let read = async move { linked_after(store.as_ref(), after).collect().await };
         ctx.spawn(read.into_actor(self).map(|result, act, ctx| match result {
-            Ok(events) => {
-                if events.len() > 1_000 {
-                    tracing::info!(events = events.len(), "caught up with the log");
+            Ok(rows) => {
+                if rows.len() > 1_000 {
+                    tracing::info!(events = rows.len(), "caught up with the log");
                 }
-                act.apply_tail(&events);
+                act.admit_tail(rows);
                 act.commits.caught_up();
                 for waiter in act.syncs.finished() {
                     act.after_sync(waiter, Ok(()), ctx);
@@ -1586,10 +1630,26 @@ impl UserRegistry {
             let _ = reply.send(Err(RegistryError::Loading));
             return;
         }
+        let command = match msg.change {
+            KeyChange::RotateLog => {
+                let Some(signer) = self.store.log_signer() else {
+                    let _ = reply.send(Err(RegistryError::Unavailable(Arc::new(
+                        crate::events::personal::no_master_key(),
+                    ))));
+                    return;
+                };
+                let generation = self.state.log_key_generation() + 1;
+                Command::RotateLogKey(crate::events::LogKeyRotated {
+                    generation,
+                    public_key: crate::events::signed::encode_key(&signer.public_key(generation)),
+                })
+            }
+            change => Command::ChangeKeys(change),
+        };
         let respond = move |outcome: Outcome| {
             let _ = reply.send(outcome.map(|_| ()).map_err(RegistryError::from));
         };
-        self.enqueue(Command::ChangeKeys(msg.change), msg.metadata, respond, ctx);
+        self.enqueue(command, msg.metadata, respond, ctx);
     }
 
     /// Queues an admin's change; `reply` hears once it has committed, or why not.
@@ -1692,6 +1752,12 @@ impl StreamHandler<Change> for UserRegistry {
         }
         match change {
             // Read the tail if this is still ahead of the state when the queue next decides.
+            // While a refused row stands, the head stays past the state for good: each new
+            // append (an operator's repair, say) gets one read, not a read per decision.
+            Change::Appended(head) if self.state.untrusted().is_some() => {
+                self.learn_head(head);
+                self.commits.mark_stale();
+            }
             Change::Appended(head) => self.learn_head(head),
             Change::Lost => return,
             Change::Listening | Change::Poll => self.commits.mark_stale(),
@@ -1932,6 +1998,24 @@ impl Handler<FindUser> for UserRegistry {
             .get(msg.user_id)
             .as_ref()
             .map(UserSummary::from))
+    }
+}
+
+/// The last position this registry applied, which ends a batch a log signature covers (or its
+/// own), and the log-signing key generation in force: what a checkpoint anchors. `None` until
+/// the log has been replayed.
+#[derive(Message)]
+#[rtype(result = "Option<(i64, u32)>")]
+pub struct GetLogHead;
+
+impl Handler<GetLogHead> for UserRegistry {
+    type Result = MessageResult<GetLogHead>;
+
+    fn handle(&mut self, _msg: GetLogHead, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.is_loaded()
+                .then(|| (self.state.position(), self.state.log_key_generation())),
+        )
     }
 }
 

@@ -14,7 +14,6 @@
 //! `docs/auditing.md` shows the same in a dozen lines of Python.
 
 use chrono::SecondsFormat;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::pager::rows_after;
@@ -25,29 +24,33 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// The canonical encoding of one event, as hashed.
 pub fn canonical(row: &StoredColumns) -> String {
-    // serde_json keeps object keys sorted and writes no whitespace.
-    json!([
+    // A tuple serialises as a JSON array; serde_json keeps object keys sorted and writes no
+    // whitespace. Borrowed, so the payload is not copied to be hashed.
+    let mut uuid = uuid::Uuid::encode_buffer();
+    let columns = (
         row.position,
-        row.stream_id.hyphenated().to_string(),
+        &*row.stream_id.hyphenated().encode_lower(&mut uuid),
         row.stream_version,
-        row.event_type,
+        &row.event_type,
         row.event_version,
-        row.payload,
-        row.metadata,
+        &row.payload,
+        &row.metadata,
         row.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-    ])
-    .to_string()
+    );
+    serde_json::to_string(&columns).unwrap_or_default()
 }
 
 /// `hex(SHA-256(prev_hash || canonical))`.
 pub fn link(prev_hash: &str, canonical: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::new()
         .chain_update(prev_hash.as_bytes())
         .chain_update(canonical.as_bytes())
         .finalize();
     let mut hex = String::with_capacity(64);
     for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     hex
 }
@@ -63,6 +66,8 @@ pub struct ChainedRow {
     pub columns: StoredColumns,
     pub prev_hash: Option<String>,
     pub hash: Option<String>,
+    /// The log signature over the chain head, on the last row of each append ([`super::signed`]).
+    pub signature: Option<String>,
     /// The JSON columns' text as stored, where the store keeps text (SQLite). PostgreSQL's
     /// `jsonb` keeps the parsed value, so there is no other text to compare.
     pub stored: Option<StoredText>,
@@ -199,6 +204,7 @@ fn is_canonical(text: &str, value: &serde_json::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, Utc};
+    use serde_json::json;
     use uuid::Uuid;
 
     use super::*;

@@ -12,8 +12,9 @@ use std::sync::{Mutex, PoisonError};
 
 use super::chain::{self, ChainedRow};
 use super::personal::{Shredder, keys_needed};
+use super::signed::{Link, Linked, LogSigner};
 use super::{
-    Conflict, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
+    Conflict, Event, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
     link_batch,
 };
 use crate::domain::SessionId;
@@ -137,7 +138,23 @@ impl InMemoryEventStore {
             .last()
             .and_then(|row| row.hash.clone())
             .unwrap_or_else(|| chain::GENESIS.to_owned());
+        // Nothing but this process writes here, so the head needs no check; the generation does.
+        let generation = log
+            .rows
+            .iter()
+            .rev()
+            .find(|row| row.columns.event_type == Event::LOG_KEY_ROTATED)
+            .map_or(1, |row| super::rotated_generation(&row.columns.payload));
         let links = link_batch(&head, first, &sealed.columns, recorded_at);
+        let last = first + i64::try_from(links.len()).unwrap_or(i64::MAX) - 1;
+        let new_head = links
+            .last()
+            .map(|(_, hash)| hash.clone())
+            .unwrap_or_default();
+        let signature = self
+            .shredder
+            .log_signer()
+            .sign_head(generation, last, &new_head);
         let mut recorded = Vec::with_capacity(events.len());
         for (((position, new), columns), (prev_hash, hash)) in
             (first..).zip(events).zip(&sealed.columns).zip(links)
@@ -146,6 +163,7 @@ impl InMemoryEventStore {
                 columns: columns.at(position, recorded_at),
                 prev_hash: Some(prev_hash),
                 hash: Some(hash),
+                signature: (position == last).then(|| signature.clone()),
                 stored: None,
             });
             log.versions.insert((new.stream_id(), new.stream_version));
@@ -243,6 +261,13 @@ impl InMemoryEventStore {
         self.decode(&log, rows)
     }
 
+    fn read_linked_now(&self, after: i64, limit: usize) -> Result<Vec<Linked>, StoreError> {
+        let (columns, links) = Link::split(self.read_rows_now(after, limit)?);
+        let log = self.lock();
+        let events = self.decode(&log, columns)?;
+        Ok(Link::join(links, events))
+    }
+
     fn read_rows_now(&self, after: i64, limit: usize) -> Result<Vec<ChainedRow>, StoreError> {
         self.check_online()?;
         let log = self.lock();
@@ -298,6 +323,26 @@ impl EventStore for InMemoryEventStore {
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>> {
         let result = self.read_now(after, limit);
         Box::pin(async move { result })
+    }
+
+    fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<Linked>> {
+        let result = self.read_linked_now(after, limit);
+        Box::pin(async move { result })
+    }
+
+    fn first_signed(&self) -> StoreFuture<'_, Option<i64>> {
+        let result = self.check_online().map(|()| {
+            self.lock()
+                .rows
+                .iter()
+                .find(|row| row.signature.is_some())
+                .map(|row| row.columns.position)
+        });
+        Box::pin(async move { result })
+    }
+
+    fn log_signer(&self) -> Option<std::sync::Arc<LogSigner>> {
+        Some(self.shredder.log_signer())
     }
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {

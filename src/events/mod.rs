@@ -9,6 +9,7 @@ mod memory;
 pub mod pager;
 pub mod personal;
 mod postgres;
+pub mod signed;
 mod sqlite;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -25,7 +26,7 @@ use crate::domain::{Email, KeyAlgorithm, KeyId, PasswordHash, Role, SessionId, U
 use crate::sessions::{Rotated, Rotation, SessionWrite};
 
 pub use memory::InMemoryEventStore;
-pub use pager::{Pager, READ_PAGE, events_after, rows_after};
+pub use pager::{Pager, READ_PAGE, events_after, linked_after, rows_after};
 pub use postgres::{PostgresEventStore, PostgresSettings};
 pub use sqlite::{SqliteEventStore, SqliteSettings};
 
@@ -48,6 +49,7 @@ pub enum Event {
     UserEnabled(UserEnabled),
     LockoutCleared(LockoutCleared),
     UserErased(UserErased),
+    LogKeyRotated(LogKeyRotated),
     /// A user's event whose personal fields this reader cannot open (never appended).
     Redacted(Redacted),
 }
@@ -58,6 +60,21 @@ pub enum Event {
 /// "keys" in ASCII.
 pub const SIGNING_KEYS_STREAM: uuid::Uuid =
     uuid::Uuid::from_u128(0x6b65_7973_0000_8000_8000_0000_0000_0000);
+
+/// The stream of the log-signing keys ([`signed`]): their rotations, in order. `6c6f676b` is
+/// "logk" in ASCII.
+pub const LOG_KEYS_STREAM: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6c6f_676b_0000_8000_8000_0000_0000_0000);
+
+/// From the next append on, the log is signed by generation `generation`'s key, whose public
+/// half this names. Appended alone, so the batch that carries it is signed by the key before:
+/// the old key vouches for the new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogKeyRotated {
+    pub generation: u32,
+    /// Ed25519, base64url (as `authlog verify --public-key` takes it).
+    pub public_key: String,
+}
 
 /// A new account: the first event of every user stream (stream version 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,8 +318,9 @@ impl Event {
     pub const USER_ENABLED: &'static str = "UserEnabled";
     pub const LOCKOUT_CLEARED: &'static str = "LockoutCleared";
     pub const USER_ERASED: &'static str = "UserErased";
+    pub const LOG_KEY_ROTATED: &'static str = "LogKeyRotated";
     /// Every event type this build knows, for auditors' filters.
-    pub const TYPES: [&'static str; 16] = [
+    pub const TYPES: [&'static str; 17] = [
         Self::USER_REGISTERED,
         Self::LOGIN_SUCCEEDED,
         Self::LOGIN_FAILED,
@@ -319,6 +337,7 @@ impl Event {
         Self::USER_ENABLED,
         Self::LOCKOUT_CLEARED,
         Self::USER_ERASED,
+        Self::LOG_KEY_ROTATED,
     ];
 
     /// The `event_type` column.
@@ -340,6 +359,7 @@ impl Event {
             Event::UserEnabled(_) => Self::USER_ENABLED,
             Event::LockoutCleared(_) => Self::LOCKOUT_CLEARED,
             Event::UserErased(_) => Self::USER_ERASED,
+            Event::LogKeyRotated(_) => Self::LOG_KEY_ROTATED,
             Event::Redacted(redacted) => redacted.event_type,
         }
     }
@@ -362,7 +382,8 @@ impl Event {
             | Event::UserDisabled(_)
             | Event::UserEnabled(_)
             | Event::LockoutCleared(_)
-            | Event::UserErased(_) => 1,
+            | Event::UserErased(_)
+            | Event::LogKeyRotated(_) => 1,
             Event::Redacted(redacted) => redacted.event_version,
         }
     }
@@ -386,14 +407,19 @@ impl Event {
             Event::Redacted(e) => Some(e.user_id),
             Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)
-            | Event::SigningKeyRetired(_) => None,
+            | Event::SigningKeyRetired(_)
+            | Event::LogKeyRotated(_) => None,
         }
     }
 
-    /// The stream this event belongs to: its user's, or [`SIGNING_KEYS_STREAM`].
+    /// The stream this event belongs to: its user's, [`LOG_KEYS_STREAM`] or
+    /// [`SIGNING_KEYS_STREAM`].
     pub fn stream_id(&self) -> uuid::Uuid {
-        self.user_id()
-            .map_or(SIGNING_KEYS_STREAM, |user| user.as_uuid())
+        match (self, self.user_id()) {
+            (_, Some(user)) => user.as_uuid(),
+            (Event::LogKeyRotated(_), None) => LOG_KEYS_STREAM,
+            (_, None) => SIGNING_KEYS_STREAM,
+        }
     }
 
     /// The `payload` column.
@@ -415,6 +441,7 @@ impl Event {
             Event::UserEnabled(e) => serde_json::to_value(e),
             Event::LockoutCleared(e) => serde_json::to_value(e),
             Event::UserErased(e) => serde_json::to_value(e),
+            Event::LogKeyRotated(e) => serde_json::to_value(e),
             Event::Redacted(e) => Ok(e.payload.clone()),
         };
         // These structs hold only strings, numbers, times, UUIDs and bytes (as strings), whose
@@ -466,6 +493,9 @@ impl Event {
                 parse(Self::LOCKOUT_CLEARED, payload, Event::LockoutCleared)
             }
             (Self::USER_ERASED, 1) => parse(Self::USER_ERASED, payload, Event::UserErased),
+            (Self::LOG_KEY_ROTATED, 1) => {
+                parse(Self::LOG_KEY_ROTATED, payload, Event::LogKeyRotated)
+            }
             _ => Err(DecodeError::Unknown {
                 event_type: event_type.to_owned(),
                 event_version,
@@ -678,6 +708,11 @@ pub enum StoreError {
     /// does not fix it, so callers stop, and the message says what to change.
     #[error("{0}")]
     Misconfigured(String),
+    /// The log's head is a row no log-signing key holder appended (or whose signature does not
+    /// verify): appending on top would sign it into the chain, so nothing is appended until an
+    /// operator removes it (docs/auditing.md).
+    #[error("the event log's row at position {position} cannot be trusted: {why}")]
+    Untrusted { position: i64, why: signed::Why },
     /// A stored event could not be decoded: the log holds something this build does not understand.
     #[error("event at position {position} cannot be decoded")]
     Corrupt {
@@ -762,6 +797,20 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `limit` events with a position greater than `after`, in position order.
     fn read_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<RecordedEvent>>;
 
+    /// [`EventStore::read_after`] with each row's chain links and signature, and whether its
+    /// hash matches its contents: what a reader that applies only signed rows reads
+    /// ([`signed::Guard`]).
+    fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<signed::Linked>>;
+
+    /// The position of the first row carrying a log signature; `None` while none does (a log
+    /// written before signing, or an empty one).
+    fn first_signed(&self) -> StoreFuture<'_, Option<i64>>;
+
+    /// The log-signing keys this store appends with, when it holds the master key.
+    fn log_signer(&self) -> Option<std::sync::Arc<signed::LogSigner>> {
+        None
+    }
+
     /// Up to `limit` events of one stream with a stream version greater than `after_version`,
     /// in version order (the stores index `(stream_id, stream_version)`): one user's history
     /// without reading the log.
@@ -822,6 +871,15 @@ pub trait EventStore: Send + Sync + 'static {
 pub(crate) fn append_time(latest: Option<DateTime<Utc>>) -> DateTime<Utc> {
     let now = Utc::now().trunc_subsecs(6);
     latest.map_or(now, |latest| now.max(latest))
+}
+
+/// The generation of a [`LogKeyRotated`] row's payload, as stores read it under the append lock.
+pub(crate) fn rotated_generation(payload: &Value) -> u32 {
+    payload
+        .get("generation")
+        .and_then(Value::as_u64)
+        .and_then(|generation| u32::try_from(generation).ok())
+        .unwrap_or(1)
 }
 
 /// Links `events` (sealed, to be stored at `first_position`, `first_position + 1`, …) after

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::ops::ControlFlow;
 
 use super::chain::ChainedRow;
+use super::signed::Linked;
 use super::{EventStore, RecordedEvent, StoreError, StoreFuture};
 
 /// Events are read in pages of this many, so a long log never needs to fit in one reply.
@@ -24,6 +25,16 @@ impl Paged for RecordedEvent {
 
     fn read(store: &dyn EventStore, after: i64, limit: usize) -> StoreFuture<'_, Vec<Self>> {
         store.read_after(after, limit)
+    }
+}
+
+impl Paged for Linked {
+    fn position(&self) -> i64 {
+        self.event.position
+    }
+
+    fn read(store: &dyn EventStore, after: i64, limit: usize) -> StoreFuture<'_, Vec<Self>> {
+        store.read_linked_after(after, limit)
     }
 }
 
@@ -48,6 +59,12 @@ pub struct Pager<'s, T> {
 
 /// Decoded events after `after`.
 pub fn events_after(store: &dyn EventStore, after: i64) -> Pager<'_, RecordedEvent> {
+    Pager::new(store, after)
+}
+
+/// Decoded events with their links and signatures, after `after`: what a reader checking the
+/// log's signatures reads.
+pub fn linked_after(store: &dyn EventStore, after: i64) -> Pager<'_, Linked> {
     Pager::new(store, after)
 }
 

@@ -24,6 +24,7 @@ use hmac::Mac as _;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
+use super::signed::LogSigner;
 use super::{DecodeError, Event, NewEvent, RecordedEvent, StoreError, StoredColumns};
 use crate::domain::{Email, UserId};
 use crate::jwt::{HmacSha256, hmac_sha256};
@@ -71,6 +72,9 @@ pub struct Shredder {
     /// process holds every user's email and hash in its directory anyway; an erased user's key
     /// leaves with their `UserErased`, as this process appends it or reads it.
     cache: Arc<Mutex<HashMap<uuid::Uuid, RawKey>>>,
+    /// The log-signing keys of the same master key: a store that seals also signs
+    /// ([`super::signed`]).
+    log: Arc<LogSigner>,
 }
 
 /// A data key's 32 bytes, wiped when dropped, never printed.
@@ -152,7 +156,13 @@ impl Shredder {
             wrap: master.sealer(labels::PERSONAL_KEY_WRAP),
             index: hmac_sha256(master.derive(labels::EMAIL_INDEX).as_slice()),
             cache: Arc::default(),
+            log: Arc::new(LogSigner::new(master)),
         }
+    }
+
+    /// The log-signing keys derived from the same master key.
+    pub fn log_signer(&self) -> Arc<LogSigner> {
+        Arc::clone(&self.log)
     }
 
     fn cache(&self) -> MutexGuard<'_, HashMap<uuid::Uuid, RawKey>> {

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 
 use super::chain::{self, ChainedRow};
 use super::personal::{self, Shredder, keys_needed, sealed_streams};
+use super::signed::{Link, Linked, LogSigner};
 use super::{
     Conflict, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
     link_batch,
@@ -53,14 +55,29 @@ const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
 const LAST_POSITION_SQL: &str = "SELECT coalesce(max(position), 0) FROM events";
 
-const HEAD_SQL: &str =
-    "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1";
+/// The log's last row, whole: an append checks it before chaining onto it.
+const HEAD_SQL: &str = "\
+    SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
+           recorded_at, prev_hash, hash, signature
+    FROM events ORDER BY position DESC LIMIT 1";
+
+const ROTATION_SQL: &str = "\
+    SELECT position, payload FROM events WHERE event_type = 'LogKeyRotated'
+    ORDER BY position DESC LIMIT 1";
+
+const ANY_SIGNED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM events WHERE signature IS NOT NULL)";
+
+const BATCH_START_SQL: &str =
+    "SELECT coalesce(max(position), 0) FROM events WHERE signature IS NOT NULL AND position < $1";
+
+const FIRST_SIGNED_SQL: &str = "SELECT min(position) FROM events WHERE signature IS NOT NULL";
 
 const APPEND_SQL: &str = "\
     INSERT INTO events (position, stream_id, stream_version, event_type, event_version, payload,
-                        metadata, recorded_at, prev_hash, hash)
+                        metadata, recorded_at, prev_hash, hash, signature)
     SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int4[],
-                         $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], $10::text[])";
+                         $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], $10::text[],
+                         $11::text[])";
 
 const START_SESSIONS_SQL: &str = "\
     INSERT INTO sessions (session_id, user_id, generation, token_hash, last_used_at, expires_at)
@@ -97,12 +114,12 @@ const PRUNE_SESSIONS_SQL: &str =
 
 const READ_AFTER_SQL: &str = "\
     SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
-           recorded_at, prev_hash, hash
+           recorded_at, prev_hash, hash, signature
     FROM events WHERE position > $1 ORDER BY position LIMIT $2";
 
 const READ_STREAM_SQL: &str = "\
     SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
-           recorded_at, prev_hash, hash
+           recorded_at, prev_hash, hash, signature
     FROM events WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version LIMIT $3";
 
 /// How to reach PostgreSQL.
@@ -291,23 +308,68 @@ impl PostgresEventStore {
             .execute(LOCK_SQL, &[&APPEND_LOCK])
             .await
             .map_err(map_error)?;
-        let (last, head, latest) = match transaction
+        let head_row = match transaction
             .query_opt(HEAD_SQL, &[])
             .await
             .map_err(map_error)?
         {
-            Some(row) => (
-                row.try_get(0).map_err(map_error)?,
-                row.try_get::<_, Option<String>>(1).map_err(map_error)?,
-                Some(row.try_get(2).map_err(map_error)?),
-            ),
-            None => (0, None, None),
+            Some(row) => Some(chained_row(&row)?),
+            None => None,
         };
-        let head = head.unwrap_or_else(|| chain::GENESIS.to_owned());
+        let rotation = match transaction
+            .query_opt(ROTATION_SQL, &[])
+            .await
+            .map_err(map_error)?
+        {
+            Some(row) => Some((
+                row.try_get::<_, i64>(0).map_err(map_error)?,
+                super::rotated_generation(
+                    &row.try_get::<_, serde_json::Value>(1).map_err(map_error)?,
+                ),
+            )),
+            None => None,
+        };
+        let signer = shredder.log_signer();
+        // What checking the head needs, asked only when it does (`check_head`).
+        let (mut any_signed, mut batch_start) = (false, 0);
+        if let Some(head) = head_row.as_ref().filter(|head| !signer.knows(Some(head))) {
+            if head.signature.is_none() {
+                any_signed = transaction
+                    .query_one(ANY_SIGNED_SQL, &[])
+                    .await
+                    .map_err(map_error)?
+                    .try_get(0)
+                    .map_err(map_error)?;
+            } else if rotation.is_some() {
+                batch_start = transaction
+                    .query_one(BATCH_START_SQL, &[&head.columns.position])
+                    .await
+                    .map_err(map_error)?
+                    .try_get(0)
+                    .map_err(map_error)?;
+            }
+        }
+        let generation = signer.check_head(
+            head_row.as_ref(),
+            rotation,
+            || Ok(any_signed),
+            || Ok(batch_start),
+        )?;
+        let last = head_row.as_ref().map_or(0, |row| row.columns.position);
+        let head = head_row
+            .as_ref()
+            .and_then(|row| row.hash.clone())
+            .unwrap_or_else(|| chain::GENESIS.to_owned());
         // Taken under the lock, and never before the head's: times never go backwards in
         // position order, whichever process appends.
-        let recorded_at = super::append_time(latest);
+        let recorded_at = super::append_time(head_row.as_ref().map(|row| row.columns.recorded_at));
         let links = link_batch(&head, last + 1, &sealed.columns, recorded_at);
+        let last_position = last + i64::try_from(links.len()).unwrap_or(i64::MAX);
+        let new_head = links
+            .last()
+            .map(|(_, hash)| hash.clone())
+            .unwrap_or_default();
+        let signature = signer.sign_head(generation, last_position, &new_head);
 
         let count = events.len();
         let mut positions = Vec::with_capacity(count);
@@ -319,6 +381,7 @@ impl PostgresEventStore {
         let mut metadata = Vec::with_capacity(count);
         let mut prev_hashes = Vec::with_capacity(count);
         let mut hashes = Vec::with_capacity(count);
+        let mut signatures = Vec::with_capacity(count);
         for ((columns, position), (prev_hash, hash)) in std::mem::take(&mut sealed.columns)
             .into_iter()
             .zip(last + 1..)
@@ -333,6 +396,7 @@ impl PostgresEventStore {
             metadata.push(columns.metadata);
             prev_hashes.push(prev_hash);
             hashes.push(hash);
+            signatures.push((position == last_position).then(|| signature.clone()));
         }
         let times = vec![recorded_at; count];
         let statement = transaction
@@ -353,6 +417,7 @@ impl PostgresEventStore {
                     &times,
                     &prev_hashes,
                     &hashes,
+                    &signatures,
                 ],
             )
             .await
@@ -383,6 +448,7 @@ impl PostgresEventStore {
         write_sessions(&transaction, sessions).await?;
         // The batch commits whole or not at all; the advisory lock is released with it.
         transaction.commit().await.map_err(map_error)?;
+        signer.remember(last_position, new_head);
         shredder.committed(sealed);
         Ok(events
             .into_iter()
@@ -606,6 +672,30 @@ impl EventStore for PostgresEventStore {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         Box::pin(self.bounded(self.read_rows(after, limit)))
+    }
+
+    fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<Linked>> {
+        Box::pin(self.bounded(async move {
+            let (columns, links) = Link::split(self.read_rows(after, limit).await?);
+            let events = self.open_rows(columns).await?;
+            Ok(Link::join(links, events))
+        }))
+    }
+
+    fn first_signed(&self) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(self.bounded(async move {
+            let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            client
+                .query_one(FIRST_SIGNED_SQL, &[])
+                .await
+                .map_err(map_error)?
+                .try_get(0)
+                .map_err(map_error)
+        }))
+    }
+
+    fn log_signer(&self) -> Option<Arc<LogSigner>> {
+        self.personal.as_ref().map(|shredder| shredder.log_signer())
     }
 
     fn read_stream(
@@ -848,6 +938,7 @@ fn chained_row(row: &Row) -> Result<ChainedRow, StoreError> {
         },
         prev_hash: row.try_get("prev_hash").map_err(map_error)?,
         hash: row.try_get("hash").map_err(map_error)?,
+        signature: row.try_get("signature").map_err(map_error)?,
         stored: None,
     })
 }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::chain::{self, ChainedRow, StoredText};
 use super::personal::{self, Shredder, keys_needed, sealed_streams};
+use super::signed::{Link, Linked, LogSigner};
 use super::{
     Conflict, DecodeError, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture,
     StoredColumns, link_batch,
@@ -37,6 +38,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../../sql/sqlite/V2__hash_chain.sql")),
     (3, include_str!("../../sql/sqlite/V3__sessions.sql")),
     (4, include_str!("../../sql/sqlite/V4__personal_keys.sql")),
+    (5, include_str!("../../sql/sqlite/V5__log_signatures.sql")),
 ];
 
 /// V1's UPDATE trigger, dropped and recreated around linking the rows written before V2.
@@ -62,15 +64,29 @@ const ERASE_KEY_SQL: &str = "DELETE FROM personal_keys WHERE user_id = ?1";
 
 const APPEND_SQL: &str = "\
     INSERT INTO events (position, stream_id, stream_version, event_type, event_version, payload,
-                        metadata, recorded_at, prev_hash, hash)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+                        metadata, recorded_at, prev_hash, hash, signature)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
-const HEAD_SQL: &str =
-    "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1";
+/// The log's last row, whole: an append checks it before chaining onto it.
+const HEAD_SQL: &str = "\
+    SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
+           recorded_at, prev_hash, hash, signature
+    FROM events ORDER BY position DESC LIMIT 1";
+
+const ROTATION_SQL: &str = "\
+    SELECT position, payload FROM events WHERE event_type = 'LogKeyRotated'
+    ORDER BY position DESC LIMIT 1";
+
+const ANY_SIGNED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM events WHERE signature IS NOT NULL)";
+
+const BATCH_START_SQL: &str =
+    "SELECT coalesce(max(position), 0) FROM events WHERE signature IS NOT NULL AND position < ?1";
+
+const FIRST_SIGNED_SQL: &str = "SELECT min(position) FROM events WHERE signature IS NOT NULL";
 
 const READ_AFTER_SQL: &str = "\
     SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
-           recorded_at, prev_hash, hash
+           recorded_at, prev_hash, hash, signature
     FROM events WHERE position > ?1 ORDER BY position LIMIT ?2";
 
 const READ_STREAM_SQL: &str = "\
@@ -312,6 +328,28 @@ impl EventStore for SqliteEventStore {
         Box::pin(self.call(move |connection| read_rows(connection, after, limit, true)))
     }
 
+    fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<Linked>> {
+        let personal = self.personal.clone();
+        Box::pin(self.call(move |connection| {
+            let transaction = connection.transaction().map_err(map_error)?;
+            let (columns, links) = Link::split(read_rows(&transaction, after, limit, false)?);
+            let events = open_rows(&transaction, columns, personal.as_deref())?;
+            Ok(Link::join(links, events))
+        }))
+    }
+
+    fn first_signed(&self) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(self.call(|connection| {
+            connection
+                .query_row(FIRST_SIGNED_SQL, [], |row| row.get(0))
+                .map_err(map_error)
+        }))
+    }
+
+    fn log_signer(&self) -> Option<Arc<LogSigner>> {
+        self.personal.as_ref().map(|shredder| shredder.log_signer())
+    }
+
     fn read_stream(
         &self,
         stream_id: Uuid,
@@ -483,11 +521,12 @@ fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
         transaction
             .execute_batch(sql)
             .with_context(|| format!("migration V{version} failed"))?;
-        if *version == 2 {
-            link_unchained(&transaction)?;
-        }
         transaction.pragma_update(None, "user_version", version)?;
         tracing::info!(migration = version, "applied migration");
+    }
+    // After every step, so that the rows are read with today's columns.
+    if current < 2 {
+        link_unchained(&transaction)?;
     }
     transaction.commit()?;
     Ok(())
@@ -535,21 +574,62 @@ fn append_batch(
         .map_err(map_error)?;
     let stored = stored_keys(&transaction, shredder.uncached(keys_needed(&events)))?;
     let sealed = shredder.seal_batch(&events, &stored)?;
-    let (last, head, latest): (i64, Option<String>, Option<String>) = transaction
-        .query_row(HEAD_SQL, [], |row| {
-            Ok((row.get(0)?, row.get(1)?, Some(row.get(2)?)))
+    let head_row = {
+        let mut select = transaction.prepare_cached(HEAD_SQL).map_err(map_error)?;
+        let mut rows = select.query([]).map_err(map_error)?;
+        match rows.next().map_err(map_error)? {
+            Some(row) => Some(ChainedRow {
+                columns: columns(row)?,
+                prev_hash: row.get("prev_hash").map_err(map_error)?,
+                hash: row.get("hash").map_err(map_error)?,
+                signature: row.get("signature").map_err(map_error)?,
+                stored: None,
+            }),
+            None => None,
+        }
+    };
+    let rotation = transaction
+        .query_row(ROTATION_SQL, [], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
         })
         .optional()
         .map_err(map_error)?
-        .unwrap_or((0, None, None));
-    let head = head.unwrap_or_else(|| chain::GENESIS.to_owned());
+        .map(|(position, payload)| {
+            let payload = serde_json::from_str(&payload).unwrap_or(Value::Null);
+            (position, super::rotated_generation(&payload))
+        });
+    let signer = shredder.log_signer();
+    let generation = signer.check_head(
+        head_row.as_ref(),
+        rotation,
+        || {
+            transaction
+                .query_row(ANY_SIGNED_SQL, [], |row| row.get(0))
+                .map_err(map_error)
+        },
+        || {
+            let head = head_row.as_ref().map_or(0, |row| row.columns.position);
+            transaction
+                .query_row(BATCH_START_SQL, [head], |row| row.get(0))
+                .map_err(map_error)
+        },
+    )?;
+    let last = head_row.as_ref().map_or(0, |row| row.columns.position);
+    let head = head_row
+        .as_ref()
+        .and_then(|row| row.hash.clone())
+        .unwrap_or_else(|| chain::GENESIS.to_owned());
     // Under the write lock, and never before the head's time (see `append_time`).
-    let latest = latest
-        .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
-        .map(|at| at.with_timezone(&Utc));
+    let latest = head_row.as_ref().map(|row| row.columns.recorded_at);
     let recorded_at = super::append_time(latest);
     let stamp = recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
     let links = link_batch(&head, last + 1, &sealed.columns, recorded_at);
+    let last_position = last + i64::try_from(links.len()).unwrap_or(i64::MAX);
+    let new_head = links
+        .last()
+        .map(|(_, hash)| hash.clone())
+        .unwrap_or_default();
+    let signature = signer.sign_head(generation, last_position, &new_head);
     let mut recorded = Vec::with_capacity(events.len());
     {
         let mut insert = transaction.prepare_cached(APPEND_SQL).map_err(map_error)?;
@@ -571,6 +651,7 @@ fn append_batch(
                     stamp,
                     prev_hash,
                     hash,
+                    (position == last_position).then_some(&signature),
                 ])
                 .map_err(map_error)?;
             recorded.push(RecordedEvent {
@@ -604,6 +685,7 @@ fn append_batch(
     write_sessions(&transaction, sessions)?;
     // On any error above, dropping the transaction rolls it back.
     transaction.commit().map_err(map_error)?;
+    signer.remember(last_position, new_head);
     let erased = !sealed.erased.is_empty();
     shredder.committed(sealed);
     if erased {
@@ -826,6 +908,7 @@ fn read_rows(
             columns: columns(row)?,
             prev_hash: row.get("prev_hash").map_err(map_error)?,
             hash: row.get("hash").map_err(map_error)?,
+            signature: row.get("signature").map_err(map_error)?,
             stored,
         });
     }

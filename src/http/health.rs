@@ -73,16 +73,28 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         tokio::time::timeout(PROBE_TIMEOUT, head(&state)),
     )
     .await;
-    let mut missing = Vec::new();
+    let mut missing: Vec<std::borrow::Cow<'static, str>> = Vec::new();
     let head = match head {
         Ok(Ok(head)) => head,
         _ => {
-            missing.push("the event store does not answer");
+            missing.push("the event store does not answer".into());
             None
         }
     };
     let ready = match readiness {
-        Ok(Readiness::Ready { users, position }) => {
+        Ok(Readiness::Ready {
+            untrusted: Some(untrusted),
+            ..
+        }) => {
+            missing.push(std::borrow::Cow::Owned(format!(
+                "{untrusted}: the log holds rows no log-signing key holder appended \
+                 (docs/auditing.md); this instance serves the log as it was before them"
+            )));
+            None
+        }
+        Ok(Readiness::Ready {
+            users, position, ..
+        }) => {
             let head = head.unwrap_or(position).max(position);
             let lag_seconds = if head > position {
                 tokio::time::timeout(PROBE_TIMEOUT, lag_seconds(&state, position))
@@ -103,15 +115,15 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             })
         }
         Ok(Readiness::Loading { .. }) => {
-            missing.push("the event log has not been replayed yet");
+            missing.push("the event log has not been replayed yet".into());
             None
         }
         Ok(Readiness::Failed { .. }) => {
-            missing.push("the event log cannot be served by this build (see the log)");
+            missing.push("the event log cannot be served by this build (see the log)".into());
             None
         }
         Err(_) => {
-            missing.push("the registry does not answer");
+            missing.push("the registry does not answer".into());
             None
         }
     };
@@ -119,7 +131,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         && state.keychain.settings().algorithm == KeyAlgorithm::EdDSA
         && state.keychain.current().keys.signing_key().is_none()
     {
-        missing.push("no signing key is active yet (see the log)");
+        missing.push("no signing key is active yet (see the log)".into());
     }
     match ready {
         Some(ready) if missing.is_empty() => Ok(HttpResponse::Ok().json(ready)),

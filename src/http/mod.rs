@@ -43,7 +43,7 @@ pub use json::{JsonBody, MAX_BODY_BYTES};
 pub use observe::{Observe, REQUEST_ID};
 pub use openapi::{ApiDoc, DOCS_PATH, SPEC_PATH};
 pub use require::{Admin, RequireRole, RoleName};
-pub use wellknown::{DISCOVERY_PATH, Discovery, JWKS_PATH};
+pub use wellknown::{DISCOVERY_PATH, Discovery, JWKS_PATH, LOG_KEYS_PATH};
 
 /// What every handler shares. Built once in `Application::build`, before the workers start.
 pub struct AppState {
@@ -114,6 +114,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(endpoint("/", "GET").route(web::get().to(root::root)))
         .service(endpoint("/health/ready", "GET").route(web::get().to(health::ready)))
         .service(endpoint(JWKS_PATH, "GET").route(web::get().to(wellknown::jwks)))
+        .service(endpoint(LOG_KEYS_PATH, "GET").route(web::get().to(wellknown::log_keys)))
         .service(
             endpoint(DISCOVERY_PATH, "GET").route(web::get().to(wellknown::openid_configuration)),
         )

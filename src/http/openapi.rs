@@ -49,6 +49,7 @@ pub const DOCS_PATH: &str = "/docs/";
         health::metrics,
         wellknown::jwks,
         wellknown::openid_configuration,
+        wellknown::log_keys,
         admin::list_users,
         admin::user_detail,
         admin::erase_user,
@@ -66,8 +67,9 @@ pub const DOCS_PATH: &str = "/docs/";
         (name = "operations", description = "Health probes and metrics"),
         (name = "admin", description = "Managing users: for callers whose token's user holds \
             the `admin` role (401 without a valid token, 403 without the role)"),
-        (name = "discovery", description = "The public keys tokens are signed with, and where \
-            they are: for services that check authlog's tokens themselves")
+        (name = "discovery", description = "The public keys tokens and the event log are signed \
+            with, and where they are: for services that check authlog's tokens themselves, and \
+            for auditors")
     )
 )]
 pub struct ApiDoc;

@@ -20,6 +20,25 @@ use crate::domain::KeyAlgorithm;
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Where the discovery document is served.
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+/// Where the log-signing public keys are served.
+pub const LOG_KEYS_PATH: &str = "/.well-known/authlog-log-keys.json";
+
+/// One log-signing public key.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LogKey {
+    /// 1 for the first key; each `LogKeyRotated` names the next.
+    #[schema(example = 1)]
+    generation: u32,
+    /// Ed25519, base64url: what `authlog verify --public-key` takes.
+    #[schema(example = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")]
+    public_key: String,
+}
+
+/// The log-signing keys, oldest first; the last signs now.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LogKeys {
+    keys: Vec<LogKey>,
+}
 
 /// The discovery document, rendered once, and how long both documents may be cached.
 #[derive(Debug, Clone)]
@@ -151,4 +170,38 @@ fn cached_json(state: &AppState, body: Vec<u8>) -> HttpResponse {
         .insert_header((CACHE_CONTROL, state.discovery.cache_control.clone()))
         .content_type(ContentType::json())
         .body(body)
+}
+
+/// The public keys the event log is signed with (docs/auditing.md): every append's last row
+/// carries an Ed25519 signature over the chain head. An auditor pins generation 1's key (or
+/// takes it from `authlog verify`'s output) and checks the log with `authlog verify
+/// --public-key`, or with `docs/verify_chain.py`; later keys are vouched for in the log by the
+/// key before them.
+#[utoipa::path(
+    get,
+    path = "/.well-known/authlog-log-keys.json",
+    tag = "discovery",
+    responses(
+        (status = 200, description = "The log-signing public keys", body = LogKeys),
+        (status = 503, description = "The log has not been replayed yet", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn log_keys(state: web::Data<AppState>) -> Result<HttpResponse, crate::error::ApiError> {
+    let not_ready =
+        || crate::error::ApiError::NotReady("the event log has not been replayed yet".into());
+    let signer = state.store.log_signer().ok_or_else(not_ready)?;
+    let (_, generation) = state
+        .registry
+        .send(crate::actors::GetLogHead)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(not_ready)?;
+    let keys = (1..=generation)
+        .map(|generation| LogKey {
+            generation,
+            public_key: crate::events::signed::encode_key(&signer.public_key(generation)),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(LogKeys { keys }))
 }

@@ -224,6 +224,7 @@ impl Throttle {
             | Event::SigningKeyAdded(_)
             | Event::SigningKeyActivated(_)
             | Event::SigningKeyRetired(_)
+            | Event::LogKeyRotated(_)
             | Event::RoleGranted(_)
             | Event::RoleRevoked(_)
             | Event::UserDisabled(_)

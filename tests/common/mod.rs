@@ -36,6 +36,10 @@ pub const TEST_SECRET: &str = "test-only-secret-at-least-32-bytes-long!";
 /// The tests' master key (`AUTHLOG_MASTER_KEY`).
 pub const TEST_MASTER_KEY: &str = "test-only-master-key-0123456789abcdef0123456789abcdef";
 /// The tutorial's own example credentials.
+/// The query docs/auditing.md gives for PostgreSQL, to feed `docs/verify_chain.py` (kept
+/// identical; tests/store/audit.rs checks).
+pub const PSQL_QUERY: &str = "SELECT position, stream_id, stream_version, event_type, event_version, payload::text, metadata::text, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), prev_hash, hash, signature FROM events ORDER BY position";
+
 pub const TUTORIAL_EMAIL: &str = "user@example.com";
 pub const TUTORIAL_PASSWORD: &str = "mypassword123";
 

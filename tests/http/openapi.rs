@@ -40,6 +40,7 @@ const CONTRACT: &[(&str, &str, &[u16])] = &[
     ("get", "/metrics", &[200]),
     ("get", "/.well-known/jwks.json", &[200]),
     ("get", "/.well-known/openid-configuration", &[200]),
+    ("get", "/.well-known/authlog-log-keys.json", &[200, 503]),
     ("get", "/admin/users", &[200, 401, 403, 422, 503]),
     ("get", "/admin/users/{id}", &[200, 401, 403, 404, 503]),
     (

@@ -10,6 +10,7 @@ use authlog::actors::{
 };
 use authlog::domain::{Email, Password, SessionId};
 use authlog::events::chain::ChainedRow;
+use authlog::events::signed::{Linked, LogSigner};
 use authlog::events::{
     Event, EventMetadata, EventStore, InMemoryEventStore, NewEvent, RecordedEvent, StoreError,
     StoreFuture,
@@ -391,6 +392,18 @@ impl EventStore for LostReplyStore {
         self.inner.read_rows_after(after, limit)
     }
 
+    fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<Linked>> {
+        self.inner.read_linked_after(after, limit)
+    }
+
+    fn first_signed(&self) -> StoreFuture<'_, Option<i64>> {
+        self.inner.first_signed()
+    }
+
+    fn log_signer(&self) -> Option<std::sync::Arc<LogSigner>> {
+        self.inner.log_signer()
+    }
+
     fn read_stream(
         &self,
         stream_id: uuid::Uuid,
@@ -505,6 +518,18 @@ impl EventStore for RefusesToMigrate {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         self.inner.read_rows_after(after, limit)
+    }
+
+    fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<Linked>> {
+        self.inner.read_linked_after(after, limit)
+    }
+
+    fn first_signed(&self) -> StoreFuture<'_, Option<i64>> {
+        self.inner.first_signed()
+    }
+
+    fn log_signer(&self) -> Option<std::sync::Arc<LogSigner>> {
+        self.inner.log_signer()
     }
 
     fn read_stream(

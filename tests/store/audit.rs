@@ -340,6 +340,7 @@ async fn replay(store: &dyn EventStore, point: ReplayPoint, user: &str) -> Strin
         point,
         Some(user),
         ThrottlePolicy::default(),
+        store.log_signer().map(|signer| signer.trust()),
         &mut out,
     )
     .await
@@ -490,8 +491,7 @@ async fn the_python_script_verifies_postgres_from_psql() {
     }
 }
 
-/// The query docs/auditing.md gives for PostgreSQL (kept identical; a test below checks).
-const PSQL_QUERY: &str = "SELECT position, stream_id, stream_version, event_type, event_version, payload::text, metadata::text, to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), prev_hash, hash FROM events ORDER BY position";
+use crate::common::PSQL_QUERY;
 
 #[test]
 fn the_auditing_doc_shows_the_tested_script_and_query() {
@@ -747,6 +747,7 @@ async fn two_writers_never_record_times_out_of_order_and_replay_agrees_with_even
             ReplayPoint::At(at),
             None,
             ThrottlePolicy::default(),
+            log.store().log_signer().map(|signer| signer.trust()),
             &mut out,
         )
         .await

@@ -167,7 +167,7 @@ impl Backend for Sqlite {
             // Conflict resolution by deleting the old row, which fires no DELETE trigger.
             "INSERT OR REPLACE INTO events \
              SELECT position, stream_id, stream_version, event_type, event_version, payload, \
-                    '{\"client_ip\":\"10.6.6.6\"}', recorded_at, prev_hash, hash FROM events",
+                    '{\"client_ip\":\"10.6.6.6\"}', recorded_at, prev_hash, hash, signature FROM events",
             "INSERT OR REPLACE INTO events \
              (stream_id, stream_version, event_type, event_version, payload, recorded_at) \
              SELECT stream_id, stream_version, event_type, event_version, payload, recorded_at \

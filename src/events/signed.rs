@@ -1,0 +1,935 @@
+//! Who wrote the log: the hash chain proves the log was not changed, and these signatures prove
+//! a key holder appended it. Every append's last row carries an Ed25519 signature over the new
+//! chain head, with a log-signing key derived from the master key (which never enters the
+//! database), and every reader applies a row only once a signature covers it.
+//!
+//! ```text
+//! key(g)          = Ed25519 key from the seed HKDF(master, "authlog log-signing key v1 g<g>")
+//! head message    = "authlog log head v1\n<position>\n<hash>"        signed by the batch's key
+//! checkpoint msg  = "authlog checkpoint v1\n<position>\n<hash>\n<time>"
+//! ```
+//!
+//! A batch is signed by the key in force before it: generation 1 at first, and after a
+//! [`LogKeyRotated`] (appended alone, so signed by the old key) the generation it names.
+//! `docs/auditing.md` says what this proves, and against whom.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use super::chain::{ChainedRow, hash_row};
+use super::{Event, LogKeyRotated, RecordedEvent, StoreError};
+use crate::vault::MasterKey;
+
+/// What every head signature signs, before the position and hash.
+const HEAD_CONTEXT: &str = "authlog log head v1";
+/// What every checkpoint signs, before the position, hash and time.
+const CHECKPOINT_CONTEXT: &str = "authlog checkpoint v1";
+
+/// The bytes a batch's signature covers.
+pub fn head_message(position: i64, hash: &str) -> String {
+    format!("{HEAD_CONTEXT}\n{position}\n{hash}")
+}
+
+/// The seed label of generation `generation`'s key.
+fn label(generation: u32) -> Vec<u8> {
+    format!("authlog log-signing key v1 g{generation}").into_bytes()
+}
+
+/// A public key as authlog prints and reads it: the 32 bytes, base64url without padding (as a
+/// JWK's `x`).
+pub fn encode_key(key: &VerifyingKey) -> String {
+    URL_SAFE_NO_PAD.encode(key.as_bytes())
+}
+
+/// Reads a public key printed by [`encode_key`].
+pub fn parse_key(text: &str) -> Result<VerifyingKey, String> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text.trim().as_bytes())
+        .map_err(|_| "a log public key is 43 characters of base64url".to_owned())?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "a log public key is 32 bytes".to_owned())?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key".to_owned())
+}
+
+fn verify(key: &VerifyingKey, message: &str, signature: &str) -> bool {
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(signature.as_bytes()) else {
+        return false;
+    };
+    let Ok(signature) = Signature::from_slice(&bytes) else {
+        return false;
+    };
+    key.verify_strict(message.as_bytes(), &signature).is_ok()
+}
+
+/// The log-signing keys of one master key, derived on first use. Never printed.
+pub struct LogSigner {
+    master: MasterKey,
+    keys: Mutex<HashMap<u32, SigningKey>>,
+    /// The head this process last appended or checked: the next append on top of it need not
+    /// check it again.
+    known_head: Mutex<Option<(i64, String)>>,
+}
+
+impl std::fmt::Debug for LogSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSigner([redacted])")
+    }
+}
+
+impl LogSigner {
+    pub fn new(master: &MasterKey) -> Self {
+        Self {
+            master: master.clone(),
+            keys: Mutex::default(),
+            known_head: Mutex::default(),
+        }
+    }
+
+    fn key(&self, generation: u32) -> SigningKey {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.entry(generation)
+            .or_insert_with(|| SigningKey::from_bytes(&self.master.derive(&label(generation))))
+            .clone()
+    }
+
+    /// Generation `generation`'s public key.
+    pub fn public_key(&self, generation: u32) -> VerifyingKey {
+        self.key(generation).verifying_key()
+    }
+
+    /// The signature of a batch whose last row is `position` with `hash`.
+    pub fn sign_head(&self, generation: u32, position: i64, hash: &str) -> String {
+        let signature = self
+            .key(generation)
+            .sign(head_message(position, hash).as_bytes());
+        URL_SAFE_NO_PAD.encode(signature.to_bytes())
+    }
+
+    /// Trust in exactly the keys this master key derives.
+    pub fn trust(self: &Arc<Self>) -> Trust {
+        Trust {
+            root: Root::Master(Arc::clone(self)),
+            rotated: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `head` is the head this process last appended or checked.
+    pub fn knows(&self, head: Option<&ChainedRow>) -> bool {
+        let known = self
+            .known_head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (head, known.as_ref()) {
+            (Some(head), Some((position, hash))) => {
+                head.columns.position == *position && head.hash.as_ref() == Some(hash)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether an append may go on top of `head`, the log's last row read under the append lock,
+    /// and with which generation to sign it. `rotation` is the log's latest [`LogKeyRotated`]
+    /// (its position and generation). Asked only when the head must be checked: `any_signed`,
+    /// whether any row carries a signature (for an unsigned head), and `batch_start`, the
+    /// position of the signed row before the head (whether the rotation is in the head's own
+    /// batch, signed by the key before it). Refuses a head no key holder signed: appending on
+    /// top would sign a forged row into the chain.
+    pub fn check_head(
+        &self,
+        head: Option<&ChainedRow>,
+        rotation: Option<(i64, u32)>,
+        any_signed: impl FnOnce() -> Result<bool, StoreError>,
+        batch_start: impl FnOnce() -> Result<i64, StoreError>,
+    ) -> Result<u32, StoreError> {
+        let current = rotation.map_or(1, |(_, generation)| generation);
+        let Some(head) = head else {
+            return Ok(current);
+        };
+        if self.knows(Some(head)) {
+            return Ok(current);
+        }
+        let position = head.columns.position;
+        let hash = head.hash.clone().unwrap_or_default();
+        let signature = head.signature.as_deref();
+        let untrusted = |why: Why| StoreError::Untrusted { position, why };
+        match signature {
+            None if any_signed()? => return Err(untrusted(Why::Unsigned)),
+            // A log written before signing: the first signed append covers it (docs/auditing.md).
+            None => return Ok(current),
+            Some(signature) => {
+                let prev = head.prev_hash.as_deref().unwrap_or_default();
+                if head.hash.is_none() || hash_row(prev, &head.columns) != hash {
+                    return Err(untrusted(Why::Altered));
+                }
+                let signed_by = match rotation {
+                    Some((at, generation)) if at > batch_start()? => generation.saturating_sub(1),
+                    _ => current,
+                };
+                if !verify(
+                    &self.public_key(signed_by),
+                    &head_message(position, &hash),
+                    signature,
+                ) {
+                    return Err(untrusted(Why::BadSignature));
+                }
+            }
+        }
+        self.remember(position, hash);
+        Ok(current)
+    }
+
+    /// The head this process just appended.
+    pub fn remember(&self, position: i64, hash: String) {
+        *self
+            .known_head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((position, hash));
+    }
+
+    /// A checkpoint of `position` and `hash` (a head already checked), signed now.
+    pub fn checkpoint(&self, generation: u32, position: i64, hash: &str) -> Checkpoint {
+        let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+        let key = self.key(generation);
+        let message = checkpoint_message(position, hash, &time);
+        Checkpoint {
+            position,
+            hash: hash.to_owned(),
+            time,
+            key_generation: generation,
+            public_key: encode_key(&key.verifying_key()),
+            signature: URL_SAFE_NO_PAD.encode(key.sign(message.as_bytes()).to_bytes()),
+        }
+    }
+}
+
+/// Why a row is not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// No signature covers it: nothing signed follows it in the log.
+    Unsigned,
+    /// Its batch's signature does not verify under the log-signing key in force.
+    BadSignature,
+    /// Its contents do not match its stored hash.
+    Altered,
+    /// Its `prev_hash` is not the hash of the row before it.
+    Unlinked,
+    /// A key rotation names a public key that is not the generation's.
+    WrongRotation,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Why::Unsigned => "no log signature covers it",
+            Why::BadSignature => {
+                "its batch's signature does not verify under the log-signing key (forged, or \
+                 this instance's master key is not the log's)"
+            }
+            Why::Altered => "its contents do not match its hash",
+            Why::Unlinked => "its prev_hash is not the previous row's hash",
+            Why::WrongRotation => "a log-key rotation names a key that is not the generation's",
+        })
+    }
+}
+
+/// A row a reader refused, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Untrusted {
+    pub position: i64,
+    pub why: Why,
+}
+
+impl std::fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the row at position {} is not applied: {}",
+            self.position, self.why
+        )
+    }
+}
+
+enum Root {
+    /// An instance or auditor with the master key: generation g's key is derived.
+    Master(Arc<LogSigner>),
+    /// An auditor given the first public key: later ones are learnt from signed rotations.
+    PublicKey(VerifyingKey),
+}
+
+/// The keys a reader accepts signatures from.
+pub struct Trust {
+    root: Root,
+    /// Keys named by rotations already verified (for a [`Root::PublicKey`]).
+    rotated: BTreeMap<u32, VerifyingKey>,
+}
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trust")
+    }
+}
+
+impl Trust {
+    /// Trust rooted in generation 1's public key, as an auditor is given it.
+    pub fn public_key(key: VerifyingKey) -> Self {
+        Self {
+            root: Root::PublicKey(key),
+            rotated: BTreeMap::new(),
+        }
+    }
+
+    /// Generation `generation`'s key, if known.
+    pub fn key(&self, generation: u32) -> Option<VerifyingKey> {
+        match &self.root {
+            Root::Master(signer) => Some(signer.public_key(generation)),
+            Root::PublicKey(first) if generation == 1 => Some(*first),
+            Root::PublicKey(_) => self.rotated.get(&generation).copied(),
+        }
+    }
+
+    /// Whether `signature` is generation `generation`'s over the head.
+    pub fn verifies(&self, generation: u32, position: i64, hash: &str, signature: &str) -> bool {
+        self.key(generation)
+            .is_some_and(|key| verify(&key, &head_message(position, hash), signature))
+    }
+
+    /// Takes in a rotation from a batch whose signature verified.
+    pub fn rotate(&mut self, rotated: &LogKeyRotated) -> Result<(), Why> {
+        let named = parse_key(&rotated.public_key).map_err(|_| Why::WrongRotation)?;
+        match &self.root {
+            Root::Master(signer) if signer.public_key(rotated.generation) != named => {
+                Err(Why::WrongRotation)
+            }
+            Root::Master(_) => Ok(()),
+            Root::PublicKey(_) => {
+                self.rotated.insert(rotated.generation, named);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `checkpoint`'s signature is by a key this trust knows, for its generation.
+    pub fn verifies_checkpoint(&self, checkpoint: &Checkpoint) -> bool {
+        self.key(checkpoint.key_generation).is_some_and(|key| {
+            encode_key(&key) == checkpoint.public_key
+                && verify(
+                    &key,
+                    &checkpoint_message(checkpoint.position, &checkpoint.hash, &checkpoint.time),
+                    &checkpoint.signature,
+                )
+        })
+    }
+}
+
+/// One decoded row with its chain links and signature, as the registry reads the log.
+#[derive(Debug, Clone)]
+pub struct Linked {
+    pub event: RecordedEvent,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+    /// Set on the last row of each batch.
+    pub signature: Option<String>,
+    /// Whether the stored hash is the hash of the row's contents (as stored, sealed).
+    pub intact: bool,
+}
+
+/// A row's links and signature, and whether its hash matches its contents: all of [`Linked`]
+/// but the decoded event.
+#[derive(Debug, Clone)]
+pub struct Link {
+    prev_hash: Option<String>,
+    hash: Option<String>,
+    signature: Option<String>,
+    intact: bool,
+}
+
+impl Link {
+    /// Splits rows as stored into their columns (to decode) and their links, checking each
+    /// row's hash against its contents on the way.
+    pub fn split(rows: Vec<ChainedRow>) -> (Vec<super::StoredColumns>, Vec<Link>) {
+        rows.into_iter()
+            .map(|row| {
+                let intact = match (&row.prev_hash, &row.hash) {
+                    (Some(prev), Some(hash)) => hash_row(prev, &row.columns) == *hash,
+                    _ => false,
+                };
+                let link = Link {
+                    prev_hash: row.prev_hash,
+                    hash: row.hash,
+                    signature: row.signature,
+                    intact,
+                };
+                (row.columns, link)
+            })
+            .unzip()
+    }
+
+    /// The links joined again with the decoded events, in the same order.
+    pub fn join(links: Vec<Link>, events: Vec<RecordedEvent>) -> Vec<Linked> {
+        links
+            .into_iter()
+            .zip(events)
+            .map(|(link, event)| Linked {
+                event,
+                prev_hash: link.prev_hash,
+                hash: link.hash,
+                signature: link.signature,
+                intact: link.intact,
+            })
+            .collect()
+    }
+}
+
+impl Linked {
+    /// `row`'s links checked against its contents, and `event`, its decoded form.
+    pub fn new(row: &ChainedRow, event: RecordedEvent) -> Self {
+        let (_, links) = Link::split(vec![row.clone()]);
+        Link::join(links, vec![event]).remove(0)
+    }
+}
+
+/// Rows from before the log was signed, held at most this many at a time (see [`Guard::push`]).
+const LEGACY_HOLD: usize = super::READ_PAGE;
+
+/// Applies only rows a signature covers: reads rows in position order, holds each batch until
+/// its signed last row verifies, then releases it. Start-up replay, the live tail and `authlog
+/// replay` all read through one.
+#[derive(Debug)]
+pub struct Guard {
+    /// `None`: nothing is checked (an auditor with neither the master key nor a public key).
+    trust: Option<Trust>,
+    position: i64,
+    /// The hash at `position`; `None` after this process's own append, whose link the next
+    /// appender checks under the append lock.
+    hash: Option<String>,
+    /// The key generation that signs the next batch.
+    generation: u32,
+    /// Rows before this position are from before the log was signed, and are released as they
+    /// come (the first signature covers them through the chain).
+    legacy_until: i64,
+    pending: Vec<Linked>,
+    alarm: Option<Untrusted>,
+    signatures: u64,
+}
+
+impl Guard {
+    /// A guard for a read from the start of a log whose first signed row is `first_signed`.
+    pub fn new(trust: Option<Trust>, first_signed: Option<i64>) -> Self {
+        Self {
+            trust,
+            position: 0,
+            hash: Some(super::chain::GENESIS.to_owned()),
+            generation: 1,
+            legacy_until: first_signed.unwrap_or(i64::MAX),
+            pending: Vec::new(),
+            alarm: None,
+            signatures: 0,
+        }
+    }
+
+    /// Whether signatures are checked at all.
+    pub fn checks(&self) -> bool {
+        self.trust.is_some()
+    }
+
+    /// The row refused last, until a later read gets past it.
+    pub fn alarm(&self) -> Option<Untrusted> {
+        self.alarm
+    }
+
+    /// Signatures verified so far.
+    pub fn signatures(&self) -> u64 {
+        self.signatures
+    }
+
+    /// The generation that signs the next batch.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Position of the last row released.
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+
+    /// A replay reached the end of the log: rows from now on must be signed, even on a log that
+    /// had no signature yet (this version signs every append).
+    pub fn end_of_replay(&mut self) {
+        self.legacy_until = self.legacy_until.min(self.position + 1);
+    }
+
+    /// This process appended `event` (its own store signed it).
+    pub fn follow(&mut self, event: &RecordedEvent) {
+        if event.position <= self.position {
+            return;
+        }
+        self.position = event.position;
+        self.hash = None;
+        self.pending.clear();
+        if let Event::LogKeyRotated(rotated) = &event.event {
+            self.generation = rotated.generation;
+        }
+    }
+
+    /// Takes the next row read. Returns the rows it completes (a whole signed batch, or a row
+    /// from before signing), or the reason to stop reading: nothing after it is applied.
+    pub fn push(&mut self, row: Linked) -> Result<Vec<RecordedEvent>, Untrusted> {
+        let last = self
+            .pending
+            .last()
+            .map_or(self.position, |p| p.event.position);
+        if row.event.position <= last {
+            return Ok(Vec::new());
+        }
+        let position = row.event.position;
+        let refuse = |this: &mut Self, why| {
+            this.pending.clear();
+            let untrusted = Untrusted { position, why };
+            this.alarm = Some(untrusted);
+            Err(untrusted)
+        };
+        let Some(trust) = &self.trust else {
+            self.position = position;
+            self.hash = row.hash;
+            if let Event::LogKeyRotated(rotated) = &row.event.event {
+                self.generation = rotated.generation;
+            }
+            return Ok(vec![row.event]);
+        };
+        if !row.intact {
+            return refuse(self, Why::Altered);
+        }
+        let expected = match self.pending.last() {
+            Some(previous) => previous.hash.as_ref(),
+            None => self.hash.as_ref(),
+        };
+        if expected.is_some_and(|hash| row.prev_hash.as_ref() != Some(hash)) {
+            return refuse(self, Why::Unlinked);
+        }
+        let hash = row.hash.clone().unwrap_or_default();
+        let signed = match &row.signature {
+            Some(signature) => {
+                if !trust.verifies(self.generation, position, &hash, signature) {
+                    return refuse(self, Why::BadSignature);
+                }
+                self.signatures += 1;
+                true
+            }
+            // Before the first signature: held like any batch's rows, so a new log's first
+            // append is checked whole, but released unsigned once a long prefix written before
+            // signing would otherwise all be held in memory.
+            None => position < self.legacy_until && self.pending.len() + 1 >= LEGACY_HOLD,
+        };
+        self.pending.push(row);
+        if !signed {
+            return Ok(Vec::new());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let mut released = Vec::with_capacity(batch.len());
+        for row in batch {
+            if let Event::LogKeyRotated(rotated) = &row.event.event {
+                let rotate = self.trust.as_mut().map(|trust| trust.rotate(rotated));
+                if let Some(Err(why)) = rotate {
+                    return refuse(self, why).map(|_: Vec<RecordedEvent>| released);
+                }
+                self.generation = rotated.generation;
+            }
+            released.push(row.event);
+        }
+        self.position = position;
+        self.hash = Some(hash);
+        if self.alarm.is_some_and(|alarm| alarm.position <= position) {
+            self.alarm = None;
+        }
+        Ok(released)
+    }
+
+    /// The rows held for a signature when the reading stopped: at the end of a read, these have
+    /// none after them yet.
+    pub fn unsigned_tail(&self) -> Option<i64> {
+        self.pending.first().map(|row| row.event.position)
+    }
+
+    /// Ends a read at the end of the log. Rows still held have no signature after them: those
+    /// from before the log was signed (a log never signed yet) are released; any other stays
+    /// unapplied, raising the alarm, and the next read (from [`Guard::position`]) sees it again.
+    pub fn finish_read(&mut self) -> Result<Vec<RecordedEvent>, Untrusted> {
+        let Some(first) = self.unsigned_tail() else {
+            return Ok(Vec::new());
+        };
+        let last = self.pending.last().map_or(first, |row| row.event.position);
+        if last < self.legacy_until {
+            let held = std::mem::take(&mut self.pending);
+            if let Some(row) = held.last() {
+                self.position = row.event.position;
+                self.hash = row.hash.clone();
+            }
+            return Ok(held.into_iter().map(|row| row.event).collect());
+        }
+        self.pending.clear();
+        let untrusted = Untrusted {
+            position: first,
+            why: Why::Unsigned,
+        };
+        self.alarm = Some(untrusted);
+        Err(untrusted)
+    }
+}
+
+/// A signed checkpoint: anchors the log's head outside the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub position: i64,
+    pub hash: String,
+    /// When it was made, RFC 3339 UTC.
+    pub time: String,
+    pub key_generation: u32,
+    /// The signing key's public half (base64url), for convenience: a verifier checks it is the
+    /// generation's key it trusts.
+    pub public_key: String,
+    pub signature: String,
+}
+
+fn checkpoint_message(position: i64, hash: &str, time: &str) -> String {
+    format!("{CHECKPOINT_CONTEXT}\n{position}\n{hash}\n{time}")
+}
+
+impl Checkpoint {
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.time)
+            .ok()
+            .map(|at| at.with_timezone(&Utc))
+    }
+}
+
+/// Checks signatures row by row over rows as stored, for `authlog verify`, after the chain check
+/// has passed each row: every row must be covered by a later signed row, and each signature be
+/// the key's in force (rotations take effect after the batch that carries them).
+#[derive(Debug)]
+pub struct RowSignatures {
+    trust: Trust,
+    generation: u32,
+    /// The first row since the last signature.
+    pending_from: Option<i64>,
+    pending_rotations: Vec<LogKeyRotated>,
+    checked: u64,
+}
+
+impl RowSignatures {
+    pub fn new(trust: Trust) -> Self {
+        Self {
+            trust,
+            generation: 1,
+            pending_from: None,
+            pending_rotations: Vec::new(),
+            checked: 0,
+        }
+    }
+
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// The key generation in force after the rows checked so far.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Checks the next row, whose hash has been checked against its contents.
+    pub fn check(&mut self, row: &ChainedRow) -> Result<(), Untrusted> {
+        let position = row.columns.position;
+        if row.columns.event_type == Event::LOG_KEY_ROTATED {
+            let rotated = serde_json::from_value::<LogKeyRotated>(row.columns.payload.clone())
+                .map_err(|_| Untrusted {
+                    position,
+                    why: Why::WrongRotation,
+                })?;
+            self.pending_rotations.push(rotated);
+        }
+        let Some(signature) = &row.signature else {
+            self.pending_from.get_or_insert(position);
+            return Ok(());
+        };
+        let hash = row.hash.as_deref().unwrap_or_default();
+        if !self
+            .trust
+            .verifies(self.generation, position, hash, signature)
+        {
+            return Err(Untrusted {
+                position,
+                why: Why::BadSignature,
+            });
+        }
+        self.checked += 1;
+        for rotated in std::mem::take(&mut self.pending_rotations) {
+            self.trust
+                .rotate(&rotated)
+                .map_err(|why| Untrusted { position, why })?;
+            self.generation = rotated.generation;
+        }
+        self.pending_from = None;
+        Ok(())
+    }
+
+    /// At the end of the log: rows after the last signature are covered by none.
+    pub fn finish(&self) -> Result<(), Untrusted> {
+        match self.pending_from {
+            Some(position) => Err(Untrusted {
+                position,
+                why: Why::Unsigned,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::UserId;
+    use crate::events::chain::GENESIS;
+    use crate::events::testing::recorded;
+    use crate::events::{LoginSucceeded, StoredColumns};
+
+    /// Builds a log row by row as an appender would: each batch's last row signed by `signer`.
+    struct Log {
+        signer: Arc<LogSigner>,
+        rows: Vec<Linked>,
+        head: String,
+    }
+
+    impl Log {
+        fn new() -> Self {
+            Self {
+                signer: Arc::new(LogSigner::new(&MasterKey::random())),
+                rows: Vec::new(),
+                head: GENESIS.to_owned(),
+            }
+        }
+
+        /// Appends `events` as one batch, signed by `generation` (or unsigned with `None`).
+        fn append(&mut self, events: Vec<Event>, generation: Option<u32>) -> &mut Self {
+            let count = events.len();
+            for (n, event) in events.into_iter().enumerate() {
+                let position = self.rows.len() as i64 + 1;
+                let event = recorded(position, position as i32, event);
+                let row = ChainedRow {
+                    columns: StoredColumns {
+                        position,
+                        stream_id: event.event.stream_id(),
+                        stream_version: event.stream_version,
+                        event_type: event.event.event_type().to_owned(),
+                        event_version: 1,
+                        payload: event.event.payload(),
+                        metadata: serde_json::json!({}),
+                        recorded_at: event.recorded_at,
+                    },
+                    prev_hash: Some(self.head.clone()),
+                    hash: None,
+                    signature: None,
+                    stored: None,
+                };
+                let hash = hash_row(&self.head, &row.columns);
+                let signature = generation
+                    .filter(|_| n + 1 == count)
+                    .map(|generation| self.signer.sign_head(generation, position, &hash));
+                let row = ChainedRow {
+                    hash: Some(hash.clone()),
+                    signature,
+                    ..row
+                };
+                self.head = hash;
+                self.rows.push(Linked::new(&row, event));
+            }
+            self
+        }
+
+        fn guard(&self) -> Guard {
+            let first_signed = self
+                .rows
+                .iter()
+                .find(|row| row.signature.is_some())
+                .map(|row| row.event.position);
+            Guard::new(Some(self.signer.trust()), first_signed)
+        }
+    }
+
+    fn login() -> Event {
+        Event::LoginSucceeded(LoginSucceeded {
+            user_id: UserId::new(),
+        })
+    }
+
+    fn push_all(guard: &mut Guard, rows: &[Linked]) -> (Vec<i64>, Option<Untrusted>) {
+        let mut released = Vec::new();
+        for row in rows {
+            match guard.push(row.clone()) {
+                Ok(batch) => released.extend(batch.iter().map(|event| event.position)),
+                Err(untrusted) => return (released, Some(untrusted)),
+            }
+        }
+        match guard.finish_read() {
+            Ok(batch) => {
+                released.extend(batch.iter().map(|event| event.position));
+                (released, None)
+            }
+            Err(untrusted) => (released, Some(untrusted)),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_released_whole_once_its_signed_row_verifies() {
+        let mut log = Log::new();
+        log.append(vec![login(), login(), login()], Some(1))
+            .append(vec![login()], Some(1));
+        let mut guard = log.guard();
+        assert!(guard.push(log.rows[0].clone()).expect("held").is_empty());
+        assert!(guard.push(log.rows[1].clone()).expect("held").is_empty());
+        assert_eq!(guard.push(log.rows[2].clone()).expect("released").len(), 3);
+        let (released, alarm) = push_all(&mut guard, &log.rows[3..]);
+        assert_eq!((released, alarm), (vec![4], None));
+        assert_eq!(guard.signatures(), 2);
+    }
+
+    #[test]
+    fn an_unsigned_tail_is_held_and_raises_the_alarm() {
+        let mut log = Log::new();
+        log.append(vec![login()], Some(1))
+            .append(vec![login()], None);
+        let (released, alarm) = push_all(&mut log.guard(), &log.rows);
+        assert_eq!(released, vec![1]);
+        assert_eq!(
+            alarm,
+            Some(Untrusted {
+                position: 2,
+                why: Why::Unsigned
+            })
+        );
+    }
+
+    #[test]
+    fn a_signature_by_another_key_an_altered_row_and_a_broken_link_are_refused() {
+        let mut log = Log::new();
+        log.append(vec![login()], Some(1));
+        let mut stranger = Log::new();
+        stranger.head = log.head.clone();
+        stranger.rows = log.rows.clone();
+        stranger.append(vec![login()], Some(1));
+        let (released, alarm) = push_all(&mut log.guard(), &stranger.rows);
+        assert_eq!(released, vec![1]);
+        assert_eq!(alarm.map(|a| a.why), Some(Why::BadSignature));
+
+        log.append(vec![login()], Some(1));
+        let mut altered = log.rows.clone();
+        altered[1].intact = false;
+        let (_, alarm) = push_all(&mut log.guard(), &altered);
+        assert_eq!(alarm.map(|a| (a.position, a.why)), Some((2, Why::Altered)));
+
+        let mut unlinked = log.rows.clone();
+        unlinked[1].prev_hash = Some(GENESIS.to_owned());
+        let (_, alarm) = push_all(&mut log.guard(), &unlinked);
+        assert_eq!(alarm.map(|a| (a.position, a.why)), Some((2, Why::Unlinked)));
+    }
+
+    #[test]
+    fn a_rotation_hands_signing_to_the_next_generation_after_its_batch() {
+        let mut log = Log::new();
+        let rotated = |log: &Log| {
+            Event::LogKeyRotated(LogKeyRotated {
+                generation: 2,
+                public_key: encode_key(&log.signer.public_key(2)),
+            })
+        };
+        let rotation = rotated(&log);
+        log.append(vec![login()], Some(1))
+            .append(vec![rotation], Some(1))
+            .append(vec![login()], Some(2));
+        let mut guard = log.guard();
+        let (released, alarm) = push_all(&mut guard, &log.rows);
+        assert_eq!((released, alarm), (vec![1, 2, 3], None));
+        assert_eq!(guard.generation(), 2);
+
+        // The old key signs nothing after the rotation.
+        let mut stale = Log::new();
+        let rotation = rotated(&stale);
+        stale
+            .append(vec![rotation], Some(1))
+            .append(vec![login()], Some(1));
+        let (released, alarm) = push_all(&mut stale.guard(), &stale.rows);
+        assert_eq!(released, vec![1]);
+        assert_eq!(
+            alarm.map(|a| (a.position, a.why)),
+            Some((2, Why::BadSignature))
+        );
+
+        // An auditor pinning generation 1 learns generation 2 from the log.
+        let mut auditor = Guard::new(Some(Trust::public_key(log.signer.public_key(1))), Some(1));
+        let (released, alarm) = push_all(&mut auditor, &log.rows);
+        assert_eq!((released, alarm), (vec![1, 2, 3], None));
+    }
+
+    #[test]
+    fn rows_from_before_signing_are_covered_by_the_first_signature() {
+        let mut log = Log::new();
+        log.append(vec![login()], None)
+            .append(vec![login()], None)
+            .append(vec![login()], Some(1));
+        let mut guard = log.guard();
+        assert!(guard.push(log.rows[0].clone()).expect("held").is_empty());
+        let (released, alarm) = push_all(&mut guard, &log.rows[1..]);
+        assert_eq!((released, alarm), (vec![1, 2, 3], None));
+
+        // A log never signed yet is released at its end, and signed rows are required after.
+        let mut unsigned = Log::new();
+        unsigned.append(vec![login(), login()], None);
+        let mut guard = unsigned.guard();
+        assert_eq!(push_all(&mut guard, &unsigned.rows), (vec![1, 2], None));
+        guard.end_of_replay();
+        unsigned.append(vec![login()], None);
+        let (released, alarm) = push_all(&mut guard, &unsigned.rows[2..]);
+        assert_eq!(released, Vec::<i64>::new());
+        assert_eq!(alarm.map(|a| (a.position, a.why)), Some((3, Why::Unsigned)));
+    }
+
+    #[test]
+    fn the_alarm_clears_once_a_read_gets_past_the_refused_row() {
+        let mut log = Log::new();
+        log.append(vec![login()], Some(1))
+            .append(vec![login()], None);
+        let mut guard = log.guard();
+        let (_, alarm) = push_all(&mut guard, &log.rows);
+        assert!(alarm.is_some());
+        // The operator removes the row; an honest append takes its place.
+        log.rows.pop();
+        log.head = log.rows[0].hash.clone().expect("a hash");
+        log.append(vec![login()], Some(1));
+        let (released, alarm) = push_all(&mut guard, &log.rows[1..]);
+        assert_eq!((released, alarm), (vec![2], None));
+        assert_eq!(guard.alarm(), None);
+    }
+
+    #[test]
+    fn checkpoints_verify_under_the_key_that_made_them_only() {
+        let signer = Arc::new(LogSigner::new(&MasterKey::random()));
+        let checkpoint = signer.checkpoint(1, 7, GENESIS);
+        assert!(signer.trust().verifies_checkpoint(&checkpoint));
+        let moved = Checkpoint {
+            position: 8,
+            ..checkpoint.clone()
+        };
+        assert!(!signer.trust().verifies_checkpoint(&moved));
+        let stranger = Arc::new(LogSigner::new(&MasterKey::random()));
+        assert!(!stranger.trust().verifies_checkpoint(&checkpoint));
+    }
+}
