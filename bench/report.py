@@ -258,6 +258,19 @@ if personal:
               f"to decode one stored in clear; one XChaCha20-Poly1305 seal of 32 bytes "
               f"{personal['aead_seal_us']:.2f} µs ({personal['users']:,} users, a registration and a "
               "login each)."]
+signing = raw.get("signing")
+if signing:
+    lines += ["", "Signing the log (issue 19), one core, no database: "
+              f"{signing['sign_us_per_append']:.0f} µs to sign an append's head, "
+              f"{signing['check_us_per_append']:.0f} µs to check one, and "
+              f"{signing['hash_us_per_row']:.2f} µs to recompute a row's hash as every reader now "
+              f"does ({signing['rows']:,} sealed rows)."]
+    for store in stores:
+        cold = raw[f"coldstart-{store}"]
+        if "verify_signed_seconds" in cold:
+            lines.append(f"`verify` with signatures, {store}: {cold['verify_signed_seconds']:.1f} s for "
+                         f"{cold['verified_events']:,} events and {cold['signatures']:,} signatures "
+                         f"({cold['signatures'] / cold['verify_signed_seconds']:,.0f} signatures/s).")
 if cluster:
     prop = cluster["propagation"]
     lines += ["", "## Several instances on one PostgreSQL database", "",

@@ -257,6 +257,8 @@ DATABASE_URL=$(fresh_db) "$BIN/examples/bench_tool" store postgres "$STORE_N" >"
 
 log "sealing personal data: $STORE_N users, a registration and a login each, on one core"
 "$BIN/examples/bench_tool" personal "$STORE_N" >"$RESULTS/personal.json"
+log "signing the log: a head signed and checked, a row's hash recomputed, on one core"
+"$BIN/examples/bench_tool" signing "$STORE_N" >"$RESULTS/signing.json"
 
 log "cold start: $USERS users, $LOGINS logins"
 log "memory per live session: $SESSION_N sessions folded into the directory"

@@ -146,13 +146,17 @@ def rows():
 
 
 def checkpoints():
+    """JSON lines, or authlog's log lines: text (`checkpoint={...}`) or JSON (`fields`)."""
     found = []
     for line in open(ARGS.checkpoints, encoding="utf-8") if ARGS.checkpoints else []:
         text = line.split("checkpoint=", 1)[1].split("}", 1)[0] + "}" if "checkpoint=" in line \
             else line
         try:
-            found.append(json.loads(text))
-        except ValueError:
+            value = json.loads(text)
+            if "fields" in value:
+                value = json.loads(value["fields"]["checkpoint"])
+            found.append(value)
+        except (ValueError, KeyError, TypeError):
             pass
     return found
 

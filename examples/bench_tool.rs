@@ -52,9 +52,10 @@ async fn main() -> anyhow::Result<()> {
         "sessions" => session_memory(number(1, 200_000)),
         "abandon" => abandon(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 1000) as usize).await?,
         "personal" => personal_cost(number(1, 100_000) as usize)?,
+        "signing" => signing_cost(number(1, 100_000) as usize)?,
         other => anyhow::bail!(
             "unknown measurement {other:?}: bcrypt, ed25519, store, coldstart, tokens, sessions, \
-             abandon or personal"
+             abandon, personal or signing"
         ),
     };
     println!("{result}");
@@ -268,6 +269,60 @@ fn personal_cost(users: usize) -> anyhow::Result<serde_json::Value> {
         "open_cold_us_per_event": per_event(open_cold),
         "open_warm_us_per_event": per_event(open_warm),
         "decode_clear_us_per_event": per_event(decode_clear),
+    }))
+}
+
+/// What signing the log costs, on one core, without a database: one head signed (once per
+/// append), one checked (once per append read), and one row's hash recomputed from its sealed
+/// columns (once per row read), over N users' registrations and logins.
+fn signing_cost(users: usize) -> anyhow::Result<serde_json::Value> {
+    use authlog::events::signed::LogSigner;
+    let signer = std::sync::Arc::new(LogSigner::new(&MASTER));
+    let trust = signer.trust();
+    let head = authlog::events::chain::GENESIS;
+    let rounds = users.clamp(1, 20_000);
+    let started = Instant::now();
+    let mut signature = String::new();
+    for position in 0..rounds {
+        signature = signer.sign_head(1, position as i64, head);
+    }
+    let sign = started.elapsed().as_secs_f64() / rounds as f64;
+    let started = Instant::now();
+    let mut valid = 0;
+    for _ in 0..rounds {
+        valid += usize::from(trust.verifies(1, (rounds - 1) as i64, head, &signature));
+    }
+    let check = started.elapsed().as_secs_f64() / rounds as f64;
+    anyhow::ensure!(valid == rounds, "every signature verifies");
+    let shredder = Shredder::new(&MASTER);
+    let mut events = Vec::with_capacity(2 * users);
+    for n in 0..users {
+        let registered = registration("signing", n as u64)?;
+        let user = UserId::from(registered.stream_id());
+        events.push(registered);
+        events.push(NewEvent {
+            stream_version: 2,
+            event: Event::LoginSucceeded(LoginSucceeded { user_id: user }),
+            metadata: EventMetadata::new(Some([192, 0, 2, 1].into()), Some("bench/1")),
+        });
+    }
+    let sealed = shredder.seal_batch(&events, &std::collections::HashMap::new())?;
+    let now = chrono::Utc::now();
+    let rows: Vec<_> = (1..)
+        .zip(&sealed.columns)
+        .map(|(position, columns)| columns.at(position, now))
+        .collect();
+    let started = Instant::now();
+    let mut prev = head.to_owned();
+    for row in &rows {
+        prev = authlog::events::chain::hash_row(&prev, row);
+    }
+    let hash = started.elapsed().as_secs_f64() / rows.len() as f64;
+    Ok(json!({
+        "measure": "signing", "rows": rows.len(),
+        "sign_us_per_append": 1e6 * sign,
+        "check_us_per_append": 1e6 * check,
+        "hash_us_per_row": 1e6 * hash,
     }))
 }
 
@@ -489,6 +544,31 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
     let verifier = chain::verify(store.as_ref()).await?;
     let verify = started.elapsed().as_secs_f64();
     anyhow::ensure!(verifier.broken.is_none(), "the generated chain is broken");
+    // `authlog verify --public-key`: the chain and every append's signature.
+    let anchors = authlog::audit::Anchors {
+        trust: store.log_signer().map(|signer| signer.trust()),
+        checkpoints: Vec::new(),
+    };
+    let mut report = Vec::new();
+    let started = Instant::now();
+    let outcome =
+        authlog::audit::verify_anchored(store.as_ref(), None, anchors, &mut report).await?;
+    let verify_signed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        outcome == authlog::audit::VerifyOutcome::Intact,
+        "the generated log does not verify: {}",
+        String::from_utf8_lossy(&report)
+    );
+    let signatures = String::from_utf8_lossy(&report)
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("signatures: ")?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
     Ok(json!({
         "measure": "coldstart", "store": kind, "users": users, "logins": logins,
         "generate_seconds": generated,
@@ -496,6 +576,7 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
         "memory_bytes": after.saturating_sub(before),
         "bytes_per_user": after.saturating_sub(before) as f64 / loaded_users.max(1) as f64,
         "verify_seconds": verify, "verified_events": verifier.count,
+        "verify_signed_seconds": verify_signed, "signatures": signatures,
     }))
 }
 

@@ -129,17 +129,22 @@ pub fn write(sink: &Sink, checkpoint: &Checkpoint) -> std::io::Result<()> {
     }
 }
 
-/// The checkpoints in a file, in order: JSON lines as [`Sink::File`] writes them, or the text log
-/// lines [`Sink::Log`] writes (`checkpoint={...}`). Other lines are skipped.
+/// The checkpoints in a file, in order: JSON lines as [`Sink::File`] writes them, or the log
+/// lines [`Sink::Log`] writes, as text (`checkpoint={...}`) or as JSON (`"fields":
+/// {"checkpoint": "{...}"}`). Other lines are skipped.
 pub fn read(path: &Path) -> std::io::Result<Vec<Checkpoint>> {
     let file = std::fs::File::open(path)?;
     let mut found = Vec::new();
     for line in std::io::BufReader::new(file).lines() {
         let line = line?;
-        let json = match line.split_once("checkpoint=") {
+        let logged = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|value| value["fields"]["checkpoint"].as_str().map(str::to_owned));
+        let json = match (&logged, line.split_once("checkpoint=")) {
+            (Some(logged), _) => logged.as_str(),
             // A checkpoint's JSON holds no nested object: it ends at the first `}`.
-            Some((_, rest)) => rest.split_inclusive('}').next().unwrap_or(rest),
-            None => line.as_str(),
+            (None, Some((_, rest))) => rest.split_inclusive('}').next().unwrap_or(rest),
+            (None, None) => line.as_str(),
         };
         if let Ok(checkpoint) = serde_json::from_str::<Checkpoint>(json) {
             found.push(checkpoint);
@@ -218,5 +223,35 @@ impl Checkpointer {
             ticker.tick().await;
             self.tick(false).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::MasterKey;
+
+    #[test]
+    fn checkpoints_are_read_back_from_every_sink_format() {
+        let signer = LogSigner::new(&MasterKey::random());
+        let checkpoint = signer.checkpoint(1, 42, crate::events::chain::GENESIS);
+        let json = serde_json::to_string(&checkpoint).expect("json");
+        let text_log = format!(
+            "2026-12-05T18:00:00.000000Z  INFO authlog::checkpoint: log checkpoint checkpoint={json} position=42"
+        );
+        let json_log = serde_json::json!({
+            "timestamp": "2026-12-05T18:00:00.000000Z",
+            "level": "INFO",
+            "fields": {"message": "log checkpoint", "checkpoint": json, "position": 42},
+        })
+        .to_string();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("checkpoints");
+        std::fs::write(
+            &path,
+            format!("{json}\nsomething else\n{text_log}\n{json_log}\n"),
+        )
+        .expect("written");
+        assert_eq!(read(&path).expect("read"), vec![checkpoint; 3]);
     }
 }

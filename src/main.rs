@@ -138,8 +138,18 @@ fn exit_status(outcome: Outcome) -> ExitCode {
     }
 }
 
+/// The master key of a command that signs but does not append: never generated here.
+fn signing_master_key(
+    store: &authlog::cli::StoreArgs,
+) -> anyhow::Result<authlog::vault::MasterKey> {
+    store.audit_master_key()?.context(
+        "the log-signing keys are derived from the master key: set AUTHLOG_MASTER_KEY (or \
+         point --data-dir at the embedded store's directory, which holds its key file)",
+    )
+}
+
 async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<ExitCode> {
-    let master = args.store.write_master_key()?;
+    let master = signing_master_key(&args.store)?;
     let store = open_for_audit(&args.store.store_settings(), Some(&master)).await?;
     let sink = args.to.map_or(Sink::Stdout, Sink::File);
     let mut out = std::io::stdout().lock();
@@ -152,7 +162,7 @@ async fn log_key(args: LogKeyArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let outcome = match args.command {
         LogKeyCommand::Show(args) => {
-            let master = args.store.write_master_key()?;
+            let master = signing_master_key(&args.store)?;
             let store = open_for_audit(&args.store.store_settings(), Some(&master)).await?;
             operate::show_log_keys(store, &mut out).await?
         }

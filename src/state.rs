@@ -144,11 +144,6 @@ impl State {
         self.guard.alarm()
     }
 
-    /// Whether the log's signatures are checked, and how many were.
-    pub fn signatures_checked(&self) -> Option<u64> {
-        self.guard.checks().then(|| self.guard.signatures())
-    }
-
     /// The log-signing key generation in force.
     pub fn log_key_generation(&self) -> u32 {
         self.guard.generation()

@@ -14,7 +14,7 @@ use super::chain::{self, ChainedRow};
 use super::personal::{Shredder, keys_needed};
 use super::signed::{Link, Linked, LogSigner};
 use super::{
-    Conflict, Event, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
+    Conflict, EventStore, NewEvent, RecordedEvent, StoreError, StoreFuture, StoredColumns,
     link_batch,
 };
 use crate::domain::SessionId;
@@ -138,23 +138,18 @@ impl InMemoryEventStore {
             .last()
             .and_then(|row| row.hash.clone())
             .unwrap_or_else(|| chain::GENESIS.to_owned());
-        // Nothing but this process writes here, so the head needs no check; the generation does.
-        let generation = log
-            .rows
-            .iter()
-            .rev()
-            .find(|row| row.columns.event_type == Event::LOG_KEY_ROTATED)
-            .map_or(1, |row| super::rotated_generation(&row.columns.payload));
+        // Nothing but this process writes here, so the head is always the one it remembers.
+        let signer = self.shredder.log_signer();
+        let generation = signer.known_generation(log.rows.last()).unwrap_or(1);
         let links = link_batch(&head, first, &sealed.columns, recorded_at);
         let last = first + i64::try_from(links.len()).unwrap_or(i64::MAX) - 1;
         let new_head = links
             .last()
             .map(|(_, hash)| hash.clone())
             .unwrap_or_default();
-        let signature = self
-            .shredder
-            .log_signer()
-            .sign_head(generation, last, &new_head);
+        let signature = signer.sign_head(generation, last, &new_head);
+        let next_generation =
+            LogSigner::after_batch(generation, events.iter().map(|new| &new.event));
         let mut recorded = Vec::with_capacity(events.len());
         for (((position, new), columns), (prev_hash, hash)) in
             (first..).zip(events).zip(&sealed.columns).zip(links)
@@ -186,6 +181,7 @@ impl InMemoryEventStore {
             log.email_index.retain(|_, owner| owner != user);
         }
         self.shredder.committed(sealed);
+        signer.remember(last, new_head, next_generation);
         for write in sessions {
             match write {
                 SessionWrite::Start {

@@ -316,45 +316,12 @@ impl PostgresEventStore {
             Some(row) => Some(chained_row(&row)?),
             None => None,
         };
-        let rotation = match transaction
-            .query_opt(ROTATION_SQL, &[])
-            .await
-            .map_err(map_error)?
-        {
-            Some(row) => Some((
-                row.try_get::<_, i64>(0).map_err(map_error)?,
-                super::rotated_generation(
-                    &row.try_get::<_, serde_json::Value>(1).map_err(map_error)?,
-                ),
-            )),
-            None => None,
-        };
         let signer = shredder.log_signer();
-        // What checking the head needs, asked only when it does (`check_head`).
-        let (mut any_signed, mut batch_start) = (false, 0);
-        if let Some(head) = head_row.as_ref().filter(|head| !signer.knows(Some(head))) {
-            if head.signature.is_none() {
-                any_signed = transaction
-                    .query_one(ANY_SIGNED_SQL, &[])
-                    .await
-                    .map_err(map_error)?
-                    .try_get(0)
-                    .map_err(map_error)?;
-            } else if rotation.is_some() {
-                batch_start = transaction
-                    .query_one(BATCH_START_SQL, &[&head.columns.position])
-                    .await
-                    .map_err(map_error)?
-                    .try_get(0)
-                    .map_err(map_error)?;
-            }
-        }
-        let generation = signer.check_head(
-            head_row.as_ref(),
-            rotation,
-            || Ok(any_signed),
-            || Ok(batch_start),
-        )?;
+        let generation = match (signer.known_generation(head_row.as_ref()), &head_row) {
+            (Some(generation), _) => generation,
+            (None, None) => 1,
+            (None, Some(head)) => self.check_head(&transaction, &signer, head).await?,
+        };
         let last = head_row.as_ref().map_or(0, |row| row.columns.position);
         let head = head_row
             .as_ref()
@@ -370,6 +337,8 @@ impl PostgresEventStore {
             .map(|(_, hash)| hash.clone())
             .unwrap_or_default();
         let signature = signer.sign_head(generation, last_position, &new_head);
+        let next_generation =
+            LogSigner::after_batch(generation, events.iter().map(|new| &new.event));
 
         let count = events.len();
         let mut positions = Vec::with_capacity(count);
@@ -448,7 +417,7 @@ impl PostgresEventStore {
         write_sessions(&transaction, sessions).await?;
         // The batch commits whole or not at all; the advisory lock is released with it.
         transaction.commit().await.map_err(map_error)?;
-        signer.remember(last_position, new_head);
+        signer.remember(last_position, new_head, next_generation);
         shredder.committed(sealed);
         Ok(events
             .into_iter()
@@ -461,6 +430,46 @@ impl PostgresEventStore {
                 recorded_at,
             })
             .collect())
+    }
+
+    /// Checks a head another process appended ([`LogSigner::check_head`]), under the append
+    /// lock, and says which generation signs next: the queries it needs, asked only as needed.
+    async fn check_head(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        signer: &LogSigner,
+        head: &ChainedRow,
+    ) -> Result<u32, StoreError> {
+        let rotation = match transaction
+            .query_opt(ROTATION_SQL, &[])
+            .await
+            .map_err(map_error)?
+        {
+            Some(row) => Some((
+                row.try_get::<_, i64>(0).map_err(map_error)?,
+                super::rotated_generation(
+                    &row.try_get::<_, serde_json::Value>(1).map_err(map_error)?,
+                ),
+            )),
+            None => None,
+        };
+        let (mut any_signed, mut batch_start) = (false, 0);
+        if head.signature.is_none() {
+            any_signed = transaction
+                .query_one(ANY_SIGNED_SQL, &[])
+                .await
+                .map_err(map_error)?
+                .try_get(0)
+                .map_err(map_error)?;
+        } else if rotation.is_some() {
+            batch_start = transaction
+                .query_one(BATCH_START_SQL, &[&head.columns.position])
+                .await
+                .map_err(map_error)?
+                .try_get(0)
+                .map_err(map_error)?;
+        }
+        signer.check_head(head, rotation, || Ok(any_signed), || Ok(batch_start))
     }
 
     async fn rotate_batch(&self, rotations: Vec<Rotation>) -> Result<Vec<Rotated>, StoreError> {
@@ -676,7 +685,8 @@ impl EventStore for PostgresEventStore {
 
     fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<Linked>> {
         Box::pin(self.bounded(async move {
-            let (columns, links) = Link::split(self.read_rows(after, limit).await?);
+            let (columns, links) =
+                Link::split_in_parallel(self.read_rows(after, limit).await?).await?;
             let events = self.open_rows(columns).await?;
             Ok(Link::join(links, events))
         }))

@@ -74,7 +74,7 @@ pub struct LogSigner {
     keys: Mutex<HashMap<u32, SigningKey>>,
     /// The head this process last appended or checked: the next append on top of it need not
     /// check it again.
-    known_head: Mutex<Option<(i64, String)>>,
+    known_head: Mutex<Option<(i64, String, u32)>>,
 }
 
 impl std::fmt::Debug for LogSigner {
@@ -120,46 +120,44 @@ impl LogSigner {
         }
     }
 
-    /// Whether `head` is the head this process last appended or checked.
-    pub fn knows(&self, head: Option<&ChainedRow>) -> bool {
+    /// The generation that signs the next append, if `head` (the log's last row, read under
+    /// the append lock) is the head this process last appended or checked: then it needs no
+    /// check, and the log's rotations no query. An empty log starts with generation 1.
+    pub fn known_generation(&self, head: Option<&ChainedRow>) -> Option<u32> {
+        let Some(head) = head else {
+            return Some(1);
+        };
         let known = self
             .known_head
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match (head, known.as_ref()) {
-            (Some(head), Some((position, hash))) => {
+        known
+            .as_ref()
+            .filter(|(position, hash, _)| {
                 head.columns.position == *position && head.hash.as_ref() == Some(hash)
-            }
-            _ => false,
-        }
+            })
+            .map(|(_, _, generation)| *generation)
     }
 
-    /// Whether an append may go on top of `head`, the log's last row read under the append lock,
-    /// and with which generation to sign it. `rotation` is the log's latest [`LogKeyRotated`]
-    /// (its position and generation). Asked only when the head must be checked: `any_signed`,
-    /// whether any row carries a signature (for an unsigned head), and `batch_start`, the
-    /// position of the signed row before the head (whether the rotation is in the head's own
-    /// batch, signed by the key before it). Refuses a head no key holder signed: appending on
-    /// top would sign a forged row into the chain.
+    /// Whether an append may go on top of `head`, the log's last row read under the append lock
+    /// and not known here ([`LogSigner::known_generation`]), and with which generation to sign
+    /// it. `rotation` is the log's latest [`LogKeyRotated`] (its position and generation);
+    /// `any_signed` says whether any row carries a signature (asked for an unsigned head), and
+    /// `batch_start` is the position of the signed row before the head (asked to see whether
+    /// the rotation is in the head's own batch, signed by the key before it). Refuses a head no
+    /// key holder signed: appending on top would sign a forged row into the chain.
     pub fn check_head(
         &self,
-        head: Option<&ChainedRow>,
+        head: &ChainedRow,
         rotation: Option<(i64, u32)>,
         any_signed: impl FnOnce() -> Result<bool, StoreError>,
         batch_start: impl FnOnce() -> Result<i64, StoreError>,
     ) -> Result<u32, StoreError> {
         let current = rotation.map_or(1, |(_, generation)| generation);
-        let Some(head) = head else {
-            return Ok(current);
-        };
-        if self.knows(Some(head)) {
-            return Ok(current);
-        }
         let position = head.columns.position;
         let hash = head.hash.clone().unwrap_or_default();
-        let signature = head.signature.as_deref();
         let untrusted = |why: Why| StoreError::Untrusted { position, why };
-        match signature {
+        match head.signature.as_deref() {
             None if any_signed()? => return Err(untrusted(Why::Unsigned)),
             // A log written before signing: the first signed append covers it (docs/auditing.md).
             None => return Ok(current),
@@ -181,16 +179,28 @@ impl LogSigner {
                 }
             }
         }
-        self.remember(position, hash);
+        self.remember(position, hash, current);
         Ok(current)
     }
 
-    /// The head this process just appended.
-    pub fn remember(&self, position: i64, hash: String) {
+    /// The head this process just appended or checked, and the generation that signs next.
+    pub fn remember(&self, position: i64, hash: String, next_generation: u32) {
         *self
             .known_head
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((position, hash));
+            .unwrap_or_else(PoisonError::into_inner) = Some((position, hash, next_generation));
+    }
+
+    /// The generation that signs after a batch of `events` signed by `generation`.
+    pub fn after_batch<'a>(generation: u32, events: impl IntoIterator<Item = &'a Event>) -> u32 {
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::LogKeyRotated(rotated) => Some(rotated.generation),
+                _ => None,
+            })
+            .last()
+            .unwrap_or(generation)
     }
 
     /// A checkpoint of `position` and `hash` (a head already checked), signed now.
@@ -371,6 +381,25 @@ impl Link {
             .unzip()
     }
 
+    /// [`Link::split`] for a reader whose reads run on its own thread (PostgreSQL's, on the
+    /// registry's): a long page's second half is hashed on the blocking pool meanwhile, so a
+    /// replay uses the other core for half the hashing.
+    pub async fn split_in_parallel(
+        mut rows: Vec<ChainedRow>,
+    ) -> Result<(Vec<super::StoredColumns>, Vec<Link>), StoreError> {
+        const ALONE: usize = 1024;
+        if rows.len() < ALONE {
+            return Ok(Self::split(rows));
+        }
+        let second = rows.split_off(rows.len() / 2);
+        let hashing = tokio::task::spawn_blocking(move || Self::split(second));
+        let (mut columns, mut links) = Self::split(rows);
+        let (more_columns, more_links) = hashing.await.map_err(StoreError::unavailable)?;
+        columns.extend(more_columns);
+        links.extend(more_links);
+        Ok((columns, links))
+    }
+
     /// The links joined again with the decoded events, in the same order.
     pub fn join(links: Vec<Link>, events: Vec<RecordedEvent>) -> Vec<Linked> {
         links
@@ -513,10 +542,10 @@ impl Guard {
         if expected.is_some_and(|hash| row.prev_hash.as_ref() != Some(hash)) {
             return refuse(self, Why::Unlinked);
         }
-        let hash = row.hash.clone().unwrap_or_default();
         let signed = match &row.signature {
             Some(signature) => {
-                if !trust.verifies(self.generation, position, &hash, signature) {
+                let hash = row.hash.as_deref().unwrap_or_default();
+                if !trust.verifies(self.generation, position, hash, signature) {
                     return refuse(self, Why::BadSignature);
                 }
                 self.signatures += 1;
@@ -532,6 +561,7 @@ impl Guard {
             return Ok(Vec::new());
         }
         let batch = std::mem::take(&mut self.pending);
+        let hash = batch.last().and_then(|row| row.hash.clone());
         let mut released = Vec::with_capacity(batch.len());
         for row in batch {
             if let Event::LogKeyRotated(rotated) = &row.event.event {
@@ -544,24 +574,18 @@ impl Guard {
             released.push(row.event);
         }
         self.position = position;
-        self.hash = Some(hash);
+        self.hash = hash;
         if self.alarm.is_some_and(|alarm| alarm.position <= position) {
             self.alarm = None;
         }
         Ok(released)
     }
 
-    /// The rows held for a signature when the reading stopped: at the end of a read, these have
-    /// none after them yet.
-    pub fn unsigned_tail(&self) -> Option<i64> {
-        self.pending.first().map(|row| row.event.position)
-    }
-
     /// Ends a read at the end of the log. Rows still held have no signature after them: those
     /// from before the log was signed (a log never signed yet) are released; any other stays
     /// unapplied, raising the alarm, and the next read (from [`Guard::position`]) sees it again.
     pub fn finish_read(&mut self) -> Result<Vec<RecordedEvent>, Untrusted> {
-        let Some(first) = self.unsigned_tail() else {
+        let Some(first) = self.pending.first().map(|row| row.event.position) else {
             return Ok(Vec::new());
         };
         let last = self.pending.last().map_or(first, |row| row.event.position);

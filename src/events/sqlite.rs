@@ -588,32 +588,37 @@ fn append_batch(
             None => None,
         }
     };
-    let rotation = transaction
-        .query_row(ROTATION_SQL, [], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-        })
-        .optional()
-        .map_err(map_error)?
-        .map(|(position, payload)| {
-            let payload = serde_json::from_str(&payload).unwrap_or(Value::Null);
-            (position, super::rotated_generation(&payload))
-        });
     let signer = shredder.log_signer();
-    let generation = signer.check_head(
-        head_row.as_ref(),
-        rotation,
-        || {
-            transaction
-                .query_row(ANY_SIGNED_SQL, [], |row| row.get(0))
-                .map_err(map_error)
-        },
-        || {
-            let head = head_row.as_ref().map_or(0, |row| row.columns.position);
-            transaction
-                .query_row(BATCH_START_SQL, [head], |row| row.get(0))
-                .map_err(map_error)
-        },
-    )?;
+    let generation = match (signer.known_generation(head_row.as_ref()), &head_row) {
+        (Some(generation), _) => generation,
+        (None, None) => 1,
+        (None, Some(head)) => {
+            let rotation = transaction
+                .query_row(ROTATION_SQL, [], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()
+                .map_err(map_error)?
+                .map(|(position, payload)| {
+                    let payload = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                    (position, super::rotated_generation(&payload))
+                });
+            signer.check_head(
+                head,
+                rotation,
+                || {
+                    transaction
+                        .query_row(ANY_SIGNED_SQL, [], |row| row.get(0))
+                        .map_err(map_error)
+                },
+                || {
+                    transaction
+                        .query_row(BATCH_START_SQL, [head.columns.position], |row| row.get(0))
+                        .map_err(map_error)
+                },
+            )?
+        }
+    };
     let last = head_row.as_ref().map_or(0, |row| row.columns.position);
     let head = head_row
         .as_ref()
@@ -630,6 +635,7 @@ fn append_batch(
         .map(|(_, hash)| hash.clone())
         .unwrap_or_default();
     let signature = signer.sign_head(generation, last_position, &new_head);
+    let next_generation = LogSigner::after_batch(generation, events.iter().map(|new| &new.event));
     let mut recorded = Vec::with_capacity(events.len());
     {
         let mut insert = transaction.prepare_cached(APPEND_SQL).map_err(map_error)?;
@@ -685,7 +691,7 @@ fn append_batch(
     write_sessions(&transaction, sessions)?;
     // On any error above, dropping the transaction rolls it back.
     transaction.commit().map_err(map_error)?;
-    signer.remember(last_position, new_head);
+    signer.remember(last_position, new_head, next_generation);
     let erased = !sealed.erased.is_empty();
     shredder.committed(sealed);
     if erased {
