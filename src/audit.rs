@@ -580,33 +580,30 @@ pub async fn replay(
     let mut reached = false;
     linked_after(store, 0)
         .for_each(|row| {
-            let released = match guard.push(row) {
-                Ok(released) => released,
-                Err(untrusted) => {
-                    refused = Some(untrusted);
-                    return ControlFlow::Break(());
-                }
-            };
+            let (released, untrusted) = guard.push(row);
             for event in released {
                 if replayed.take(event, point).is_break() {
                     reached = true;
                     return ControlFlow::Break(());
                 }
             }
-            ControlFlow::Continue(())
+            match untrusted {
+                Some(untrusted) => {
+                    refused = Some(untrusted);
+                    ControlFlow::Break(())
+                }
+                None => ControlFlow::Continue(()),
+            }
         })
         .await?;
     if !reached && refused.is_none() {
-        match guard.finish_read() {
-            Ok(released) => {
-                for event in released {
-                    if replayed.take(event, point).is_break() {
-                        break;
-                    }
-                }
+        let (released, alarm) = guard.finish_read();
+        for event in released {
+            if replayed.take(event, point).is_break() {
+                break;
             }
-            Err(untrusted) => refused = Some(untrusted),
         }
+        refused = alarm;
     }
     let Replayed {
         state,

@@ -44,7 +44,7 @@ impl State {
         policy: ThrottlePolicy,
     ) -> Result<Self, StoreError> {
         let trust = store.log_signer().map(|signer| signer.trust());
-        let state = Self::replay_with(store, policy, trust.map(|trust| (trust, None))).await?;
+        let state = Self::replay_with(store, policy, trust).await?;
         // The log's very first signature is not this master key's: no one with mere INSERT
         // rights can change a row already there, so the key is not the log's (or the database's
         // owner altered the first batch). Serving would append nothing anyway.
@@ -54,7 +54,8 @@ impl State {
         {
             return Err(StoreError::Misconfigured(format!(
                 "AUTHLOG_MASTER_KEY does not open this log: its first signature (position {}) \
-                 does not verify under the log-signing key this master key derives. Start with \
+                 does not verify under the log-signing key this master key derives (or that \
+                 first signed append was altered in the database). Start with \
                  the log's master key. If that key is lost, the log cannot be carried on, as \
                  nothing another key signs can vouch for it (docs/auditing.md): start a new \
                  log, and keep this one for the record",
@@ -64,48 +65,40 @@ impl State {
         Ok(state)
     }
 
-    /// [`State::replay`] trusting the given keys, or checking nothing (`None`). With `until`,
-    /// it stops after that position (`authlog replay --at`).
+    /// [`State::replay`] trusting the given keys, or checking nothing (`None`).
     pub async fn replay_with(
         store: &dyn EventStore,
         policy: ThrottlePolicy,
-        trust: Option<(crate::events::signed::Trust, Option<i64>)>,
+        trust: Option<crate::events::signed::Trust>,
     ) -> Result<Self, StoreError> {
         let first_signed = store.first_signed().await?;
-        let until = trust.as_ref().and_then(|(_, until)| *until);
         let mut state = Self::new(policy);
-        state.guard = Guard::new(trust.map(|(trust, _)| trust), first_signed);
+        state.guard = Guard::new(trust, first_signed);
         let mut refused = None;
         linked_after(store, 0)
             .for_each(|row| {
-                if until.is_some_and(|until| row.event.position > until) {
-                    return ControlFlow::Break(());
+                let (released, untrusted) = state.guard.push(row);
+                for event in &released {
+                    state.apply(event);
                 }
-                match state.guard.push(row) {
-                    Ok(released) => {
-                        for event in &released {
-                            state.apply(event);
-                        }
-                        ControlFlow::Continue(())
-                    }
-                    Err(untrusted) => {
+                match untrusted {
+                    Some(untrusted) => {
                         refused = Some(untrusted);
                         ControlFlow::Break(())
                     }
+                    None => ControlFlow::Continue(()),
                 }
             })
             .await?;
         let refused = match refused {
             Some(untrusted) => Some(untrusted),
-            None => match state.guard.finish_read() {
-                Ok(released) => {
-                    for event in &released {
-                        state.apply(event);
-                    }
-                    None
+            None => {
+                let (released, refused) = state.guard.finish_read();
+                for event in &released {
+                    state.apply(event);
                 }
-                Err(untrusted) => Some(untrusted),
-            },
+                refused
+            }
         };
         if let Some(untrusted) = refused {
             tracing::error!(
@@ -125,18 +118,15 @@ impl State {
     pub fn admit(&mut self, rows: Vec<Linked>) -> (Vec<RecordedEvent>, Option<Untrusted>) {
         let mut released = Vec::with_capacity(rows.len());
         for row in rows {
-            match self.guard.push(row) {
-                Ok(batch) => released.extend(batch),
-                Err(untrusted) => return (released, Some(untrusted)),
+            let (batch, refused) = self.guard.push(row);
+            released.extend(batch);
+            if refused.is_some() {
+                return (released, refused);
             }
         }
-        match self.guard.finish_read() {
-            Ok(batch) => {
-                released.extend(batch);
-                (released, None)
-            }
-            Err(untrusted) => (released, Some(untrusted)),
-        }
+        let (batch, refused) = self.guard.finish_read();
+        released.extend(batch);
+        (released, refused)
     }
 
     /// The row this state refused to apply last, until a later read gets past it.

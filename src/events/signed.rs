@@ -427,6 +427,14 @@ impl Linked {
 /// Rows from before the log was signed, held at most this many at a time (see [`Guard::push`]).
 const LEGACY_HOLD: usize = super::READ_PAGE;
 
+/// A reader checks one signature per this many rows (and at the end of each read, and at each
+/// key rotation), the last signed row's, which covers all before it.
+const VERIFY_EVERY: usize = super::READ_PAGE;
+
+/// What a [`Guard`] step gives: the rows it releases, checked, in order, and the row it refused,
+/// after which nothing is released until a later read gets past it.
+pub type Step = (Vec<RecordedEvent>, Option<Untrusted>);
+
 /// Applies only rows a signature covers: reads rows in position order, holds each batch until
 /// its signed last row verifies, then releases it. Start-up replay, the live tail and `authlog
 /// replay` all read through one.
@@ -444,6 +452,10 @@ pub struct Guard {
     /// come (the first signature covers them through the chain).
     legacy_until: i64,
     pending: Vec<Linked>,
+    /// The index in `pending` of the last signed row.
+    last_signed: Option<usize>,
+    /// Whether `pending` holds a key rotation.
+    rotation_pending: bool,
     alarm: Option<Untrusted>,
     signatures: u64,
 }
@@ -458,6 +470,8 @@ impl Guard {
             generation: 1,
             legacy_until: first_signed.unwrap_or(i64::MAX),
             pending: Vec::new(),
+            last_signed: None,
+            rotation_pending: false,
             alarm: None,
             signatures: 0,
         }
@@ -507,103 +521,161 @@ impl Guard {
         }
     }
 
-    /// Takes the next row read. Returns the rows it completes (a whole signed batch, or a row
-    /// from before signing), or the reason to stop reading: nothing after it is applied.
-    pub fn push(&mut self, row: Linked) -> Result<Vec<RecordedEvent>, Untrusted> {
+    /// Takes the next row read. Returns the rows it completes, checked, in order (a page of
+    /// appends once a signature covering them verifies, or rows from before signing), and the
+    /// reason to stop reading, if any: nothing after a refused row is applied.
+    pub fn push(&mut self, row: Linked) -> Step {
         let last = self
             .pending
             .last()
             .map_or(self.position, |p| p.event.position);
         if row.event.position <= last {
-            return Ok(Vec::new());
+            return (Vec::new(), None);
         }
         let position = row.event.position;
-        let refuse = |this: &mut Self, why| {
-            this.pending.clear();
-            let untrusted = Untrusted { position, why };
-            this.alarm = Some(untrusted);
-            Err(untrusted)
-        };
-        let Some(trust) = &self.trust else {
+        if self.trust.is_none() {
             self.position = position;
             self.hash = row.hash;
             if let Event::LogKeyRotated(rotated) = &row.event.event {
                 self.generation = rotated.generation;
             }
-            return Ok(vec![row.event]);
-        };
+            return (vec![row.event], None);
+        }
         if !row.intact {
-            return refuse(self, Why::Altered);
+            return (Vec::new(), Some(self.refuse(position, Why::Altered)));
         }
         let expected = match self.pending.last() {
             Some(previous) => previous.hash.as_ref(),
             None => self.hash.as_ref(),
         };
         if expected.is_some_and(|hash| row.prev_hash.as_ref() != Some(hash)) {
-            return refuse(self, Why::Unlinked);
+            return (Vec::new(), Some(self.refuse(position, Why::Unlinked)));
         }
-        let signed = match &row.signature {
-            Some(signature) => {
-                let hash = row.hash.as_deref().unwrap_or_default();
-                if !trust.verifies(self.generation, position, hash, signature) {
-                    return refuse(self, Why::BadSignature);
-                }
-                self.signatures += 1;
-                true
+        let rotation = matches!(row.event.event, Event::LogKeyRotated(_));
+        let signed = row.signature.is_some();
+        self.pending.push(row);
+        self.rotation_pending |= rotation;
+        if signed {
+            self.last_signed = Some(self.pending.len() - 1);
+            // A rotation is checked under the key before it, as its own append ends, so that
+            // the key it names is trusted before anything it signed is checked.
+            if self.rotation_pending || self.pending.len() >= VERIFY_EVERY {
+                return self.release_signed();
             }
-            // Before the first signature: held like any batch's rows, so a new log's first
+        } else if self.last_signed.is_none()
+            && position < self.legacy_until
+            && self.pending.len() >= LEGACY_HOLD
+        {
+            // Before the first signature: held like any append's rows, so a new log's first
             // append is checked whole, but released unsigned once a long prefix written before
             // signing would otherwise all be held in memory.
-            None => position < self.legacy_until && self.pending.len() + 1 >= LEGACY_HOLD,
-        };
-        self.pending.push(row);
-        if !signed {
-            return Ok(Vec::new());
+            let held = std::mem::take(&mut self.pending);
+            return (self.release(held), None);
         }
-        let batch = std::mem::take(&mut self.pending);
-        let hash = batch.last().and_then(|row| row.hash.clone());
-        let mut released = Vec::with_capacity(batch.len());
-        for row in batch {
+        (Vec::new(), None)
+    }
+
+    /// Checks the signature of the last signed row held, and releases it and every row before
+    /// it: the head it signs commits to all of them through the chain, each row's hash and link
+    /// checked on the way in. One check per page of rows rather than one per append, since a
+    /// log of small appends has nearly as many signatures as rows. If it fails, the signatures
+    /// before it are checked one by one: what the last good one covers is released, and the
+    /// first bad one is refused.
+    fn release_signed(&mut self) -> Step {
+        let Some(index) = self.last_signed.take() else {
+            return (Vec::new(), None);
+        };
+        let Some(trust) = &self.trust else {
+            return (Vec::new(), None);
+        };
+        let generation = self.generation;
+        let verifies = |row: &Linked| {
+            trust.verifies(
+                generation,
+                row.event.position,
+                row.hash.as_deref().unwrap_or_default(),
+                row.signature.as_deref().unwrap_or_default(),
+            )
+        };
+        if !verifies(&self.pending[index]) {
+            let bad = self.pending[..=index]
+                .iter()
+                .position(|row| row.signature.is_some() && !verifies(row))
+                .unwrap_or(index);
+            let position = self.pending[bad].event.position;
+            let good = self.pending[..bad]
+                .iter()
+                .rposition(|row| row.signature.is_some());
+            let (released, _) = match good {
+                Some(good) => {
+                    self.pending.truncate(good + 1);
+                    self.last_signed = Some(good);
+                    self.release_signed()
+                }
+                None => (Vec::new(), None),
+            };
+            return (released, Some(self.refuse(position, Why::BadSignature)));
+        }
+        self.signatures += 1;
+        let rest = self.pending.split_off(index + 1);
+        let signed = std::mem::replace(&mut self.pending, rest);
+        self.rotation_pending = false;
+        for row in &signed {
             if let Event::LogKeyRotated(rotated) = &row.event.event {
                 let rotate = self.trust.as_mut().map(|trust| trust.rotate(rotated));
                 if let Some(Err(why)) = rotate {
-                    return refuse(self, why).map(|_: Vec<RecordedEvent>| released);
+                    return (Vec::new(), Some(self.refuse(row.event.position, why)));
                 }
                 self.generation = rotated.generation;
             }
-            released.push(row.event);
         }
-        self.position = position;
-        self.hash = hash;
-        if self.alarm.is_some_and(|alarm| alarm.position <= position) {
-            self.alarm = None;
-        }
-        Ok(released)
+        (self.release(signed), None)
     }
 
-    /// Ends a read at the end of the log. Rows still held have no signature after them: those
-    /// from before the log was signed (a log never signed yet) are released; any other stays
-    /// unapplied, raising the alarm, and the next read (from [`Guard::position`]) sees it again.
-    pub fn finish_read(&mut self) -> Result<Vec<RecordedEvent>, Untrusted> {
+    /// Applies `rows`, checked, from the guard's point of view: its position moves past them.
+    fn release(&mut self, rows: Vec<Linked>) -> Vec<RecordedEvent> {
+        if let Some(last) = rows.last() {
+            self.position = last.event.position;
+            self.hash = last.hash.clone();
+            if self
+                .alarm
+                .is_some_and(|alarm| alarm.position <= self.position)
+            {
+                self.alarm = None;
+            }
+        }
+        rows.into_iter().map(|row| row.event).collect()
+    }
+
+    /// Drops what is held and raises the alarm for `position`.
+    fn refuse(&mut self, position: i64, why: Why) -> Untrusted {
+        self.pending.clear();
+        self.last_signed = None;
+        self.rotation_pending = false;
+        let untrusted = Untrusted { position, why };
+        self.alarm = Some(untrusted);
+        untrusted
+    }
+
+    /// Ends a read at the end of the log: the rows up to the last signed one are checked and
+    /// released. Rows after it have no signature after them: those from before the log was
+    /// signed (a log never signed yet) are released; any other stays unapplied, raising the
+    /// alarm, and the next read (from [`Guard::position`]) sees it again.
+    pub fn finish_read(&mut self) -> Step {
+        let (mut released, refused) = self.release_signed();
+        if refused.is_some() {
+            return (released, refused);
+        }
         let Some(first) = self.pending.first().map(|row| row.event.position) else {
-            return Ok(Vec::new());
+            return (released, None);
         };
         let last = self.pending.last().map_or(first, |row| row.event.position);
         if last < self.legacy_until {
             let held = std::mem::take(&mut self.pending);
-            if let Some(row) = held.last() {
-                self.position = row.event.position;
-                self.hash = row.hash.clone();
-            }
-            return Ok(held.into_iter().map(|row| row.event).collect());
+            released.extend(self.release(held));
+            return (released, None);
         }
-        self.pending.clear();
-        let untrusted = Untrusted {
-            position: first,
-            why: Why::Unsigned,
-        };
-        self.alarm = Some(untrusted);
-        Err(untrusted)
+        (released, Some(self.refuse(first, Why::Unsigned)))
     }
 }
 
@@ -798,32 +870,54 @@ mod tests {
     fn push_all(guard: &mut Guard, rows: &[Linked]) -> (Vec<i64>, Option<Untrusted>) {
         let mut released = Vec::new();
         for row in rows {
-            match guard.push(row.clone()) {
-                Ok(batch) => released.extend(batch.iter().map(|event| event.position)),
-                Err(untrusted) => return (released, Some(untrusted)),
+            let (batch, refused) = guard.push(row.clone());
+            released.extend(batch.iter().map(|event| event.position));
+            if refused.is_some() {
+                return (released, refused);
             }
         }
-        match guard.finish_read() {
-            Ok(batch) => {
-                released.extend(batch.iter().map(|event| event.position));
-                (released, None)
-            }
-            Err(untrusted) => (released, Some(untrusted)),
-        }
+        let (batch, alarm) = guard.finish_read();
+        released.extend(batch.iter().map(|event| event.position));
+        (released, alarm)
     }
 
     #[test]
-    fn a_batch_is_released_whole_once_its_signed_row_verifies() {
+    fn rows_are_held_until_a_signature_covering_them_verifies_once_per_read() {
         let mut log = Log::new();
         log.append(vec![login(), login(), login()], Some(1))
             .append(vec![login()], Some(1));
         let mut guard = log.guard();
-        assert!(guard.push(log.rows[0].clone()).expect("held").is_empty());
-        assert!(guard.push(log.rows[1].clone()).expect("held").is_empty());
-        assert_eq!(guard.push(log.rows[2].clone()).expect("released").len(), 3);
-        let (released, alarm) = push_all(&mut guard, &log.rows[3..]);
-        assert_eq!((released, alarm), (vec![4], None));
-        assert_eq!(guard.signatures(), 2);
+        for row in &log.rows {
+            let (released, refused) = guard.push(row.clone());
+            assert!(
+                released.is_empty() && refused.is_none(),
+                "held to the end of the read"
+            );
+        }
+        let (released, refused) = guard.finish_read();
+        assert_eq!(released.len(), 4);
+        assert_eq!(refused, None);
+        // The last signature covers the whole read: one check, not one per append.
+        assert_eq!(guard.signatures(), 1);
+    }
+
+    #[test]
+    fn a_bad_signature_among_good_ones_is_found_and_what_comes_before_released() {
+        let mut log = Log::new();
+        log.append(vec![login()], Some(1))
+            .append(vec![login()], Some(1));
+        let mut stranger = Log::new();
+        stranger.head = log.head.clone();
+        stranger.rows = log.rows.clone();
+        stranger.append(vec![login()], Some(1));
+        stranger.append(vec![login()], Some(1));
+        let rows = stranger.rows.clone();
+        let (released, alarm) = push_all(&mut log.guard(), &rows);
+        assert_eq!(released, vec![1, 2]);
+        assert_eq!(
+            alarm.map(|a| (a.position, a.why)),
+            Some((3, Why::BadSignature))
+        );
     }
 
     #[test]
@@ -909,9 +1003,7 @@ mod tests {
         log.append(vec![login()], None)
             .append(vec![login()], None)
             .append(vec![login()], Some(1));
-        let mut guard = log.guard();
-        assert!(guard.push(log.rows[0].clone()).expect("held").is_empty());
-        let (released, alarm) = push_all(&mut guard, &log.rows[1..]);
+        let (released, alarm) = push_all(&mut log.guard(), &log.rows);
         assert_eq!((released, alarm), (vec![1, 2, 3], None));
 
         // A log never signed yet is released at its end, and signed rows are required after.
