@@ -631,3 +631,53 @@ async fn a_rotated_log_key_is_vouched_for_by_the_one_before() {
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("UNSIGNED at position"), "{out}");
 }
+
+/// A server writes checkpoints to its file by itself: at start-up, every N events (here 1), and
+/// at shutdown, each one the head it has applied; `verify --checkpoints` finds them all.
+#[actix_web::test]
+async fn a_server_anchors_checkpoints_as_it_goes_and_at_shutdown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let anchor = tempfile::tempdir().expect("another volume, say");
+    let file = anchor.path().join("checkpoints.jsonl");
+    let mut env = embedded(dir.path());
+    env.push((
+        "AUTHLOG_CHECKPOINT_FILE".to_owned(),
+        file.display().to_string(),
+    ));
+    env.push(("AUTHLOG_CHECKPOINT_EVERY_EVENTS".to_owned(), "1".to_owned()));
+    let service = Service::start(&env);
+    let http = reqwest::Client::new();
+    assert_eq!(
+        signup_at(&http, &service.address, ALICE, PASSWORD).await,
+        201
+    );
+    let started = Instant::now();
+    while authlog::checkpoint::read(&file).map_or(0, |found| found.len()) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no checkpoint after the sign-up"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = access_token(&http, &service).await;
+    assert_eq!(profile(&http, &service, &token).await, 200);
+    let (status, _) = service.terminate(Duration::from_secs(30));
+    assert!(status.success());
+    let anchored = authlog::checkpoint::read(&file).expect("the checkpoints");
+    let last = anchored.last().expect("one at shutdown");
+    let connection = rusqlite::Connection::open(dir.path().join("events.db")).expect("open");
+    let head: i64 = connection
+        .query_row("SELECT max(position) FROM events", [], |row| row.get(0))
+        .expect("the head");
+    assert_eq!(
+        last.position, head,
+        "the last checkpoint is the head at shutdown"
+    );
+    let key = public_key(&env);
+    let (code, out) = verify_checkpoints(dir.path(), &key, &file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("checkpoints: {} anchored", anchored.len())),
+        "{out}"
+    );
+}
