@@ -186,15 +186,11 @@ fn hash() -> PasswordHash {
     .unwrap_or_else(|_| unreachable!("a string deserialises"))
 }
 
-/// What sealing personal data costs, on one core, without a database: sealing N users'
-/// registrations and a login each (new keys made and wrapped), then opening them as a
-/// process starting on that log does (each key unwrapped once), and as a warm reader does
-/// (keys cached).
-fn personal_cost(users: usize) -> anyhow::Result<serde_json::Value> {
-    let shredder = Shredder::new(&MASTER);
+/// `users` registrations, each followed by a login from one address.
+fn registered_and_logged_in(tag: &str, users: usize) -> anyhow::Result<Vec<NewEvent>> {
     let mut events = Vec::with_capacity(2 * users);
     for n in 0..users {
-        let registered = registration("personal", n as u64)?;
+        let registered = registration(tag, n as u64)?;
         let user = UserId::from(registered.stream_id());
         events.push(registered);
         events.push(NewEvent {
@@ -203,6 +199,16 @@ fn personal_cost(users: usize) -> anyhow::Result<serde_json::Value> {
             metadata: EventMetadata::new(Some([192, 0, 2, 1].into()), Some("bench/1")),
         });
     }
+    Ok(events)
+}
+
+/// What sealing personal data costs, on one core, without a database: sealing N users'
+/// registrations and a login each (new keys made and wrapped), then opening them as a
+/// process starting on that log does (each key unwrapped once), and as a warm reader does
+/// (keys cached).
+fn personal_cost(users: usize) -> anyhow::Result<serde_json::Value> {
+    let shredder = Shredder::new(&MASTER);
+    let events = registered_and_logged_in("personal", users)?;
     let started = Instant::now();
     let sealed = shredder.seal_batch(&events, &std::collections::HashMap::new())?;
     let seal = started.elapsed().as_secs_f64();
@@ -295,17 +301,7 @@ fn signing_cost(users: usize) -> anyhow::Result<serde_json::Value> {
     let check = started.elapsed().as_secs_f64() / rounds as f64;
     anyhow::ensure!(valid == rounds, "every signature verifies");
     let shredder = Shredder::new(&MASTER);
-    let mut events = Vec::with_capacity(2 * users);
-    for n in 0..users {
-        let registered = registration("signing", n as u64)?;
-        let user = UserId::from(registered.stream_id());
-        events.push(registered);
-        events.push(NewEvent {
-            stream_version: 2,
-            event: Event::LoginSucceeded(LoginSucceeded { user_id: user }),
-            metadata: EventMetadata::new(Some([192, 0, 2, 1].into()), Some("bench/1")),
-        });
-    }
+    let events = registered_and_logged_in("signing", users)?;
     let sealed = shredder.seal_batch(&events, &std::collections::HashMap::new())?;
     let now = chrono::Utc::now();
     let rows: Vec<_> = (1..)
