@@ -861,20 +861,17 @@ impl UserRegistry {
         let (events, refused) = self.state.admit(rows);
         self.apply_tail(&events);
         match refused {
-            Some(untrusted) => {
-                if before != Some(untrusted) {
-                    tracing::error!(
-                        position = untrusted.position,
-                        applied = self.state.position(),
-                        "{untrusted}; serving the log as of position {}",
-                        self.state.position()
-                    );
-                    METRICS.log_untrusted_rows.inc();
-                }
-                METRICS.log_untrusted_position.set(untrusted.position);
+            Some(untrusted) if before != Some(untrusted) => {
+                tracing::error!(
+                    position = untrusted.position,
+                    applied = self.state.position(),
+                    "{untrusted}; serving the log as of position {}",
+                    self.state.position()
+                );
+                METRICS.log_untrusted_rows.inc();
             }
-            None if self.state.untrusted().is_none() => METRICS.log_untrusted_position.set(0),
-            None => {}
+            // The gauge: `apply_tail` (through `applied`) set it from the state.
+            _ => {}
         }
     }
 
@@ -910,6 +907,11 @@ impl UserRegistry {
         METRICS
             .sessions_live
             .set(gauge(self.state.directory().session_count()));
+        METRICS.log_untrusted_position.set(
+            self.state
+                .untrusted()
+                .map_or(0, |untrusted| untrusted.position),
+        );
     }
 
     /// The log holds at least `head`.

@@ -282,6 +282,10 @@ async fn a_forged_row_is_applied_by_no_instance(
     drop(services);
     let restarted = Service::start(&env);
     alarm_raised(&http, &restarted, position).await;
+    assert_eq!(
+        restarted.metric("authlog_log_untrusted_position").await,
+        position as f64
+    );
     let attempt = login_at(&http, &restarted.address, ALICE, ATTACKER_PASSWORD).await;
     assert_ne!(
         attempt.status(),
