@@ -361,7 +361,13 @@ pub async fn user_events(
     let user_id = uuid::Uuid::parse_str(&id)
         .map(UserId::from)
         .map_err(|_| ApiError::UserNotFound)?;
-    state.view.user(user_id)?.ok_or(ApiError::UserNotFound)?;
+    // Only what this instance has applied: a row past it may be one no log signature covers
+    // (docs/auditing.md), and is shown once the registry has checked and applied it.
+    let applied = state
+        .view
+        .user(user_id)?
+        .ok_or(ApiError::UserNotFound)?
+        .version;
     let query = query
         .map_err(|error| ApiError::Unprocessable(format!("query: {error}")))?
         .into_inner();
@@ -376,6 +382,7 @@ pub async fn user_events(
         .read_stream(user_id.as_uuid(), query.after.unwrap_or(0), limit + 1)
         .await
         .map_err(|error| ApiError::Unavailable(error.into()))?;
+    events.retain(|event| event.stream_version <= applied);
     let more = events.len() > limit;
     events.truncate(limit);
     let next = more

@@ -223,7 +223,28 @@ async fn a_forged_row_is_applied_by_no_instance(
         signup_at(&http, &services[0].address, ALICE, PASSWORD).await,
         201
     );
-    let token = access_token(&http, services.last().expect("one")).await;
+    // Alice is an admin too, to read her own history through the admin API.
+    let (status, _, stderr) = run(
+        &env,
+        &["admin", "grant-role", "--email", ALICE, "--role", "admin"],
+    );
+    assert!(status.success(), "{stderr}");
+    let started = Instant::now();
+    let token = loop {
+        let token = access_token(&http, services.last().expect("one")).await;
+        if crate::common::claims_of(&token)["roles"] == json!(["admin"]) {
+            break token;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the grant was not seen"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    let alice = crate::common::claims_of(&token)["sub"]
+        .as_str()
+        .expect("sub")
+        .to_owned();
     let key = public_key(&env);
     let (status, out, _) = run(&env, &["verify", "--public-key", &key]);
     assert!(status.success(), "{out}");
@@ -242,6 +263,24 @@ async fn a_forged_row_is_applied_by_no_instance(
         let attempt = login_at(&http, &service.address, ALICE, ATTACKER_PASSWORD).await;
         assert_ne!(attempt.status(), 200, "the forged hash was applied");
         assert_eq!(profile(&http, service, &token).await, 200);
+        // The admin API's history shows what the instance applied, not the forged row.
+        let history: Value = http
+            .get(service.url(&format!("/admin/users/{alice}/events")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("json");
+        let types: Vec<&str> = history["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|event| event["event_type"].as_str())
+            .collect();
+        assert!(types.contains(&"RoleGranted"), "{history}");
+        assert!(!types.contains(&"PasswordRehashed"), "{history}");
         assert_eq!(
             service.metric("authlog_log_untrusted_position").await,
             position as f64
@@ -631,8 +670,8 @@ async fn a_rotated_log_key_is_vouched_for_by_the_one_before() {
     // A key that is not the log's signs nothing an auditor pinning the first accepts.
     let stranger = LogSigner::new(&authlog::vault::MasterKey::random());
     let other = authlog::events::signed::encode_key(&stranger.public_key(1));
-    let (status, out, _) = run(&env, &["verify", "--public-key", &other]);
-    assert_eq!(status.code(), Some(1), "{out}");
+    let (status, out, err) = run(&env, &["verify", "--public-key", &other]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
     assert!(out.contains("UNSIGNED at position"), "{out}");
 }
 
