@@ -460,6 +460,9 @@ fn open_connection(path: &Path, timeout: Duration) -> anyhow::Result<Connection>
 /// `immutable` when even reading needs to write SQLite's shared-memory file (a read-only copy).
 fn open_read_only_connection(path: &Path) -> anyhow::Result<Connection> {
     let readable = |connection: Connection| -> anyhow::Result<Connection> {
+        // A reader of a WAL log can find it busy for a moment (the server checkpointing or
+        // truncating the WAL): wait, as the server's own connection does, rather than fail.
+        connection.busy_timeout(super::DEFAULT_STORE_TIMEOUT)?;
         let version: i32 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         connection.query_row("SELECT count(*) FROM events WHERE 0", [], |_| Ok(()))?;
         let latest = MIGRATIONS.last().map_or(0, |(version, _)| *version);
