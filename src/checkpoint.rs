@@ -153,7 +153,8 @@ pub fn read(path: &Path) -> std::io::Result<Vec<Checkpoint>> {
     Ok(found)
 }
 
-/// Writes checkpoints of what the registry has applied, as the policy says, until dropped.
+/// Writes checkpoints of what the registry has applied, as the policy says, each time it is
+/// ticked.
 pub struct Checkpointer {
     registry: Addr<UserRegistry>,
     store: Arc<dyn EventStore>,
@@ -212,16 +213,6 @@ impl Checkpointer {
                 tracing::warn!(error = %crate::diagnostics::error_chain(&error), position, "no checkpoint written");
                 None
             }
-        }
-    }
-
-    /// Ticks every second until the task is aborted.
-    pub async fn run(mut self) {
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            self.tick(false).await;
         }
     }
 }

@@ -140,7 +140,13 @@ impl InMemoryEventStore {
             .unwrap_or_else(|| chain::GENESIS.to_owned());
         // Nothing but this process writes here, so the head is always the one it remembers.
         let signer = self.shredder.log_signer();
-        let generation = signer.known_generation(log.rows.last()).unwrap_or(1);
+        let head_link = log.rows.last().map(|row| {
+            (
+                row.columns.position,
+                row.hash.as_deref().unwrap_or_default(),
+            )
+        });
+        let generation = signer.known_generation(head_link).unwrap_or(1);
         let links = link_batch(&head, first, &sealed.columns, recorded_at);
         let last = first + i64::try_from(links.len()).unwrap_or(i64::MAX) - 1;
         let new_head = links

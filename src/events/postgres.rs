@@ -55,11 +55,14 @@ const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
 
 const LAST_POSITION_SQL: &str = "SELECT coalesce(max(position), 0) FROM events";
 
-/// The log's last row, whole: an append checks it before chaining onto it.
-const HEAD_SQL: &str = "\
+const HEAD_SQL: &str =
+    "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1";
+
+/// One row, whole: an append checks a head another process wrote before chaining onto it.
+const ROW_SQL: &str = "\
     SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
            recorded_at, prev_hash, hash, signature
-    FROM events ORDER BY position DESC LIMIT 1";
+    FROM events WHERE position = $1";
 
 const ROTATION_SQL: &str = "\
     SELECT position, payload FROM events WHERE event_type = 'LogKeyRotated'
@@ -308,28 +311,36 @@ impl PostgresEventStore {
             .execute(LOCK_SQL, &[&APPEND_LOCK])
             .await
             .map_err(map_error)?;
-        let head_row = match transaction
+        let (last, head, latest) = match transaction
             .query_opt(HEAD_SQL, &[])
             .await
             .map_err(map_error)?
         {
-            Some(row) => Some(chained_row(&row)?),
-            None => None,
+            Some(row) => (
+                row.try_get(0).map_err(map_error)?,
+                row.try_get::<_, Option<String>>(1).map_err(map_error)?,
+                Some(row.try_get(2).map_err(map_error)?),
+            ),
+            None => (0, None, None),
         };
+        let head = head.unwrap_or_else(|| chain::GENESIS.to_owned());
         let signer = shredder.log_signer();
-        let generation = match (signer.known_generation(head_row.as_ref()), &head_row) {
-            (Some(generation), _) => generation,
-            (None, None) => 1,
-            (None, Some(head)) => self.check_head(&transaction, &signer, head).await?,
+        let known = signer.known_generation((last > 0).then_some((last, head.as_str())));
+        let generation = match known {
+            Some(generation) => generation,
+            // Another process wrote the head: read it whole and check it before chaining onto it.
+            None => {
+                let row = transaction
+                    .query_one(ROW_SQL, &[&last])
+                    .await
+                    .map_err(map_error)?;
+                self.check_head(&transaction, &signer, &chained_row(&row)?)
+                    .await?
+            }
         };
-        let last = head_row.as_ref().map_or(0, |row| row.columns.position);
-        let head = head_row
-            .as_ref()
-            .and_then(|row| row.hash.clone())
-            .unwrap_or_else(|| chain::GENESIS.to_owned());
         // Taken under the lock, and never before the head's: times never go backwards in
         // position order, whichever process appends.
-        let recorded_at = super::append_time(head_row.as_ref().map(|row| row.columns.recorded_at));
+        let recorded_at = super::append_time(latest);
         let links = link_batch(&head, last + 1, &sealed.columns, recorded_at);
         let last_position = last + i64::try_from(links.len()).unwrap_or(i64::MAX);
         let new_head = links

@@ -120,11 +120,12 @@ impl LogSigner {
         }
     }
 
-    /// The generation that signs the next append, if `head` (the log's last row, read under
-    /// the append lock) is the head this process last appended or checked: then it needs no
-    /// check, and the log's rotations no query. An empty log starts with generation 1.
-    pub fn known_generation(&self, head: Option<&ChainedRow>) -> Option<u32> {
-        let Some(head) = head else {
+    /// The generation that signs the next append, if `head` (the log's last position and
+    /// hash, read under the append lock) is the head this process last appended or checked:
+    /// then it needs no check, and neither its whole row nor the log's rotations need reading.
+    /// An empty log starts with generation 1.
+    pub fn known_generation(&self, head: Option<(i64, &str)>) -> Option<u32> {
+        let Some((position, hash)) = head else {
             return Some(1);
         };
         let known = self
@@ -133,9 +134,7 @@ impl LogSigner {
             .unwrap_or_else(PoisonError::into_inner);
         known
             .as_ref()
-            .filter(|(position, hash, _)| {
-                head.columns.position == *position && head.hash.as_ref() == Some(hash)
-            })
+            .filter(|(known, known_hash, _)| *known == position && known_hash == hash)
             .map(|(_, _, generation)| *generation)
     }
 
@@ -416,14 +415,6 @@ impl Link {
     }
 }
 
-impl Linked {
-    /// `row`'s links checked against its contents, and `event`, its decoded form.
-    pub fn new(row: &ChainedRow, event: RecordedEvent) -> Self {
-        let (_, links) = Link::split(vec![row.clone()]);
-        Link::join(links, vec![event]).remove(0)
-    }
-}
-
 /// Rows from before the log was signed, held at most this many at a time (see [`Guard::push`]).
 const LEGACY_HOLD: usize = super::READ_PAGE;
 
@@ -495,11 +486,6 @@ impl Guard {
     /// The generation that signs the next batch.
     pub fn generation(&self) -> u32 {
         self.generation
-    }
-
-    /// Position of the last row released.
-    pub fn position(&self) -> i64 {
-        self.position
     }
 
     /// A replay reached the end of the log: rows from now on must be signed, even on a log that
@@ -660,7 +646,7 @@ impl Guard {
     /// Ends a read at the end of the log: the rows up to the last signed one are checked and
     /// released. Rows after it have no signature after them: those from before the log was
     /// signed (a log never signed yet) are released; any other stays unapplied, raising the
-    /// alarm, and the next read (from [`Guard::position`]) sees it again.
+    /// alarm, and the next read (from the last row released) sees it again.
     pub fn finish_read(&mut self) -> Step {
         let (mut released, refused) = self.release_signed();
         if refused.is_some() {
@@ -846,7 +832,8 @@ mod tests {
                     ..row
                 };
                 self.head = hash;
-                self.rows.push(Linked::new(&row, event));
+                let (_, links) = Link::split(vec![row]);
+                self.rows.extend(Link::join(links, vec![event]));
             }
             self
         }

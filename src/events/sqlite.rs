@@ -67,11 +67,8 @@ const APPEND_SQL: &str = "\
                         metadata, recorded_at, prev_hash, hash, signature)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
-/// The log's last row, whole: an append checks it before chaining onto it.
-const HEAD_SQL: &str = "\
-    SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
-           recorded_at, prev_hash, hash, signature
-    FROM events ORDER BY position DESC LIMIT 1";
+const HEAD_SQL: &str =
+    "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1";
 
 const ROTATION_SQL: &str = "\
     SELECT position, payload FROM events WHERE event_type = 'LogKeyRotated'
@@ -577,25 +574,25 @@ fn append_batch(
         .map_err(map_error)?;
     let stored = stored_keys(&transaction, shredder.uncached(keys_needed(&events)))?;
     let sealed = shredder.seal_batch(&events, &stored)?;
-    let head_row = {
-        let mut select = transaction.prepare_cached(HEAD_SQL).map_err(map_error)?;
-        let mut rows = select.query([]).map_err(map_error)?;
-        match rows.next().map_err(map_error)? {
-            Some(row) => Some(ChainedRow {
-                columns: columns(row)?,
-                prev_hash: row.get("prev_hash").map_err(map_error)?,
-                hash: row.get("hash").map_err(map_error)?,
-                signature: row.get("signature").map_err(map_error)?,
-                stored: None,
-            }),
-            None => None,
-        }
-    };
+    let (last, head, latest): (i64, Option<String>, Option<String>) = transaction
+        .query_row(HEAD_SQL, [], |row| {
+            Ok((row.get(0)?, row.get(1)?, Some(row.get(2)?)))
+        })
+        .optional()
+        .map_err(map_error)?
+        .unwrap_or((0, None, None));
+    let head = head.unwrap_or_else(|| chain::GENESIS.to_owned());
     let signer = shredder.log_signer();
-    let generation = match (signer.known_generation(head_row.as_ref()), &head_row) {
-        (Some(generation), _) => generation,
-        (None, None) => 1,
-        (None, Some(head)) => {
+    let known = signer.known_generation((last > 0).then_some((last, head.as_str())));
+    let generation = match known {
+        Some(generation) => generation,
+        // Another process wrote the head: read it whole and check it before chaining onto it.
+        None => {
+            let rows = read_rows(&transaction, last - 1, 1, false)?;
+            let head_row = rows
+                .iter()
+                .find(|row| row.columns.position == last)
+                .ok_or_else(|| StoreError::unavailable(anyhow::anyhow!("the head moved")))?;
             let rotation = transaction
                 .query_row(ROTATION_SQL, [], |row| {
                     Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
@@ -607,7 +604,7 @@ fn append_batch(
                     (position, super::rotated_generation(&payload))
                 });
             signer.check_head(
-                head,
+                head_row,
                 rotation,
                 || {
                     transaction
@@ -616,19 +613,16 @@ fn append_batch(
                 },
                 || {
                     transaction
-                        .query_row(BATCH_START_SQL, [head.columns.position], |row| row.get(0))
+                        .query_row(BATCH_START_SQL, [last], |row| row.get(0))
                         .map_err(map_error)
                 },
             )?
         }
     };
-    let last = head_row.as_ref().map_or(0, |row| row.columns.position);
-    let head = head_row
-        .as_ref()
-        .and_then(|row| row.hash.clone())
-        .unwrap_or_else(|| chain::GENESIS.to_owned());
     // Under the write lock, and never before the head's time (see `append_time`).
-    let latest = head_row.as_ref().map(|row| row.columns.recorded_at);
+    let latest = latest
+        .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+        .map(|at| at.with_timezone(&Utc));
     let recorded_at = super::append_time(latest);
     let stamp = recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
     let links = link_batch(&head, last + 1, &sealed.columns, recorded_at);
