@@ -85,6 +85,9 @@ pub enum CliCommand {
     Checkpoint(CheckpointArgs),
     /// The log-signing key: print its public half, or rotate it.
     LogKey(LogKeyArgs),
+    /// Write a snapshot of the folded state now, so that the next start replays only the tail
+    /// (a running server also writes them; docs/operations.md).
+    Snapshot(LogKeyShowArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -519,6 +522,13 @@ pub struct ServeArgs {
     /// written at start-up and at shutdown.
     #[arg(long, env = "AUTHLOG_CHECKPOINT_EVERY_MINUTES", default_value_t = 10)]
     pub checkpoint_every_minutes: u32,
+    /// A snapshot of the folded state after this many events past the newest one (0: not by
+    /// count), so that a start replays only the log's tail (docs/operations.md).
+    #[arg(long, env = "AUTHLOG_SNAPSHOT_EVERY_EVENTS", default_value_t = 100_000)]
+    pub snapshot_every_events: u32,
+    /// A snapshot after this many minutes, if the log moved (0: not by time).
+    #[arg(long, env = "AUTHLOG_SNAPSHOT_EVERY_MINUTES", default_value_t = 60)]
+    pub snapshot_every_minutes: u32,
     /// PostgreSQL connections kept open (PostgreSQL only).
     #[arg(long, env = "AUTHLOG_DB_POOL_SIZE",
           default_value_t = PostgresSettings::DEFAULT_POOL_SIZE as u64,
@@ -674,6 +684,10 @@ impl ServeArgs {
                 .map_or(crate::checkpoint::Sink::Log, crate::checkpoint::Sink::parse),
             every_events: i64::from(self.checkpoint_every_events),
             every: Duration::from_secs(u64::from(self.checkpoint_every_minutes) * 60),
+        };
+        settings.snapshots = crate::snapshot::SnapshotPolicy {
+            every_events: i64::from(self.snapshot_every_events),
+            every: Duration::from_secs(u64::from(self.snapshot_every_minutes) * 60),
         };
         settings.throttle = self
             .throttle

@@ -154,6 +154,8 @@ pub struct Settings {
     pub clock: Clock,
     /// Where and how often signed checkpoints of the log's head are written.
     pub checkpoints: crate::checkpoint::CheckpointPolicy,
+    /// When snapshots of the folded state are written ([`crate::snapshot`]).
+    pub snapshots: crate::snapshot::SnapshotPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +208,7 @@ impl Settings {
             sessions: SessionPolicy::DEFAULT,
             clock: Clock::system(),
             checkpoints: crate::checkpoint::CheckpointPolicy::default(),
+            snapshots: crate::snapshot::SnapshotPolicy::default(),
         }
     }
 }

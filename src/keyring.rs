@@ -17,6 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::domain::{KeyAlgorithm, KeyId};
 use crate::events::{Event, RecordedEvent, SigningKeyAdded};
+use crate::snapshot::codec::{Malformed, Reader, Writer};
 
 /// One key and the times of its steps, from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +308,58 @@ impl KeySet {
                         .is_some_and(|at| now >= later(at, policy.linger))
             })
             .map(|key| KeyStep::Retire(key.key_id.clone()))
+    }
+}
+
+/// The key ring's part of a snapshot ([`crate::snapshot`]): its keys in log order and the
+/// stream's version. Private keys stay sealed as the log holds them.
+impl KeyRing {
+    pub(crate) fn write_snapshot(&self, w: &mut Writer) {
+        w.i32(self.version);
+        w.len(self.set.keys.len());
+        for key in &self.set.keys {
+            w.str(key.key_id.as_str());
+            w.u8(match key.algorithm {
+                KeyAlgorithm::EdDSA => 0,
+                KeyAlgorithm::HS256 => 1,
+            });
+            w.bytes(&key.public_key);
+            w.bytes(&key.sealed_private_key);
+            w.time(key.added_at);
+            w.opt_time(key.activated_at);
+            w.opt_time(key.superseded_at);
+            w.opt_time(key.retired_at);
+        }
+    }
+
+    pub(crate) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, Malformed> {
+        let version = r.i32()?;
+        let keys = (0..r.len()?)
+            .map(|_| {
+                Ok(KeyRecord {
+                    key_id: KeyId::parse(r.str()?)
+                        .map_err(|_| Malformed("a key id is not valid"))?,
+                    algorithm: match r.u8()? {
+                        0 => KeyAlgorithm::EdDSA,
+                        1 => KeyAlgorithm::HS256,
+                        _ => return Err(Malformed("a key's algorithm is unknown")),
+                    },
+                    public_key: r.bytes()?.to_vec(),
+                    sealed_private_key: r.bytes()?.to_vec(),
+                    added_at: r.time()?,
+                    activated_at: r.opt_time()?,
+                    superseded_at: r.opt_time()?,
+                    retired_at: r.opt_time()?,
+                })
+            })
+            .collect::<Result<Vec<_>, Malformed>>()?;
+        let ring = Self {
+            set: KeySet { keys },
+            version,
+            published: Arc::default(),
+        };
+        ring.publish();
+        Ok(ring)
     }
 }
 

@@ -53,6 +53,7 @@ pub mod operate;
 pub mod projection;
 pub mod sessions;
 pub mod signing;
+pub mod snapshot;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -53,6 +53,7 @@ async fn main() -> ExitCode {
         CliCommand::Admin(args) => admin(args).await,
         CliCommand::Checkpoint(args) => checkpoint(args).await,
         CliCommand::LogKey(args) => log_key(args).await,
+        CliCommand::Snapshot(args) => snapshot(args).await,
     };
     audit.unwrap_or_else(|error| {
         // An auditor's script reads this: a plain message, not a log line.
@@ -154,6 +155,15 @@ async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<ExitCode> {
     let sink = args.to.map_or(Sink::Stdout, Sink::File);
     let mut out = std::io::stdout().lock();
     let outcome = operate::checkpoint(store, &sink, &mut out).await?;
+    out.flush()?;
+    Ok(exit_status(outcome))
+}
+
+async fn snapshot(args: authlog::cli::LogKeyShowArgs) -> anyhow::Result<ExitCode> {
+    let master = args.store.write_master_key()?;
+    let (store, _) = open_store(&args.store.store_settings(), &master).await?;
+    let mut out = std::io::stdout().lock();
+    let outcome = operate::snapshot(store, &mut out).await?;
     out.flush()?;
     Ok(exit_status(outcome))
 }

@@ -394,6 +394,47 @@ pub async fn rotate_log_key(
 }
 
 /// `authlog checkpoint`: replays the log (checking its signatures), then signs its head.
+/// `authlog snapshot`: folds the log from the newest matching snapshot and writes the result.
+pub async fn snapshot(store: Arc<dyn EventStore>, out: &mut impl Write) -> anyhow::Result<Outcome> {
+    store.prepare().await?;
+    let started = std::time::Instant::now();
+    let taken = crate::snapshot::take(store.as_ref()).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    match taken {
+        None => {
+            let newest = store.snapshots().await?.first().copied();
+            match newest {
+                Some(position) => writeln!(
+                    out,
+                    "the snapshot of position {position} is up to date: nothing to write"
+                )?,
+                None => writeln!(out, "the log is empty: nothing to write")?,
+            }
+            Ok(Outcome::Done)
+        }
+        Some(taken) if !taken.kept => Ok(Outcome::Refused(format!(
+            "a user was erased after position {} while the snapshot was made, so it holds their \
+             data and was dropped; run it again",
+            taken.position
+        ))),
+        Some(taken) => {
+            let from = match taken.restored {
+                crate::snapshot::Restored::Snapshot { position, tail } => {
+                    format!("the snapshot of position {position} and {tail} events after it")
+                }
+                crate::snapshot::Restored::Replay => "the whole log".to_owned(),
+            };
+            writeln!(
+                out,
+                "snapshot of position {} written: {} users, {} bytes, folded from {from} in \
+                 {seconds:.1} s",
+                taken.position, taken.users, taken.bytes
+            )?;
+            Ok(Outcome::Done)
+        }
+    }
+}
+
 pub async fn checkpoint(
     store: Arc<dyn EventStore>,
     sink: &crate::checkpoint::Sink,

@@ -16,6 +16,7 @@ use dashmap::DashMap;
 
 use crate::domain::{Email, PasswordHash, Role, SessionId, UserId};
 use crate::events::{Event, RecordedEvent};
+use crate::snapshot::codec::{Malformed, Reader, Writer};
 
 /// A registered user as the log describes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,6 +436,123 @@ impl Directory {
     /// Every user, in no particular order (a copy: for auditors and tests).
     pub fn users(&self) -> Vec<UserEntry> {
         self.users.iter().map(|user| user.value().clone()).collect()
+    }
+}
+
+/// The directory's part of a snapshot ([`crate::snapshot`]): users and sessions in id order, so
+/// that one state always writes the same bytes. The email index and the admins are derived
+/// from the users on reading; a flag per user says whether the index names them (an address
+/// registered twice under older rules is indexed to one account only).
+impl Directory {
+    pub(crate) fn write_snapshot(&self, w: &mut Writer) {
+        let mut ids: Vec<UserId> = self.users.iter().map(|user| *user.key()).collect();
+        ids.sort_unstable();
+        w.len(ids.len());
+        for id in ids {
+            let Some(user) = self.users.get(&id) else {
+                continue;
+            };
+            w.uuid(id.as_uuid());
+            w.str(user.email.as_str());
+            w.str(user.password_hash.as_str());
+            w.i32(user.version);
+            w.u64(user.logins);
+            w.u64(user.failed_logins);
+            w.time(user.created_at);
+            w.opt_time(user.last_login_at);
+            w.len(user.sessions.len());
+            for session in &user.sessions {
+                w.uuid(session.as_uuid());
+            }
+            w.u32(user.password_changes);
+            w.len(user.roles.len());
+            for role in &user.roles {
+                w.str(role.as_str());
+            }
+            w.bool(user.disabled);
+            w.bool(self.by_email.get(&user.email.canonical()) == Some(&id));
+        }
+        let mut sessions: Vec<SessionId> = self.sessions.iter().map(|s| *s.key()).collect();
+        sessions.sort_unstable();
+        w.len(sessions.len());
+        for id in sessions {
+            let Some(session) = self.sessions.get(&id) else {
+                continue;
+            };
+            w.uuid(id.as_uuid());
+            w.uuid(session.user_id.as_uuid());
+            w.time(session.started_at);
+            w.time(session.expires_at);
+            w.opt_ip(session.client_ip);
+            w.option(session.user_agent.as_deref(), Writer::str);
+        }
+    }
+
+    pub(crate) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, Malformed> {
+        let count = r.len()?;
+        let users = Users::with_capacity(count);
+        let mut by_email = HashMap::with_capacity(count);
+        let mut admins = BTreeSet::new();
+        for _ in 0..count {
+            let id = UserId::from(r.uuid()?);
+            let email = Email::from_record(r.str()?.to_owned());
+            let password_hash = PasswordHash::new(r.str()?.to_owned());
+            let version = r.i32()?;
+            let logins = r.u64()?;
+            let failed_logins = r.u64()?;
+            let created_at = r.time()?;
+            let last_login_at = r.opt_time()?;
+            let sessions = (0..r.len()?)
+                .map(|_| r.uuid().map(SessionId::from))
+                .collect::<Result<Vec<_>, _>>()?;
+            let password_changes = r.u32()?;
+            let roles = (0..r.len()?)
+                .map(|_| Role::parse(r.str()?).map_err(|_| Malformed("a role is not valid")))
+                .collect::<Result<Box<[Role]>, _>>()?;
+            let disabled = r.bool()?;
+            if r.bool()? {
+                by_email.insert(email.canonical(), id);
+            }
+            if roles.iter().any(Role::is_admin) {
+                admins.insert(id);
+            }
+            users.insert(
+                id,
+                UserEntry {
+                    id,
+                    email,
+                    password_hash,
+                    version,
+                    logins,
+                    failed_logins,
+                    created_at,
+                    last_login_at,
+                    sessions,
+                    password_changes,
+                    roles,
+                    disabled,
+                },
+            );
+        }
+        let count = r.len()?;
+        let sessions = Sessions::with_capacity(count);
+        for _ in 0..count {
+            let id = SessionId::from(r.uuid()?);
+            let entry = SessionEntry {
+                user_id: UserId::from(r.uuid()?),
+                started_at: r.time()?,
+                expires_at: r.time()?,
+                client_ip: r.opt_ip()?,
+                user_agent: r.option(|r| r.str().map(Box::from))?,
+            };
+            sessions.insert(id, entry);
+        }
+        Ok(Self {
+            users: Arc::new(users),
+            sessions: Arc::new(sessions),
+            by_email,
+            admins,
+        })
     }
 }
 

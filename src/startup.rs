@@ -202,6 +202,8 @@ pub struct Application {
         Arc<tokio::sync::Mutex<Checkpointer>>,
         tokio::task::JoinHandle<()>,
     )>,
+    /// The thread that writes snapshots, if the store can keep them.
+    snapshotter: Option<actix::Arbiter>,
 }
 
 impl Application {
@@ -404,6 +406,16 @@ impl Application {
             });
             (checkpointer, task)
         });
+        // Snapshots, folded on a thread of their own (needs the master key, which seals them).
+        let snapshotter =
+            (store.log_signer().is_some() && !settings.snapshots.never()).then(|| {
+                crate::snapshot::Snapshotter::new(
+                    registry.clone(),
+                    Arc::clone(&store),
+                    settings.snapshots,
+                )
+                .start(Duration::from_secs(10))
+            });
         Ok(Self {
             address,
             server,
@@ -413,6 +425,7 @@ impl Application {
             rotator,
             keychain,
             checkpointer,
+            snapshotter,
         })
     }
 
@@ -446,6 +459,9 @@ impl Application {
     /// Serves until the server is stopped (SIGINT or SIGTERM, or the System shutting down).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        if let Some(snapshotter) = &self.snapshotter {
+            snapshotter.stop();
+        }
         // The last checkpoint: the head as this instance leaves it.
         if let Some((checkpointer, task)) = self.checkpointer {
             task.abort();

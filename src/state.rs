@@ -12,6 +12,7 @@ use crate::events::signed::{Guard, Linked, Untrusted};
 use crate::events::{EventStore, RecordedEvent, StoreError, linked_after};
 use crate::keyring::KeyRing;
 use crate::projection::Directory;
+use crate::snapshot::codec::{Malformed, Reader, Writer};
 use crate::throttle::{Throttle, ThrottlePolicy};
 
 #[derive(Debug)]
@@ -74,8 +75,16 @@ impl State {
         let first_signed = store.first_signed().await?;
         let mut state = Self::new(policy);
         state.guard = Guard::new(trust, first_signed);
+        state.catch_up(store).await
+    }
+
+    /// Reads the log after [`State::position`] through the guard and applies what it lets
+    /// through, to the end of the log or the first row it refuses: a replay's work, from the
+    /// start or from a snapshot.
+    pub async fn catch_up(mut self, store: &dyn EventStore) -> Result<Self, StoreError> {
         let mut refused = None;
-        linked_after(store, 0)
+        let state = &mut self;
+        linked_after(store, state.position)
             .for_each(|row| {
                 let (released, untrusted) = state.guard.push(row);
                 for event in &released {
@@ -109,7 +118,39 @@ impl State {
             );
         }
         state.guard.end_of_replay();
-        Ok(state)
+        Ok(self)
+    }
+
+    /// The guard rows pass through.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// Resumes reading with `guard` (one that starts at this state's position).
+    pub(crate) fn set_guard(&mut self, guard: Guard) {
+        self.guard = guard;
+    }
+
+    /// The state's part of a snapshot: the position, then each part's own
+    /// ([`crate::snapshot`]). The guard is the snapshot header's.
+    pub(crate) fn write_snapshot(&self, w: &mut Writer) {
+        w.i64(self.position);
+        self.directory.write_snapshot(w);
+        self.throttle.write_snapshot(w);
+        self.keys.write_snapshot(w);
+    }
+
+    pub(crate) fn read_snapshot(
+        r: &mut Reader<'_>,
+        policy: ThrottlePolicy,
+    ) -> Result<Self, Malformed> {
+        Ok(Self {
+            position: r.i64()?,
+            directory: Directory::read_snapshot(r)?,
+            throttle: Throttle::read_snapshot(r, policy)?,
+            keys: KeyRing::read_snapshot(r)?,
+            guard: Guard::new(None, None),
+        })
     }
 
     /// Takes rows read from the log after [`State::position`] and returns those a signature

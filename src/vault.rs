@@ -35,6 +35,8 @@ pub mod labels {
     pub const PERSONAL_KEY_WRAP: &[u8] = b"authlog personal-key wrap v1";
     /// Keys the email blind index (HMAC-SHA256 of the normalised address).
     pub const EMAIL_INDEX: &[u8] = b"authlog email blind index v1";
+    /// Seals snapshots of the folded state ([`crate::snapshot`]).
+    pub const SNAPSHOT: &[u8] = b"authlog snapshot v1";
 }
 
 /// The root of every key authlog keeps at rest. Never printed: `Debug` is redacted, and the

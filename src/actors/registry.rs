@@ -629,7 +629,8 @@ impl UserRegistry {
         dummy_hash: PasswordHash,
     ) -> Result<Self, LoadError> {
         store.prepare().await?;
-        let state = State::replay(store.as_ref(), ThrottlePolicy::default()).await?;
+        let (state, _) =
+            crate::snapshot::restore(store.as_ref(), ThrottlePolicy::default()).await?;
         Ok(Self::new(store, state, hasher, dummy_hash, Load::Ready))
     }
 
@@ -1035,7 +1036,9 @@ impl UserRegistry {
         let policy = *self.state.throttle().policy();
         let replay = async move {
             store.prepare().await?;
-            State::replay(store.as_ref(), policy).await
+            crate::snapshot::restore(store.as_ref(), policy)
+                .await
+                .map(|(state, _)| state)
         };
         ctx.spawn(replay.into_actor(self).map(|result, act, ctx| match result {
             Ok(state) => {

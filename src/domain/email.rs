@@ -104,6 +104,12 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// An address read back from authlog's own records (the log, a snapshot), which parsed it
+    /// when it was written: trusted as it is, like the log's events.
+    pub(crate) fn from_record(address: String) -> Self {
+        Self(address)
+    }
 }
 
 /// A DNS hostname in ASCII (after UTS #46): at least two labels of letters, digits and hyphens,

@@ -48,6 +48,8 @@ struct Log {
     rows: Vec<ChainedRow>,
     /// The sessions' rows beside the log.
     sessions: HashMap<SessionId, SessionRow>,
+    /// Snapshots by position ([`crate::snapshot`]).
+    snapshots: std::collections::BTreeMap<i64, Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,21 @@ impl InMemoryEventStore {
     }
 
     /// Makes every later call fail with [`StoreError::Unavailable`] (or succeed again).
+    /// A new, empty store under the same master key as `other` (tests of logs that differ).
+    #[cfg(test)]
+    pub(crate) fn sharing_keys_with(other: &Self) -> Self {
+        Self {
+            shredder: Shredder::new(other.shredder.log_signer().master()),
+            ..Self::default()
+        }
+    }
+
+    /// Puts `bytes` in place of the snapshot at `position`, unchecked (tests of bad snapshots).
+    #[cfg(test)]
+    pub(crate) fn replace_snapshot(&self, position: i64, bytes: Vec<u8>) {
+        self.lock().snapshots.insert(position, bytes);
+    }
+
     pub fn set_offline(&self, offline: bool) {
         self.offline.store(offline, Ordering::SeqCst);
     }
@@ -185,6 +202,7 @@ impl InMemoryEventStore {
         for user in &sealed.erased {
             log.keys.remove(user);
             log.email_index.retain(|_, owner| owner != user);
+            log.snapshots.clear();
         }
         self.shredder.committed(sealed);
         signer.remember(last, new_head, next_generation);
@@ -349,6 +367,41 @@ impl EventStore for InMemoryEventStore {
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         let result = self.read_rows_now(after, limit);
+        Box::pin(async move { result })
+    }
+
+    fn snapshots(&self) -> StoreFuture<'_, Vec<i64>> {
+        let result = self
+            .check_online()
+            .map(|()| self.lock().snapshots.keys().rev().copied().collect());
+        Box::pin(async move { result })
+    }
+
+    fn read_snapshot(&self, position: i64) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let result = self
+            .check_online()
+            .map(|()| self.lock().snapshots.get(&position).cloned());
+        Box::pin(async move { result })
+    }
+
+    fn write_snapshot(&self, position: i64, bytes: Vec<u8>) -> StoreFuture<'_, bool> {
+        let result = self.check_online().map(|()| {
+            let mut log = self.lock();
+            let erased_since = log
+                .rows
+                .iter()
+                .rev()
+                .take_while(|row| row.columns.position > position)
+                .any(|row| row.columns.event_type == "UserErased");
+            if erased_since {
+                return false;
+            }
+            log.snapshots.insert(position, bytes);
+            while log.snapshots.len() > crate::snapshot::KEEP {
+                log.snapshots.pop_first();
+            }
+            true
+        });
         Box::pin(async move { result })
     }
 

@@ -811,6 +811,25 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// The positions of the snapshots kept beside the log ([`crate::snapshot`]), newest first.
+    /// The default keeps none.
+    fn snapshots(&self) -> StoreFuture<'_, Vec<i64>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The snapshot at `position`, as written, if it is still kept.
+    fn read_snapshot(&self, _position: i64) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Keeps `bytes` as the snapshot at `position`, and the newest [`crate::snapshot::KEEP`]
+    /// snapshots only, unless a `UserErased` has been appended after `position` (the snapshot
+    /// holds that user's data): whether it was kept. An append that erases a user deletes
+    /// every snapshot, in the same transaction where the store has one.
+    fn write_snapshot(&self, _position: i64, _bytes: Vec<u8>) -> StoreFuture<'_, bool> {
+        Box::pin(async { Ok(false) })
+    }
+
     /// Up to `limit` events of one stream with a stream version greater than `after_version`,
     /// in version order (the stores index `(stream_id, stream_version)`): one user's history
     /// without reading the log.

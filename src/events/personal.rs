@@ -183,10 +183,12 @@ impl Shredder {
     /// `UserErased` rows forget those keys if it did commit.)
     pub fn committed(&self, batch: SealedBatch) {
         let mut cache = self.cache();
+        // Fresh keys first: a batch that erases a user also unwrapped their key to seal their
+        // last events (the sessions it ends), and that key must not outlive the erasure here.
+        cache.extend(batch.fresh);
         for user in &batch.erased {
             cache.remove(user);
         }
-        cache.extend(batch.fresh);
     }
 
     /// A shredder under a random master key: for the in-memory store, whose log dies with it.

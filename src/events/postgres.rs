@@ -46,6 +46,20 @@ const INSERT_KEYS_SQL: &str = "\
     SELECT * FROM UNNEST($1::uuid[], $2::bytea[], $3::bytea[])";
 
 const ERASE_KEYS_SQL: &str = "DELETE FROM personal_keys WHERE user_id = ANY($1)";
+/// Snapshots ([`crate::snapshot`]): an erasure deletes them all, since they hold the user.
+const ERASE_SNAPSHOTS_SQL: &str = "DELETE FROM snapshots";
+const SNAPSHOTS_SQL: &str = "SELECT position FROM snapshots ORDER BY position DESC";
+const READ_SNAPSHOT_SQL: &str = "SELECT body FROM snapshots WHERE position = $1";
+const WRITE_SNAPSHOT_SQL: &str =
+    "INSERT INTO snapshots (position, body) VALUES ($1, $2) ON CONFLICT (position) DO NOTHING";
+const ERASED_SINCE_SQL: &str = "\
+    SELECT EXISTS (SELECT 1 FROM events WHERE position > $1 AND event_type = 'UserErased')";
+const DROP_SNAPSHOT_SQL: &str = "DELETE FROM snapshots WHERE position = $1";
+const KEEP_SNAPSHOTS_SQL: &str = "\
+    DELETE FROM snapshots WHERE position NOT IN \
+    (SELECT position FROM snapshots ORDER BY position DESC LIMIT $1)";
+/// A snapshot is a few hundred megabytes at millions of users: more than a request's timeout.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Key of the transaction-level advisory lock every append takes ("chain" in ASCII): appends
 /// from all processes are serialised, so positions commit in chain order.
@@ -424,6 +438,10 @@ impl PostgresEventStore {
                 .execute(ERASE_KEYS_SQL, &[&sealed.erased])
                 .await
                 .map_err(map_error)?;
+            transaction
+                .execute(ERASE_SNAPSHOTS_SQL, &[])
+                .await
+                .map_err(map_error)?;
         }
         write_sessions(&transaction, sessions).await?;
         // The batch commits whole or not at all; the advisory lock is released with it.
@@ -744,6 +762,65 @@ impl EventStore for PostgresEventStore {
         }))
     }
 
+    fn snapshots(&self) -> StoreFuture<'_, Vec<i64>> {
+        Box::pin(self.bounded(async move {
+            let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            let rows = client.query(SNAPSHOTS_SQL, &[]).await.map_err(map_error)?;
+            rows.iter()
+                .map(|row| row.try_get(0).map_err(map_error))
+                .collect()
+        }))
+    }
+
+    fn read_snapshot(&self, position: i64) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(snapshot_bounded(async move {
+            let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            let row = client
+                .query_opt(READ_SNAPSHOT_SQL, &[&position])
+                .await
+                .map_err(map_error)?;
+            row.map(|row| row.try_get(0).map_err(map_error)).transpose()
+        }))
+    }
+
+    /// Inserted first, then checked under the append lock against erasures appended after its
+    /// position: an erasure that committed before the check is seen by it (and the snapshot
+    /// dropped), one after it deletes the snapshot itself.
+    fn write_snapshot(&self, position: i64, bytes: Vec<u8>) -> StoreFuture<'_, bool> {
+        Box::pin(snapshot_bounded(async move {
+            let mut client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            client
+                .execute(WRITE_SNAPSHOT_SQL, &[&position, &bytes])
+                .await
+                .map_err(map_error)?;
+            drop(bytes);
+            let transaction = client.transaction().await.map_err(map_error)?;
+            transaction
+                .execute(LOCK_SQL, &[&APPEND_LOCK])
+                .await
+                .map_err(map_error)?;
+            let erased: bool = transaction
+                .query_one(ERASED_SINCE_SQL, &[&position])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(map_error)?;
+            if erased {
+                transaction
+                    .execute(DROP_SNAPSHOT_SQL, &[&position])
+                    .await
+                    .map_err(map_error)?;
+            } else {
+                let keep = crate::snapshot::KEEP as i64;
+                transaction
+                    .execute(KEEP_SNAPSHOTS_SQL, &[&keep])
+                    .await
+                    .map_err(map_error)?;
+            }
+            transaction.commit().await.map_err(map_error)?;
+            Ok(!erased)
+        }))
+    }
+
     fn shared(&self) -> bool {
         true
     }
@@ -787,6 +864,14 @@ impl EventStore for PostgresEventStore {
                 .map_err(|error| StoreError::unavailable(error.into_boxed_dyn_error()))
         })
     }
+}
+
+async fn snapshot_bounded<T>(
+    operation: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(SNAPSHOT_TIMEOUT, operation)
+        .await
+        .unwrap_or_else(|elapsed| Err(StoreError::unavailable(elapsed)))
 }
 
 /// The one place where PostgreSQL errors become domain conflicts (SQLSTATE 23505) or outages.

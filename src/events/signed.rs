@@ -99,6 +99,12 @@ impl LogSigner {
             .clone()
     }
 
+    /// The master key the signing keys are derived from (snapshots are sealed under another
+    /// key it derives).
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     /// Generation `generation`'s public key.
     pub fn public_key(&self, generation: u32) -> VerifyingKey {
         self.key(generation).verifying_key()
@@ -466,6 +472,30 @@ impl Guard {
             alarm: None,
             signatures: 0,
         }
+    }
+
+    /// A guard reading on after `position`, whose row has `hash`, known from a snapshot this
+    /// process's master key sealed: rows after it must link to `hash`, and are signed by
+    /// generation `generation` until a rotation.
+    pub fn resume(
+        trust: Option<Trust>,
+        first_signed: Option<i64>,
+        position: i64,
+        hash: String,
+        generation: u32,
+    ) -> Self {
+        Self {
+            position,
+            hash: Some(hash),
+            generation,
+            ..Self::new(trust, first_signed)
+        }
+    }
+
+    /// The last row released: its position and chain hash (`None` after this process's own
+    /// append, whose hash the store knows).
+    pub fn head(&self) -> (i64, Option<&str>) {
+        (self.position, self.hash.as_deref())
     }
 
     /// Whether signatures are checked at all.

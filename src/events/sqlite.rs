@@ -209,6 +209,11 @@ impl SqliteEventStore {
         &self.path
     }
 
+    /// Where snapshots are kept: `snapshots/` in the data directory, beside the log.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.path.with_file_name("snapshots")
+    }
+
     /// Seals personal data on append and opens it on read with the master key's shredder.
     #[must_use]
     pub fn with_personal_data(mut self, shredder: Shredder) -> Self {
@@ -260,8 +265,15 @@ impl EventStore for SqliteEventStore {
         sessions: Vec<SessionWrite>,
     ) -> StoreFuture<'_, Vec<RecordedEvent>> {
         let personal = self.personal.clone();
+        let snapshots = self.snapshot_dir();
         Box::pin(self.call(move |connection| {
-            append_batch(connection, events, sessions, personal.as_deref())
+            append_batch(
+                connection,
+                events,
+                sessions,
+                personal.as_deref(),
+                &snapshots,
+            )
         }))
     }
 
@@ -345,6 +357,66 @@ impl EventStore for SqliteEventStore {
 
     fn log_signer(&self) -> Option<Arc<LogSigner>> {
         self.personal.as_ref().map(|shredder| shredder.log_signer())
+    }
+
+    fn snapshots(&self) -> StoreFuture<'_, Vec<i64>> {
+        let dir = self.snapshot_dir();
+        Box::pin(async move {
+            let mut positions = snapshot_files(&dir)
+                .map_err(StoreError::unavailable)?
+                .into_iter()
+                .map(|(position, _)| position)
+                .collect::<Vec<_>>();
+            positions.sort_unstable_by_key(|position| std::cmp::Reverse(*position));
+            Ok(positions)
+        })
+    }
+
+    fn read_snapshot(&self, position: i64) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let path = self.snapshot_dir().join(snapshot_name(position));
+        Box::pin(async move {
+            let read = tokio::task::spawn_blocking(move || match std::fs::read(&path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(error),
+            });
+            match read.await {
+                Ok(result) => result.map_err(StoreError::unavailable),
+                Err(error) => Err(StoreError::unavailable(error)),
+            }
+        })
+    }
+
+    /// Written to a temporary file and synced off the SQLite thread; then, on it (so in order
+    /// with appends), dropped if a user was erased after `position`, or else renamed into place
+    /// with the older snapshots removed.
+    fn write_snapshot(&self, position: i64, bytes: Vec<u8>) -> StoreFuture<'_, bool> {
+        let dir = self.snapshot_dir();
+        let temporary = dir.join(format!(".{}.tmp", snapshot_name(position)));
+        let written = temporary.clone();
+        Box::pin(async move {
+            let write = tokio::task::spawn_blocking(move || write_synced(&written, &bytes));
+            match write.await {
+                Ok(result) => result.map_err(StoreError::unavailable)?,
+                Err(error) => return Err(StoreError::unavailable(error)),
+            }
+            // Sent to the SQLite thread only now that the file is written.
+            self.call(move |connection| {
+                let erased: bool = connection
+                    .query_row(ERASED_SINCE_SQL, params![position], |row| row.get(0))
+                    .map_err(map_error)?;
+                let kept = if erased {
+                    std::fs::remove_file(&temporary)
+                } else {
+                    std::fs::rename(&temporary, dir.join(snapshot_name(position)))
+                        .and_then(|()| remove_snapshots(&dir, Some(crate::snapshot::KEEP)))
+                        .and_then(|()| std::fs::File::open(&dir)?.sync_all())
+                };
+                kept.map_err(StoreError::unavailable)?;
+                Ok(!erased)
+            })
+            .await
+        })
     }
 
     fn read_stream(
@@ -557,12 +629,68 @@ fn link_unchained(transaction: &rusqlite::Transaction<'_>) -> anyhow::Result<()>
     Ok(())
 }
 
+const ERASED_SINCE_SQL: &str =
+    "SELECT EXISTS (SELECT 1 FROM events WHERE position > ?1 AND event_type = 'UserErased')";
+
+fn snapshot_name(position: i64) -> String {
+    format!("snapshot-{position:020}.bin")
+}
+
+/// The snapshots in `dir` (none if it does not exist), with their paths.
+fn snapshot_files(dir: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let position = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("snapshot-")?.strip_suffix(".bin"))
+            .and_then(|digits| digits.parse().ok());
+        if let Some(position) = position {
+            files.push((position, entry.path()));
+        }
+    }
+    Ok(files)
+}
+
+/// Removes every snapshot in `dir` but the newest `keep` (all of them for `None`).
+fn remove_snapshots(dir: &Path, keep: Option<usize>) -> std::io::Result<()> {
+    let mut files = snapshot_files(dir)?;
+    files.sort_unstable_by_key(|file| std::cmp::Reverse(file.0));
+    for (_, path) in files.into_iter().skip(keep.unwrap_or(0)) {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` (mode 0600, in a directory made with the data directory's mode)
+/// and syncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    crate::data_dir::create_parent_dir(path).map_err(std::io::Error::other)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// One transaction for the whole batch: all events are written and fsynced, or none.
 fn append_batch(
     connection: &mut Connection,
     events: Vec<NewEvent>,
     sessions: Vec<SessionWrite>,
     personal: Option<&Shredder>,
+    snapshots: &Path,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -686,6 +814,11 @@ fn append_batch(
             .map_err(map_error)?;
     }
     write_sessions(&transaction, sessions)?;
+    if !sealed.erased.is_empty() {
+        // Every snapshot holds the user: gone before the erasure commits (a snapshot is only a
+        // cache, so losing them to a failed commit costs a longer start, nothing more).
+        remove_snapshots(snapshots, None).map_err(StoreError::unavailable)?;
+    }
     // On any error above, dropping the transaction rolls it back.
     transaction.commit().map_err(map_error)?;
     signer.remember(last_position, new_head, next_generation);

@@ -29,6 +29,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::domain::{Email, UserId};
 use crate::events::{Event, RecordedEvent};
+use crate::snapshot::codec::{Malformed, Reader, Writer};
 
 /// The limits; 0 turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,6 +463,145 @@ impl Throttle {
             _ => false,
         }
     }
+}
+
+/// The throttle's part of a snapshot ([`crate::snapshot`]): everything but the policy, which
+/// is configuration. Each map is written in key order, so that one state always writes the
+/// same bytes.
+impl Throttle {
+    pub(crate) fn write_snapshot(&self, w: &mut Writer) {
+        let mut streaks: Vec<_> = self.streaks.iter().collect();
+        streaks.sort_unstable_by(|a, b| subject_order(&a.0.0, &b.0.0).then(a.0.1.cmp(&b.0.1)));
+        w.len(streaks.len());
+        for ((subject, client), streak) in streaks {
+            write_subject(w, subject);
+            w.opt_ip(*client);
+            w.u32(streak.failures);
+            w.time(streak.last_failure);
+        }
+        let mut failures: Vec<_> = self.account_failures.iter().collect();
+        failures.sort_unstable_by(|a, b| subject_order(a.0, b.0));
+        w.len(failures.len());
+        for (subject, times) in failures {
+            write_subject(w, subject);
+            write_times(w, times);
+        }
+        let mut known: Vec<_> = self.known_addresses.iter().collect();
+        known.sort_unstable_by_key(|(user, _)| **user);
+        w.len(known.len());
+        for (user, addresses) in known {
+            w.uuid(user.as_uuid());
+            let mut addresses: Vec<_> = addresses.iter().collect();
+            addresses.sort_unstable();
+            w.len(addresses.len());
+            for address in addresses {
+                w.ip(*address);
+            }
+        }
+        let mut signups: Vec<_> = self.signups.iter().collect();
+        signups.sort_unstable_by_key(|(client, _)| **client);
+        w.len(signups.len());
+        for (client, window) in signups {
+            w.opt_ip(*client);
+            write_times(w, &window.times);
+            w.len(window.unmatched);
+        }
+        for map in [&self.logins, &self.refresh_failures] {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by_key(|(client, _)| **client);
+            w.len(entries.len());
+            for (client, times) in entries {
+                w.opt_ip(*client);
+                write_times(w, times);
+            }
+        }
+    }
+
+    pub(crate) fn read_snapshot(
+        r: &mut Reader<'_>,
+        policy: ThrottlePolicy,
+    ) -> Result<Self, Malformed> {
+        let mut throttle = Self::new(policy);
+        for _ in 0..r.len()? {
+            let key = (read_subject(r)?, r.opt_ip()?);
+            let streak = Streak {
+                failures: r.u32()?,
+                last_failure: r.time()?,
+            };
+            throttle.streaks.insert(key, streak);
+        }
+        for _ in 0..r.len()? {
+            let subject = read_subject(r)?;
+            throttle.account_failures.insert(subject, read_times(r)?);
+        }
+        let count = r.len()?;
+        throttle.known_addresses.reserve(count);
+        for _ in 0..count {
+            let user = UserId::from(r.uuid()?);
+            let addresses = (0..r.len()?)
+                .map(|_| r.ip())
+                .collect::<Result<HashSet<_>, _>>()?;
+            throttle.known_addresses.insert(user, addresses);
+        }
+        for _ in 0..r.len()? {
+            let client = r.opt_ip()?;
+            let window = SignupWindow {
+                times: read_times(r)?,
+                unmatched: r.len()?,
+            };
+            throttle.signups.insert(client, window);
+        }
+        for map in [&mut throttle.logins, &mut throttle.refresh_failures] {
+            for _ in 0..r.len()? {
+                let client = r.opt_ip()?;
+                map.insert(client, read_times(r)?);
+            }
+        }
+        Ok(throttle)
+    }
+}
+
+fn subject_order(a: &Subject, b: &Subject) -> std::cmp::Ordering {
+    match (a, b) {
+        (Subject::User(a), Subject::User(b)) => a.cmp(b),
+        (Subject::User(_), Subject::Unknown(_)) => std::cmp::Ordering::Less,
+        (Subject::Unknown(_), Subject::User(_)) => std::cmp::Ordering::Greater,
+        (Subject::Unknown(a), Subject::Unknown(b)) => a.cmp(b),
+    }
+}
+
+fn write_subject(w: &mut Writer, subject: &Subject) {
+    match subject {
+        Subject::User(user) => {
+            w.u8(0);
+            w.uuid(user.as_uuid());
+        }
+        Subject::Unknown(email) => {
+            w.u8(1);
+            w.str(email.as_str());
+        }
+    }
+}
+
+fn read_subject(r: &mut Reader<'_>) -> Result<Subject, Malformed> {
+    match r.u8()? {
+        0 => Ok(Subject::User(UserId::from(r.uuid()?))),
+        1 => Ok(Subject::Unknown(Email::from_record(r.str()?.to_owned()))),
+        _ => Err(Malformed(
+            "a throttle subject is neither a user nor an address",
+        )),
+    }
+}
+
+fn write_times(w: &mut Writer, times: &VecDeque<DateTime<Utc>>) {
+    w.len(times.len());
+    for time in times {
+        w.time(*time);
+    }
+}
+
+fn read_times(r: &mut Reader<'_>) -> Result<VecDeque<DateTime<Utc>>, Malformed> {
+    (0..r.len()?).map(|_| r.time()).collect()
 }
 
 impl SignupWindow {

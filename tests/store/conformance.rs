@@ -734,6 +734,84 @@ async fn session_rows_follow_their_events_and_rotate_once<B: Backend>() {
 }
 
 /// Instantiates every case for one backend. Adding a case means adding it here, once.
+/// A snapshot folded while sign-ups go on is a fold of a prefix of the log: the snapshot and the
+/// tail after it give exactly what a full replay gives. It outlives the store value where the
+/// log does, and an erasure deletes it (it holds the erased user's data).
+async fn snapshots_are_consistent_while_appends_continue<B: Backend>() {
+    use authlog::snapshot::{self, Restored};
+    use authlog::state::State;
+    use authlog::throttle::ThrottlePolicy;
+
+    let mut backend = B::create().await;
+    let store = backend.store();
+    let users: Vec<UserId> = (0..400).map(|_| UserId::new()).collect();
+    for (n, chunk) in users[..200].chunks(50).enumerate() {
+        let batch = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, user)| register(*user, &email(&format!("early{n}-{i}"))))
+            .collect();
+        store.append(batch).await.expect("appends");
+    }
+    // Sign-ups in small appends on one handle while another folds and writes a snapshot.
+    let writer = Arc::clone(&store);
+    let late = users[200..].to_vec();
+    let signups = async move {
+        for (n, user) in late.iter().enumerate() {
+            writer
+                .append(vec![register(*user, &email(&format!("late{n}")))])
+                .await
+                .expect("appends");
+        }
+    };
+    let other = backend.second_handle().await;
+    let (taken, ()) = tokio::join!(snapshot::take(other.as_ref()), signups);
+    let taken = taken.expect("folds").expect("writes one");
+    assert!(taken.kept);
+    assert!(taken.users >= 200 && taken.users <= 400, "{taken:?}");
+
+    let check = |store: Arc<dyn EventStore>| async move {
+        let (restored, how) = snapshot::restore(store.as_ref(), ThrottlePolicy::default())
+            .await
+            .expect("restores");
+        let replayed = State::replay(store.as_ref(), ThrottlePolicy::default())
+            .await
+            .expect("replays");
+        assert_eq!(
+            how,
+            Restored::Snapshot {
+                position: taken.position,
+                tail: u64::try_from(replayed.position() - taken.position).expect("after")
+            }
+        );
+        assert_eq!(restored.position(), replayed.position());
+        assert_eq!(restored.directory(), replayed.directory());
+        assert_eq!(restored.directory().len(), 400);
+    };
+    check(Arc::clone(&store)).await;
+    drop(other);
+    drop(store);
+    let store = match backend.reopen().await {
+        Some(store) => {
+            check(Arc::clone(&store)).await;
+            store
+        }
+        None => backend.store(),
+    };
+    // An erasure deletes every snapshot, in the append that erases.
+    assert_eq!(
+        store.snapshots().await.expect("lists"),
+        vec![taken.position]
+    );
+    let erased = NewEvent {
+        stream_version: 2,
+        event: Event::UserErased(authlog::events::UserErased { user_id: users[0] }),
+        metadata: EventMetadata::default(),
+    };
+    store.append(vec![erased]).await.expect("erases");
+    assert!(store.snapshots().await.expect("lists").is_empty());
+}
+
 macro_rules! every_case {
     ($backend:ty) => {
         every_case!(
@@ -747,6 +825,7 @@ macro_rules! every_case {
             a_large_batch_is_one_atomic_append,
             the_chain_links_every_event_even_with_concurrent_writers,
             session_rows_follow_their_events_and_rotate_once,
+            snapshots_are_consistent_while_appends_continue,
         );
     };
     ($backend:ty; $($case:ident),* $(,)?) => {
