@@ -22,6 +22,10 @@
 
 #![forbid(unsafe_code)]
 
+/// The allocator the `authlog` binary uses, so that what is measured here is what it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +51,15 @@ async fn main() -> anyhow::Result<()> {
         "bcrypt" => bcrypt_bound(number(1, 12) as u32, number(2, 5)),
         "store" => store_bench(&arg(1), number(2, 20_000) as usize).await?,
         "coldstart" => cold_start(&arg(1), number(2, 1_000_000), number(3, 5_000_000)).await?,
+        "snapstart" => snapshot_start(&arg(1)).await?,
+        "verifyonly" => {
+            let dir = std::env::var_os("AUTHLOG_BENCH_DIR").map(std::path::PathBuf::from);
+            let store = reopen(&arg(1), dir.as_deref()).await?;
+            let started = Instant::now();
+            let verifier = chain::verify(store.as_ref()).await?;
+            json!({"verify_seconds": started.elapsed().as_secs_f64(), "events": verifier.count,
+                   "broken": verifier.broken.map(|(p, _)| p)})
+        }
         "tokens" => return tokens(&arg(1), &arg(2), &arg(3), &arg(4), number(5, 20_000)).await,
         "ed25519" => ed25519_bound(number(1, 5)),
         "sessions" => session_memory(number(1, 200_000)),
@@ -149,20 +162,17 @@ async fn open(kind: &str) -> anyhow::Result<(Arc<dyn EventStore>, Option<tempfil
         "sqlite" => Some(tempfile::tempdir()?),
         _ => None,
     };
-    let store = reopen(kind, dir.as_ref()).await?;
+    let store = reopen(kind, dir.as_ref().map(tempfile::TempDir::path)).await?;
     Ok((store, dir))
 }
 
 /// The store of the given kind on the log in `dir` (SQLite) or at DATABASE_URL, as a process
 /// starting on it would open it: with nothing cached, under the run's master key.
-async fn reopen(
-    kind: &str,
-    dir: Option<&tempfile::TempDir>,
-) -> anyhow::Result<Arc<dyn EventStore>> {
+async fn reopen(kind: &str, dir: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn EventStore>> {
     let shredder = Shredder::new(&MASTER);
     match (kind, dir) {
         ("sqlite", Some(dir)) => {
-            let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir.path()))
+            let store = SqliteEventStore::open(&SqliteSettings::in_dir(dir))
                 .await?
                 .with_personal_data(shredder);
             Ok(Arc::new(store))
@@ -323,8 +333,26 @@ fn signing_cost(users: usize) -> anyhow::Result<serde_json::Value> {
 }
 
 /// One master key per run: every store this process opens on one log must share it.
-static MASTER: std::sync::LazyLock<authlog::vault::MasterKey> =
-    std::sync::LazyLock::new(authlog::vault::MasterKey::random);
+/// Random per run; with AUTHLOG_BENCH_DIR, kept in it beside the log, so that a later run can
+/// open the log again.
+static MASTER: std::sync::LazyLock<authlog::vault::MasterKey> = std::sync::LazyLock::new(|| {
+    let Some(dir) = std::env::var_os("AUTHLOG_BENCH_DIR") else {
+        return authlog::vault::MasterKey::random();
+    };
+    let path = std::path::Path::new(&dir).join("bench-master-key");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        let text = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(&path, &text);
+        text
+    });
+    authlog::vault::MasterKey::parse(&SecretString::from(text.trim().to_owned()))
+        .unwrap_or_else(|_| authlog::vault::MasterKey::random())
+});
 
 fn registration(tag: &str, n: u64) -> anyhow::Result<NewEvent> {
     Ok(NewEvent {
@@ -489,10 +517,27 @@ fn session_memory(n: u64) -> serde_json::Value {
     })
 }
 
-async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde_json::Value> {
-    let (store, _dir) = open(kind).await?;
-    // Generate: registrations first, then logins spread over the users, in batches.
+/// A start from the newest snapshot of the log in AUTHLOG_BENCH_DIR (or at DATABASE_URL), in
+/// this fresh process: its time to ready, and what the state it holds costs in memory.
+async fn snapshot_start(kind: &str) -> anyhow::Result<serde_json::Value> {
+    let dir = std::env::var_os("AUTHLOG_BENCH_DIR").map(std::path::PathBuf::from);
+    let store = reopen(kind, dir.as_deref()).await?;
+    let snapshots = store.snapshots().await?;
+    let before = rss_bytes();
     let started = Instant::now();
+    let registry = UserRegistry::load(Arc::clone(&store), PasswordHasher::new(4, 1)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    let users = registry.directory().len() as u64;
+    Ok(json!({
+        "measure": "snapstart", "store": kind, "snapshot": snapshots.first(),
+        "seconds": seconds, "users": users,
+        "bytes_per_user": after.saturating_sub(before) as f64 / users.max(1) as f64,
+    }))
+}
+
+/// Registrations first, then logins spread over the users, in appends of 20,000.
+async fn generate(store: &dyn EventStore, users: u64, logins: u64) -> anyhow::Result<()> {
     let mut ids = Vec::with_capacity(users as usize);
     let mut batch = Vec::with_capacity(20_000);
     for n in 0..users {
@@ -521,12 +566,34 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
     if !batch.is_empty() {
         store.append(batch).await?;
     }
+    Ok(())
+}
+
+async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde_json::Value> {
+    // AUTHLOG_BENCH_DIR keeps the embedded log (and reuses one already there), so that the
+    // replay can be measured and profiled again without generating the log again.
+    let kept = std::env::var_os("AUTHLOG_BENCH_DIR").map(std::path::PathBuf::from);
+    let temporary = match kept {
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
+    };
+    let dir = kept
+        .as_deref()
+        .or(temporary.as_ref().map(tempfile::TempDir::path));
+    let dir = (kind == "sqlite").then_some(dir).flatten();
+    let store = reopen(kind, dir).await?;
+    let started = Instant::now();
+    if store.read_after(0, 1).await?.is_empty() {
+        generate(store.as_ref(), users, logins).await?;
+    }
     let generated = started.elapsed().as_secs_f64();
-    drop(ids);
-    drop(versions);
+    // The replay measured is a full one: no snapshot left from an earlier run.
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir.join("snapshots"));
+    }
     // Replayed as a new process would: a store with nothing cached.
     drop(store);
-    let store = reopen(kind, _dir.as_ref()).await?;
+    let store = reopen(kind, dir).await?;
 
     let before = rss_bytes();
     let started = Instant::now();
@@ -535,6 +602,10 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
     let after = rss_bytes();
     let loaded_users = registry.directory().len() as u64;
     drop(registry);
+    // For profiling the replay alone.
+    if std::env::var_os("AUTHLOG_BENCH_REPLAY_ONLY").is_some() {
+        return Ok(json!({"replay_seconds": replay, "users_loaded": loaded_users}));
+    }
 
     let started = Instant::now();
     let verifier = chain::verify(store.as_ref()).await?;
@@ -574,7 +645,7 @@ async fn cold_start(kind: &str, users: u64, logins: u64) -> anyhow::Result<serde
     let snapshot_take = started.elapsed().as_secs_f64();
     anyhow::ensure!(taken.kept, "the snapshot was dropped");
     drop(store);
-    let store = reopen(kind, _dir.as_ref()).await?;
+    let store = reopen(kind, dir).await?;
     let before_snapshot = rss_bytes();
     let started = Instant::now();
     let registry = UserRegistry::load(Arc::clone(&store), PasswordHasher::new(4, 1)).await?;

@@ -15,9 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{Email, UserId};
 use crate::events::chain::{self, Verifier};
 use crate::events::signed::{Checkpoint, Guard, RowSignatures, Trust, Why};
-use crate::events::{
-    Event, EventStore, RecordedEvent, StoreError, events_after, linked_after, rows_after,
-};
+use crate::events::{Event, EventStore, RecordedEvent, StoreError, events_after, linked_after};
 use crate::state::State;
 use crate::throttle::{Subject, ThrottlePolicy};
 
@@ -112,11 +110,12 @@ pub async fn verify_anchored(
     let mut verifier = Verifier::default();
     let mut signatures = anchors.trust.map(RowSignatures::new);
     let mut unsigned = None;
-    let walked = rows_after(store, 0)
-        .for_each(|row| {
-            if !verifier.check(&row) {
+    let walked = chain::hashed_after(store, 0)
+        .for_each(|hashed| {
+            if !verifier.check_hashed(&hashed) {
                 return ControlFlow::Break(());
             }
+            let row = hashed.row;
             if let Some(signatures) = signatures.as_mut()
                 && let Err(untrusted) = signatures.check(&row)
             {

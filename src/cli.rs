@@ -86,7 +86,7 @@ pub enum CliCommand {
     /// The log-signing key: print its public half, or rotate it.
     LogKey(LogKeyArgs),
     /// Write a snapshot of the folded state now, so that the next start replays only the tail
-    /// (a running server also writes them; docs/operations.md).
+    /// (a running server also writes them; README, "Operating authlog").
     Snapshot(LogKeyShowArgs),
 }
 
@@ -523,7 +523,7 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTHLOG_CHECKPOINT_EVERY_MINUTES", default_value_t = 10)]
     pub checkpoint_every_minutes: u32,
     /// A snapshot of the folded state after this many events past the newest one (0: not by
-    /// count), so that a start replays only the log's tail (docs/operations.md).
+    /// count), so that a start replays only the log's tail (README, "Operating authlog").
     #[arg(long, env = "AUTHLOG_SNAPSHOT_EVERY_EVENTS", default_value_t = 100_000)]
     pub snapshot_every_events: u32,
     /// A snapshot after this many minutes, if the log moved (0: not by time).

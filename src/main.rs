@@ -4,6 +4,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: frees of memory another thread allocated (every row a
+/// store's thread reads and the registry folds) go to the owning heap without taking a lock
+/// (docs/decisions.md, "A compact directory").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write as _;
 
 use anyhow::Context as _;

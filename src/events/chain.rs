@@ -16,7 +16,8 @@
 use chrono::SecondsFormat;
 use sha2::{Digest, Sha256};
 
-use super::pager::rows_after;
+use std::ops::ControlFlow;
+
 use super::{EventStore, StoreError, StoredColumns};
 
 /// The `prev_hash` of the first event.
@@ -24,20 +25,41 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// The canonical encoding of one event, as hashed.
 pub fn canonical(row: &StoredColumns) -> String {
-    // A tuple serialises as a JSON array; serde_json keeps object keys sorted and writes no
-    // whitespace. Borrowed, so the payload is not copied to be hashed.
-    let mut uuid = uuid::Uuid::encode_buffer();
-    let columns = (
+    canonical_parts(row).0
+}
+
+/// [`canonical`], and the canonical text of the payload and the metadata within it (what a
+/// store that keeps JSON as text must hold, exactly).
+fn canonical_parts(
+    row: &StoredColumns,
+) -> (String, std::ops::Range<usize>, std::ops::Range<usize>) {
+    // The JSON array serde_json writes for the tuple of the columns (compact, object keys
+    // sorted), built piece by piece so that the two JSON columns' text can be compared too.
+    use std::fmt::Write as _;
+    let json = |value: &str| serde_json::to_string(value).unwrap_or_default();
+    let payload = serde_json::to_string(&row.payload).unwrap_or_default();
+    let metadata = serde_json::to_string(&row.metadata).unwrap_or_default();
+    let mut out = String::with_capacity(payload.len() + metadata.len() + 160);
+    let _ = write!(
+        out,
+        "[{},\"{}\",{},{},{},",
         row.position,
-        &*row.stream_id.hyphenated().encode_lower(&mut uuid),
+        row.stream_id.hyphenated(),
         row.stream_version,
-        &row.event_type,
-        row.event_version,
-        &row.payload,
-        &row.metadata,
-        row.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        json(&row.event_type),
+        row.event_version
     );
-    serde_json::to_string(&columns).unwrap_or_default()
+    let payload_at = out.len()..out.len() + payload.len();
+    out.push_str(&payload);
+    out.push(',');
+    let metadata_at = out.len()..out.len() + metadata.len();
+    out.push_str(&metadata);
+    out.push(',');
+    out.push_str(&json(
+        &row.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+    ));
+    out.push(']');
+    (out, payload_at, metadata_at)
 }
 
 /// `hex(SHA-256(prev_hash || canonical))`.
@@ -123,21 +145,88 @@ impl std::fmt::Display for Break {
 /// Recomputes the whole chain from the store, page by page, stopping at the first break.
 pub async fn verify(store: &dyn EventStore) -> Result<Verifier, StoreError> {
     let mut verifier = Verifier::default();
-    let mut pager = rows_after(store, 0);
-    loop {
-        let page = match pager.next_page().await {
-            Ok(Some(page)) => page,
-            Ok(None) => return Ok(verifier),
-            Err(StoreError::Corrupt { position, .. }) => {
-                verifier.broken = Some((position, Break::Unreadable));
-                return Ok(verifier);
+    let walked = hashed_after(store, 0)
+        .for_each(|row| {
+            if verifier.check_hashed(&row) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
             }
-            Err(error) => return Err(error),
+        })
+        .await;
+    match walked {
+        Ok(_) => Ok(verifier),
+        Err(StoreError::Corrupt { position, .. }) => {
+            verifier.broken = Some((position, Break::Unreadable));
+            Ok(verifier)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// A stored row and what its contents hash to after its stored `prev_hash`: each page's rows
+/// are hashed on two threads at once ([`hashed_after`]), and then checked in order.
+#[derive(Debug, Clone)]
+pub struct Hashed {
+    pub row: ChainedRow,
+    /// `None` without a stored `prev_hash`.
+    computed: Option<String>,
+    /// Whether the stored JSON text, where the store keeps text, is the canonical encoding.
+    canonical: bool,
+}
+
+impl Hashed {
+    pub fn new(row: ChainedRow) -> Self {
+        let Some(prev_hash) = &row.prev_hash else {
+            return Self {
+                row,
+                computed: None,
+                canonical: true,
+            };
         };
-        if !page.iter().all(|row| verifier.check(row)) {
-            return Ok(verifier);
+        let (canonical, payload, metadata) = canonical_parts(&row.columns);
+        let is_canonical = row.stored.as_ref().is_none_or(|stored| {
+            canonical[payload] == stored.payload && canonical[metadata] == stored.metadata
+        });
+        Self {
+            computed: Some(link(prev_hash, &canonical)),
+            canonical: is_canonical,
+            row,
         }
     }
+
+    fn all(rows: Vec<ChainedRow>) -> Vec<Self> {
+        rows.into_iter().map(Self::new).collect()
+    }
+
+    /// A page hashed on this thread and a blocking-pool thread, half each.
+    async fn page(mut rows: Vec<ChainedRow>) -> Result<Vec<Self>, StoreError> {
+        const ALONE: usize = 1024;
+        if rows.len() < ALONE {
+            return Ok(Self::all(rows));
+        }
+        let second = rows.split_off(rows.len() / 2);
+        let hashing = tokio::task::spawn_blocking(move || Self::all(second));
+        let mut hashed = Self::all(rows);
+        hashed.extend(hashing.await.map_err(StoreError::unavailable)?);
+        Ok(hashed)
+    }
+}
+
+impl super::pager::Paged for Hashed {
+    fn position(&self) -> i64 {
+        self.row.columns.position
+    }
+
+    fn read(store: &dyn EventStore, after: i64, limit: usize) -> super::StoreFuture<'_, Vec<Self>> {
+        let rows = store.read_rows_after(after, limit);
+        Box::pin(async move { Self::page(rows.await?).await })
+    }
+}
+
+/// Rows after `after`, hashed, as `verify` walks them.
+pub fn hashed_after(store: &dyn EventStore, after: i64) -> super::pager::Pager<'_, Hashed> {
+    super::pager::Pager::new(store, after)
 }
 
 /// Recomputes the chain one row at a time, stopping at the first break.
@@ -163,6 +252,12 @@ impl Default for Verifier {
 impl Verifier {
     /// Checks the next row; returns `false` once the chain is broken.
     pub fn check(&mut self, row: &ChainedRow) -> bool {
+        self.check_hashed(&Hashed::new(row.clone()))
+    }
+
+    /// [`Verifier::check`] of a row already hashed.
+    pub fn check_hashed(&mut self, hashed: &Hashed) -> bool {
+        let row = &hashed.row;
         if self.broken.is_some() {
             return false;
         }
@@ -180,13 +275,10 @@ impl Verifier {
         if *prev_hash != self.head_hash {
             return fail(self, Break::PrevHashMismatch);
         }
-        if hash_row(prev_hash, &row.columns) != *hash {
+        if hashed.computed.as_ref() != Some(hash) {
             return fail(self, Break::HashMismatch);
         }
-        if let Some(stored) = &row.stored
-            && !(is_canonical(&stored.payload, &row.columns.payload)
-                && is_canonical(&stored.metadata, &row.columns.metadata))
-        {
+        if !hashed.canonical {
             return fail(self, Break::NotCanonical);
         }
         self.count += 1;
@@ -194,11 +286,6 @@ impl Verifier {
         self.head_hash = hash.clone();
         true
     }
-}
-
-/// Whether `text` is exactly the canonical encoding of `value`.
-fn is_canonical(text: &str, value: &serde_json::Value) -> bool {
-    serde_json::to_string(value).is_ok_and(|canonical| canonical == text)
 }
 
 #[cfg(test)]

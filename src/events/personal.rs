@@ -294,40 +294,105 @@ impl Shredder {
         rows: Vec<StoredColumns>,
         stored: &HashMap<uuid::Uuid, Vec<u8>>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let keys = self.page_keys(&rows, stored)?;
+        let erased = erased_streams(&rows);
+        let opened = keys.open(rows);
+        self.forget(&erased);
+        opened
+    }
+
+    /// The keys a page's sealed rows need, unwrapped (and cached) under the cache's lock once,
+    /// so that the page can then be opened on several threads without it.
+    pub fn page_keys(
+        &self,
+        rows: &[StoredColumns],
+        stored: &HashMap<uuid::Uuid, Vec<u8>>,
+    ) -> Result<PageKeys, StoreError> {
+        self.page_keys_of(rows.iter(), stored)
+    }
+
+    /// [`Shredder::page_keys`] of rows held elsewhere.
+    pub fn page_keys_of<'r>(
+        &self,
+        rows: impl Iterator<Item = &'r StoredColumns>,
+        stored: &HashMap<uuid::Uuid, Vec<u8>>,
+    ) -> Result<PageKeys, StoreError> {
+        self.page_keys_for(sealed_streams_of(rows), stored)
+    }
+
+    /// [`Shredder::page_keys`] for these streams (before their rows are parsed: a stream
+    /// whose rows hold nothing sealed has no key, and costs a lookup).
+    pub fn page_keys_for(
+        &self,
+        streams: Vec<uuid::Uuid>,
+        stored: &HashMap<uuid::Uuid, Vec<u8>>,
+    ) -> Result<PageKeys, StoreError> {
         let mut cache = self.cache();
+        let mut keys = HashMap::new();
+        for stream in streams {
+            let raw = match (cache.get(&stream), stored.get(&stream)) {
+                (Some(raw), _) => raw.clone(),
+                (None, Some(wrapped)) => {
+                    let raw = self
+                        .unwrap_raw(stream, wrapped)
+                        .ok_or_else(|| wrong_master_key(UserId::from(stream)))?;
+                    cache.insert(stream, raw.clone());
+                    raw
+                }
+                // Erased: its rows open as redacted.
+                (None, None) => continue,
+            };
+            keys.insert(stream, raw);
+        }
+        Ok(PageKeys(keys))
+    }
+
+    /// Forgets the keys of users whose `UserErased` was just read.
+    pub fn forget(&self, erased: &[uuid::Uuid]) {
+        if erased.is_empty() {
+            return;
+        }
+        let mut cache = self.cache();
+        for stream in erased {
+            cache.remove(stream);
+        }
+    }
+}
+
+/// The streams of `rows` that a `UserErased` in them ends: their keys go once the page is
+/// read ([`Shredder::forget`]).
+pub fn erased_streams(rows: &[StoredColumns]) -> Vec<uuid::Uuid> {
+    erased_streams_of(rows.iter())
+}
+
+/// [`erased_streams`] of rows held elsewhere.
+pub fn erased_streams_of<'r>(rows: impl Iterator<Item = &'r StoredColumns>) -> Vec<uuid::Uuid> {
+    rows.filter(|row| row.event_type == Event::USER_ERASED)
+        .map(|row| row.stream_id)
+        .collect()
+}
+
+/// The unwrapped keys of one page's users ([`Shredder::page_keys`]); an erased user has none.
+pub struct PageKeys(HashMap<uuid::Uuid, RawKey>);
+
+impl PageKeys {
+    /// Opens and decodes `rows` (any part of the page, on any thread).
+    pub fn open(&self, rows: Vec<StoredColumns>) -> Result<Vec<RecordedEvent>, StoreError> {
         rows.into_iter()
             .map(|mut row| {
                 if !has_sealed(&row) {
-                    if row.event_type == Event::USER_ERASED {
-                        cache.remove(&row.stream_id);
-                    }
                     return RecordedEvent::from_columns(row);
                 }
-                let stream = row.stream_id;
-                let key = match (cache.get(&stream), stored.get(&stream)) {
-                    (Some(raw), _) => Some(raw.sealer()),
-                    (None, Some(wrapped)) => {
-                        let raw = self
-                            .unwrap_raw(stream, wrapped)
-                            .ok_or_else(|| wrong_master_key(UserId::from(stream)))?;
-                        let key = raw.sealer();
-                        cache.insert(stream, raw);
-                        Some(key)
-                    }
-                    (None, None) => None,
-                };
-                let redaction = match &key {
-                    Some(key) => open(&mut row, Opening::Key(key))?,
+                let redaction = match self.0.get(&row.stream_id) {
+                    Some(raw) => open(&mut row, Opening::Key(&raw.sealer()))?,
                     None => open(&mut row, Opening::Erased)?,
                 };
-                if row.event_type == Event::USER_ERASED {
-                    cache.remove(&stream);
-                }
                 RecordedEvent::from_opened(row, redaction)
             })
             .collect()
     }
 }
+
 /// Opens rows for a reader without the master key: every personal field reads `<sealed>`.
 pub fn open_rows_sealed(rows: Vec<StoredColumns>) -> Result<Vec<RecordedEvent>, StoreError> {
     rows.into_iter()
@@ -353,8 +418,12 @@ pub fn keys_needed(events: &[NewEvent]) -> Vec<uuid::Uuid> {
 
 /// The streams of `rows` that hold sealed values, whose keys a reader needs.
 pub fn sealed_streams(rows: &[StoredColumns]) -> Vec<uuid::Uuid> {
+    sealed_streams_of(rows.iter())
+}
+
+/// [`sealed_streams`] of rows held elsewhere.
+pub fn sealed_streams_of<'r>(rows: impl Iterator<Item = &'r StoredColumns>) -> Vec<uuid::Uuid> {
     let mut streams: Vec<uuid::Uuid> = rows
-        .iter()
         .filter(|row| has_sealed(row))
         .map(|row| row.stream_id)
         .collect();

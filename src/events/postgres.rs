@@ -49,9 +49,15 @@ const ERASE_KEYS_SQL: &str = "DELETE FROM personal_keys WHERE user_id = ANY($1)"
 /// Snapshots ([`crate::snapshot`]): an erasure deletes them all, since they hold the user.
 const ERASE_SNAPSHOTS_SQL: &str = "DELETE FROM snapshots";
 const SNAPSHOTS_SQL: &str = "SELECT position FROM snapshots ORDER BY position DESC";
-const READ_SNAPSHOT_SQL: &str = "SELECT body FROM snapshots WHERE position = $1";
+const SNAPSHOT_SIZE_SQL: &str = "SELECT bytes FROM snapshots WHERE position = $1";
+const READ_SNAPSHOT_SQL: &str = "SELECT body FROM snapshot_chunks WHERE position = $1 ORDER BY seq";
 const WRITE_SNAPSHOT_SQL: &str =
-    "INSERT INTO snapshots (position, body) VALUES ($1, $2) ON CONFLICT (position) DO NOTHING";
+    "INSERT INTO snapshots (position, bytes) VALUES ($1, $2) ON CONFLICT (position) DO NOTHING";
+const WRITE_CHUNK_SQL: &str =
+    "INSERT INTO snapshot_chunks (position, seq, body) VALUES ($1, $2, $3)";
+/// The size of a snapshot's pieces: big enough that a round trip each costs nothing, small
+/// enough that no connection grows a buffer the size of the snapshot.
+const SNAPSHOT_CHUNK: usize = 4 << 20;
 const ERASED_SINCE_SQL: &str = "\
     SELECT EXISTS (SELECT 1 FROM events WHERE position > $1 AND event_type = 'UserErased')";
 const DROP_SNAPSHOT_SQL: &str = "DELETE FROM snapshots WHERE position = $1";
@@ -714,10 +720,22 @@ impl EventStore for PostgresEventStore {
 
     fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<Linked>> {
         Box::pin(self.bounded(async move {
-            let (columns, links) =
-                Link::split_in_parallel(self.read_rows(after, limit).await?).await?;
-            let events = self.open_rows(columns).await?;
-            Ok(Link::join(links, events))
+            let rows = self.read_rows(after, limit).await?;
+            let streams = personal::sealed_streams_of(rows.iter().map(|row| &row.columns));
+            let keys = match &self.personal {
+                Some(shredder) => {
+                    let uncached = shredder.uncached(streams.clone());
+                    if uncached.is_empty() {
+                        HashMap::new()
+                    } else {
+                        let client = self.pool.get().await.map_err(StoreError::unavailable)?;
+                        stored_keys(&client, uncached).await?
+                    }
+                }
+                None => HashMap::new(),
+            };
+            Link::open_in_parallel(rows, Ok, streams, self.personal.clone().map(Arc::new), keys)
+                .await
         }))
     }
 
@@ -772,14 +790,42 @@ impl EventStore for PostgresEventStore {
         }))
     }
 
+    /// Read in one repeatable-read transaction, piece by piece, into one buffer of the size
+    /// recorded.
     fn read_snapshot(&self, position: i64) -> StoreFuture<'_, Option<Vec<u8>>> {
         Box::pin(snapshot_bounded(async move {
-            let client = self.pool.get().await.map_err(StoreError::unavailable)?;
-            let row = client
-                .query_opt(READ_SNAPSHOT_SQL, &[&position])
+            let mut client = self.pool.get().await.map_err(StoreError::unavailable)?;
+            let transaction = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
                 .await
                 .map_err(map_error)?;
-            row.map(|row| row.try_get(0).map_err(map_error)).transpose()
+            let Some(size) = transaction
+                .query_opt(SNAPSHOT_SIZE_SQL, &[&position])
+                .await
+                .map_err(map_error)?
+            else {
+                return Ok(None);
+            };
+            let size: i64 = size.try_get(0).map_err(map_error)?;
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            let chunks = transaction
+                .query_raw(
+                    READ_SNAPSHOT_SQL,
+                    [&position as &(dyn tokio_postgres::types::ToSql + Sync)],
+                )
+                .await
+                .map_err(map_error)?;
+            let mut chunks = std::pin::pin!(chunks);
+            while let Some(row) = futures_util::StreamExt::next(&mut chunks).await {
+                let row = row.map_err(map_error)?;
+                let chunk: &[u8] = row.try_get(0).map_err(map_error)?;
+                bytes.extend_from_slice(chunk);
+            }
+            transaction.commit().await.map_err(map_error)?;
+            Ok(Some(bytes))
         }))
     }
 
@@ -789,10 +835,26 @@ impl EventStore for PostgresEventStore {
     fn write_snapshot(&self, position: i64, bytes: Vec<u8>) -> StoreFuture<'_, bool> {
         Box::pin(snapshot_bounded(async move {
             let mut client = self.pool.get().await.map_err(StoreError::unavailable)?;
-            client
-                .execute(WRITE_SNAPSHOT_SQL, &[&position, &bytes])
+            let transaction = client.transaction().await.map_err(map_error)?;
+            let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+            let inserted = transaction
+                .execute(WRITE_SNAPSHOT_SQL, &[&position, &size])
                 .await
                 .map_err(map_error)?;
+            if inserted == 1 {
+                let statement = transaction
+                    .prepare(WRITE_CHUNK_SQL)
+                    .await
+                    .map_err(map_error)?;
+                for (seq, chunk) in bytes.chunks(SNAPSHOT_CHUNK).enumerate() {
+                    let seq = i32::try_from(seq).unwrap_or(i32::MAX);
+                    transaction
+                        .execute(&statement, &[&position, &seq, &chunk])
+                        .await
+                        .map_err(map_error)?;
+                }
+            }
+            transaction.commit().await.map_err(map_error)?;
             drop(bytes);
             let transaction = client.transaction().await.map_err(map_error)?;
             transaction

@@ -386,23 +386,48 @@ impl Link {
             .unzip()
     }
 
-    /// [`Link::split`] for a reader whose reads run on its own thread (PostgreSQL's, on the
-    /// registry's): a long page's second half is hashed on the blocking pool meanwhile, so a
-    /// replay uses the other core for half the hashing.
-    pub async fn split_in_parallel(
-        mut rows: Vec<ChainedRow>,
-    ) -> Result<(Vec<super::StoredColumns>, Vec<Link>), StoreError> {
+    /// A page read from a store, with its streams and the wrapped keys the store holds for
+    /// those not cached: each row parsed, hashed and checked against its stored hash, opened and
+    /// decoded, half of the page on the blocking pool meanwhile. A store's own thread then only
+    /// reads, and a replay uses both cores.
+    pub async fn open_in_parallel<R: Send + 'static>(
+        mut rows: Vec<R>,
+        parse: fn(R) -> Result<ChainedRow, StoreError>,
+        streams: Vec<uuid::Uuid>,
+        shredder: Option<Arc<super::personal::Shredder>>,
+        stored: HashMap<uuid::Uuid, Vec<u8>>,
+    ) -> Result<Vec<Linked>, StoreError> {
+        let keys = match &shredder {
+            Some(shredder) => Some(Arc::new(shredder.page_keys_for(streams, &stored)?)),
+            None => None,
+        };
+        let work = move |rows: Vec<R>, keys: Option<Arc<super::personal::PageKeys>>| {
+            let rows = rows.into_iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+            let erased = super::personal::erased_streams_of(rows.iter().map(|row| &row.columns));
+            let (columns, links) = Self::split(rows);
+            let events = match keys.as_deref() {
+                Some(keys) => keys.open(columns)?,
+                None => super::personal::open_rows_sealed(columns)?,
+            };
+            Ok::<_, StoreError>((Self::join(links, events), erased))
+        };
         const ALONE: usize = 1024;
-        if rows.len() < ALONE {
-            return Ok(Self::split(rows));
+        let (linked, erased) = if rows.len() < ALONE {
+            work(rows, keys)?
+        } else {
+            let second = rows.split_off(rows.len() / 2);
+            let shared = keys.clone();
+            let other = tokio::task::spawn_blocking(move || work(second, shared));
+            let (mut linked, mut erased) = work(rows, keys)?;
+            let (more, more_erased) = other.await.map_err(StoreError::unavailable)??;
+            linked.extend(more);
+            erased.extend(more_erased);
+            (linked, erased)
+        };
+        if let Some(shredder) = &shredder {
+            shredder.forget(&erased);
         }
-        let second = rows.split_off(rows.len() / 2);
-        let hashing = tokio::task::spawn_blocking(move || Self::split(second));
-        let (mut columns, mut links) = Self::split(rows);
-        let (more_columns, more_links) = hashing.await.map_err(StoreError::unavailable)?;
-        columns.extend(more_columns);
-        links.extend(more_links);
-        Ok((columns, links))
+        Ok(linked)
     }
 
     /// The links joined again with the decoded events, in the same order.

@@ -333,18 +333,33 @@ impl EventStore for SqliteEventStore {
         }))
     }
 
+    /// Read on the SQLite thread, parsed on the reader's side (on two threads).
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
-        Box::pin(self.call(move |connection| read_rows(connection, after, limit, true)))
+        let read = self.call(move |connection| read_raw(connection, after, limit));
+        Box::pin(async move { parse_in_parallel(read.await?).await })
     }
 
+    /// The SQLite thread reads the page and the keys it needs, in one transaction; parsing,
+    /// hashing, opening and decoding happen on the reader's side, on two threads.
     fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<Linked>> {
         let personal = self.personal.clone();
-        Box::pin(self.call(move |connection| {
+        let read = self.call(move |connection| {
             let transaction = connection.transaction().map_err(map_error)?;
-            let (columns, links) = Link::split(read_rows(&transaction, after, limit, false)?);
-            let events = open_rows(&transaction, columns, personal.as_deref())?;
-            Ok(Link::join(links, events))
-        }))
+            let rows = read_raw(&transaction, after, limit)?;
+            let mut streams: Vec<Uuid> = rows.iter().filter_map(RawRow::stream).collect();
+            streams.sort_unstable();
+            streams.dedup();
+            let keys = match &personal {
+                Some(shredder) => stored_keys(&transaction, shredder.uncached(streams.clone()))?,
+                None => std::collections::HashMap::new(),
+            };
+            Ok((rows, streams, keys))
+        });
+        let personal = self.personal.clone();
+        Box::pin(async move {
+            let (rows, streams, keys) = read.await?;
+            Link::open_in_parallel(rows, |row| row.parse(false), streams, personal, keys).await
+        })
     }
 
     fn first_signed(&self) -> StoreFuture<'_, Option<i64>> {
@@ -1034,46 +1049,156 @@ fn read_rows(
     while let Some(row) = rows.next().map_err(map_error)? {
         let stored = if keep_text {
             Some(StoredText {
-                payload: row.get("payload").map_err(map_error)?,
-                metadata: row.get("metadata").map_err(map_error)?,
+                payload: row.get(5).map_err(map_error)?,
+                metadata: row.get(6).map_err(map_error)?,
             })
         } else {
             None
         };
         read.push(ChainedRow {
             columns: columns(row)?,
-            prev_hash: row.get("prev_hash").map_err(map_error)?,
-            hash: row.get("hash").map_err(map_error)?,
-            signature: row.get("signature").map_err(map_error)?,
+            prev_hash: row.get(8).map_err(map_error)?,
+            hash: row.get(9).map_err(map_error)?,
+            signature: row.get(10).map_err(map_error)?,
             stored,
         });
     }
     Ok(read)
 }
 
+/// A row as the SQLite thread reads it, its text unparsed: parsing (JSON above all) happens on
+/// the reader's side, where it can use the other core ([`parse_in_parallel`]).
+struct RawRow {
+    position: i64,
+    stream_id: String,
+    stream_version: i32,
+    event_type: String,
+    event_version: i32,
+    payload: String,
+    metadata: String,
+    recorded_at: String,
+    prev_hash: Option<String>,
+    hash: Option<String>,
+    signature: Option<String>,
+}
+
+/// Up to `limit` rows after `after`, as stored.
+fn read_raw(connection: &Connection, after: i64, limit: usize) -> Result<Vec<RawRow>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut select = connection
+        .prepare_cached(READ_AFTER_SQL)
+        .map_err(map_error)?;
+    let mut rows = select.query(params![after, limit]).map_err(map_error)?;
+    let mut read = Vec::new();
+    while let Some(row) = rows.next().map_err(map_error)? {
+        read.push(RawRow {
+            position: row.get(0).map_err(map_error)?,
+            stream_id: row.get(1).map_err(map_error)?,
+            stream_version: row.get(2).map_err(map_error)?,
+            event_type: row.get(3).map_err(map_error)?,
+            event_version: row.get(4).map_err(map_error)?,
+            payload: row.get(5).map_err(map_error)?,
+            metadata: row.get(6).map_err(map_error)?,
+            recorded_at: row.get(7).map_err(map_error)?,
+            prev_hash: row.get(8).map_err(map_error)?,
+            hash: row.get(9).map_err(map_error)?,
+            signature: row.get(10).map_err(map_error)?,
+        });
+    }
+    Ok(read)
+}
+
+impl RawRow {
+    /// The row's stream, for looking its key up before it is parsed (unparsable: none).
+    fn stream(&self) -> Option<Uuid> {
+        Uuid::parse_str(&self.stream_id).ok()
+    }
+
+    /// Parsed as [`columns`] parses, keeping the JSON text when `keep_text`.
+    fn parse(self, keep_text: bool) -> Result<ChainedRow, StoreError> {
+        let position = self.position;
+        let column = |column: &'static str, source: Box<dyn std::error::Error + Send + Sync>| {
+            StoreError::Corrupt {
+                position,
+                source: DecodeError::Column { column, source },
+            }
+        };
+        let columns = StoredColumns {
+            position,
+            stream_id: Uuid::parse_str(&self.stream_id)
+                .map_err(|e| column("stream_id", e.into()))?,
+            stream_version: self.stream_version,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            payload: serde_json::from_str(&self.payload)
+                .map_err(|e| column("payload", e.into()))?,
+            metadata: serde_json::from_str(&self.metadata)
+                .map_err(|e| column("metadata", e.into()))?,
+            recorded_at: DateTime::parse_from_rfc3339(&self.recorded_at)
+                .map_err(|e| column("recorded_at", e.into()))?
+                .with_timezone(&Utc),
+        };
+        Ok(ChainedRow {
+            columns,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            signature: self.signature,
+            stored: keep_text.then_some(StoredText {
+                payload: self.payload,
+                metadata: self.metadata,
+            }),
+        })
+    }
+}
+
+/// Raw rows parsed, half of a long page on the blocking pool meanwhile.
+async fn parse_in_parallel(mut rows: Vec<RawRow>) -> Result<Vec<ChainedRow>, StoreError> {
+    const ALONE: usize = 1024;
+    let parse = |rows: Vec<RawRow>| {
+        rows.into_iter()
+            .map(|row| row.parse(true))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    if rows.len() < ALONE {
+        return parse(rows);
+    }
+    let second = rows.split_off(rows.len() / 2);
+    let other = tokio::task::spawn_blocking(move || parse(second));
+    let mut parsed = parse(rows)?;
+    parsed.extend(other.await.map_err(StoreError::unavailable)??);
+    Ok(parsed)
+}
+
 /// A row's columns as stored, parsed from SQLite's types; unparsable text is `Corrupt`.
 fn columns(row: &rusqlite::Row<'_>) -> Result<StoredColumns, StoreError> {
-    let position: i64 = row.get("position").map_err(map_error)?;
+    // By index, in the order of the SELECTs that read rows (READ_AFTER_SQL, READ_STREAM_SQL):
+    // looking a column up by name costs a string comparison per column per row.
+    let position: i64 = row.get(0).map_err(map_error)?;
     let column = |column: &'static str, source: Box<dyn std::error::Error + Send + Sync>| {
         StoreError::Corrupt {
             position,
             source: DecodeError::Column { column, source },
         }
     };
-    let text = |name: &'static str| row.get::<_, String>(name).map_err(map_error);
-    let json = |name: &'static str| {
-        serde_json::from_str::<Value>(&text(name)?).map_err(|e| column(name, e.into()))
+    let text = |index: usize, name: &'static str| {
+        row.get_ref(index)
+            .map_err(map_error)?
+            .as_str()
+            .map_err(|e| column(name, e.into()))
+    };
+    let json = |index: usize, name: &'static str| {
+        serde_json::from_str::<Value>(text(index, name)?).map_err(|e| column(name, e.into()))
     };
     Ok(StoredColumns {
         position,
-        stream_id: Uuid::parse_str(&text("stream_id")?)
+        stream_id: Uuid::parse_str(text(1, "stream_id")?)
             .map_err(|e| column("stream_id", e.into()))?,
-        stream_version: row.get("stream_version").map_err(map_error)?,
-        event_type: text("event_type")?,
-        event_version: row.get("event_version").map_err(map_error)?,
-        payload: json("payload")?,
-        metadata: json("metadata")?,
-        recorded_at: DateTime::parse_from_rfc3339(&text("recorded_at")?)
+        stream_version: row.get(2).map_err(map_error)?,
+        event_type: text(3, "event_type")?.to_owned(),
+        event_version: row.get(4).map_err(map_error)?,
+        payload: json(5, "payload")?,
+        metadata: json(6, "metadata")?,
+        recorded_at: DateTime::parse_from_rfc3339(text(7, "recorded_at")?)
             .map_err(|e| column("recorded_at", e.into()))?
             .with_timezone(&Utc),
     })

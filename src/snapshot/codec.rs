@@ -52,9 +52,14 @@ impl Writer {
         self.bytes.extend_from_slice(&value.to_le_bytes());
     }
 
-    /// A length or count.
+    /// A length or count: LEB128, one byte below 128.
     pub fn len(&mut self, value: usize) {
-        self.u64(value as u64);
+        let mut value = value as u64;
+        while value >= 0x80 {
+            self.u8((value as u8 & 0x7f) | 0x80);
+            value >>= 7;
+        }
+        self.u8(value as u8);
     }
 
     pub fn raw(&mut self, bytes: &[u8]) {
@@ -173,7 +178,20 @@ impl<'a> Reader<'a> {
     /// A length or count, checked against what is left (each item takes at least one byte),
     /// so a corrupt count cannot ask for a huge allocation.
     pub fn len(&mut self) -> Result<usize, Malformed> {
-        let value = usize::try_from(self.u64()?).map_err(|_| Malformed("a length overflows"))?;
+        let mut value = 0u64;
+        let mut shift = 0;
+        loop {
+            let byte = self.u8()?;
+            if shift >= 64 {
+                return Err(Malformed("a length overflows"));
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let value = usize::try_from(value).map_err(|_| Malformed("a length overflows"))?;
         if value > self.bytes.len() {
             return Err(Malformed("a length runs past the end"));
         }

@@ -147,7 +147,7 @@ pub struct Throttle {
     /// Failure times per account within the last hour, oldest first.
     account_failures: HashMap<Subject, VecDeque<DateTime<Utc>>>,
     /// Addresses that logged in to (or registered) each account.
-    known_addresses: HashMap<UserId, HashSet<IpAddr>>,
+    known_addresses: KnownAddresses,
     /// Sign-ups per address within the last minute.
     signups: HashMap<Option<IpAddr>, SignupWindow>,
     /// Login attempts per address within the last minute, oldest first (in memory only: a
@@ -200,6 +200,9 @@ impl Throttle {
         match &event.event {
             Event::UserRegistered(registered) => {
                 let window = self.signups.entry(client).or_default();
+                // Only the last minute counts, and times only move on: older ones can go now
+                // (a replay of a million sign-ups would otherwise hold them all).
+                window.forget_before(at - MINUTE);
                 if window.unmatched > 0 {
                     window.unmatched -= 1;
                 } else {
@@ -207,10 +210,7 @@ impl Throttle {
                 }
                 // The address that created the account is one its owner uses.
                 if let Some(ip) = client {
-                    self.known_addresses
-                        .entry(registered.user_id)
-                        .or_default()
-                        .insert(ip);
+                    self.known_addresses.insert(registered.user_id, ip);
                 }
             }
             Event::LoginSucceeded(login) => self.succeeded(&Subject::User(login.user_id), client),
@@ -236,7 +236,7 @@ impl Throttle {
                 let subject = Subject::User(erased.user_id);
                 self.streaks.retain(|(streaked, _), _| *streaked != subject);
                 self.account_failures.remove(&subject);
-                self.known_addresses.remove(&erased.user_id);
+                self.known_addresses.remove(erased.user_id);
             }
             // An admin's unlock: the account's failures are forgotten, from every address.
             Event::LockoutCleared(cleared) => {
@@ -450,16 +450,13 @@ impl Throttle {
     fn succeeded(&mut self, subject: &Subject, client: Option<IpAddr>) {
         self.streaks.remove(&(subject.clone(), client));
         if let (Subject::User(user), Some(ip)) = (subject, client) {
-            self.known_addresses.entry(*user).or_default().insert(ip);
+            self.known_addresses.insert(*user, ip);
         }
     }
 
     fn is_known(&self, subject: &Subject, client: Option<IpAddr>) -> bool {
         match (subject, client) {
-            (Subject::User(user), Some(ip)) => self
-                .known_addresses
-                .get(user)
-                .is_some_and(|addresses| addresses.contains(&ip)),
+            (Subject::User(user), Some(ip)) => self.known_addresses.contains(*user, ip),
             _ => false,
         }
     }
@@ -486,16 +483,15 @@ impl Throttle {
             write_subject(w, subject);
             write_times(w, times);
         }
-        let mut known: Vec<_> = self.known_addresses.iter().collect();
-        known.sort_unstable_by_key(|(user, _)| **user);
+        let mut known: Vec<UserId> = self.known_addresses.first.keys().copied().collect();
+        known.sort_unstable();
         w.len(known.len());
-        for (user, addresses) in known {
+        for user in known {
             w.uuid(user.as_uuid());
-            let mut addresses: Vec<_> = addresses.iter().collect();
-            addresses.sort_unstable();
+            let addresses = self.known_addresses.of(user);
             w.len(addresses.len());
             for address in addresses {
-                w.ip(*address);
+                w.ip(address);
             }
         }
         let mut signups: Vec<_> = self.signups.iter().collect();
@@ -535,13 +531,12 @@ impl Throttle {
             throttle.account_failures.insert(subject, read_times(r)?);
         }
         let count = r.len()?;
-        throttle.known_addresses.reserve(count);
+        throttle.known_addresses.first.reserve(count);
         for _ in 0..count {
             let user = UserId::from(r.uuid()?);
-            let addresses = (0..r.len()?)
-                .map(|_| r.ip())
-                .collect::<Result<HashSet<_>, _>>()?;
-            throttle.known_addresses.insert(user, addresses);
+            for _ in 0..r.len()? {
+                throttle.known_addresses.insert(user, r.ip()?);
+            }
         }
         for _ in 0..r.len()? {
             let client = r.opt_ip()?;
@@ -602,6 +597,49 @@ fn write_times(w: &mut Writer, times: &VecDeque<DateTime<Utc>>) {
 
 fn read_times(r: &mut Reader<'_>) -> Result<VecDeque<DateTime<Utc>>, Malformed> {
     (0..r.len()?).map(|_| r.time()).collect()
+}
+
+/// The addresses each account was registered or logged in from: the first one inline in one
+/// table, the others (for the accounts that have more than one) in sets beside it. Keyed by
+/// user ids, which the service makes at random, so hashed with foldhash rather than SipHash.
+#[derive(Debug, Clone, Default)]
+struct KnownAddresses {
+    first: hashbrown::HashMap<UserId, IpAddr>,
+    more: hashbrown::HashMap<UserId, HashSet<IpAddr>>,
+}
+
+impl KnownAddresses {
+    fn insert(&mut self, user: UserId, ip: IpAddr) {
+        match self.first.entry(user) {
+            hashbrown::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(ip);
+            }
+            hashbrown::hash_map::Entry::Occupied(first) if *first.get() != ip => {
+                self.more.entry(user).or_default().insert(ip);
+            }
+            hashbrown::hash_map::Entry::Occupied(_) => {}
+        }
+    }
+
+    fn contains(&self, user: UserId, ip: IpAddr) -> bool {
+        self.first.get(&user) == Some(&ip)
+            || self.more.get(&user).is_some_and(|more| more.contains(&ip))
+    }
+
+    fn remove(&mut self, user: UserId) {
+        self.first.remove(&user);
+        self.more.remove(&user);
+    }
+
+    /// The user's addresses, sorted.
+    fn of(&self, user: UserId) -> Vec<IpAddr> {
+        let mut addresses: Vec<IpAddr> = self.first.get(&user).copied().into_iter().collect();
+        if let Some(more) = self.more.get(&user) {
+            addresses.extend(more.iter().copied());
+        }
+        addresses.sort_unstable();
+        addresses
+    }
 }
 
 impl SignupWindow {

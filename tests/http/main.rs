@@ -22,3 +22,4 @@ mod overload;
 mod roles;
 mod sessions;
 mod signatures;
+mod snapshots;

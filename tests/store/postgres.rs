@@ -47,7 +47,7 @@ async fn migrations_are_tracked_and_idempotent() {
         .await
         .expect("history table")
         .get(0);
-    assert_eq!(applied, 6, "V1 to V6, each once");
+    assert_eq!(applied, 7, "V1 to V7, each once");
 }
 
 #[actix_web::test]

@@ -3,11 +3,14 @@
 //! [`Directory::apply`] turns events into directory state; [`crate::state::State::apply`] calls
 //! it for start-up replay, the live path after each commit, catch-up and the auditors alike.
 //!
-//! The users map is a concurrent map shared with every [`DirectoryView`]. The registry is its
-//! only writer and writes each committed event in place, so publishing a commit to readers costs
-//! nothing per user: an HTTP worker looks a user up without a message and without a copy.
+//! The users are shared with every [`DirectoryView`]: the registry is their only writer and
+//! writes each committed event in place, so publishing a commit to readers costs nothing per
+//! user: an HTTP worker looks a user up without a message and without a copy. How they are
+//! kept compact is [`store`]'s.
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+mod store;
+
+use std::collections::{BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -17,6 +20,7 @@ use dashmap::DashMap;
 use crate::domain::{Email, PasswordHash, Role, SessionId, UserId};
 use crate::events::{Event, RecordedEvent};
 use crate::snapshot::codec::{Malformed, Reader, Writer};
+use store::{Account, Credentials, EmailIndex, Rare, Users};
 
 /// A registered user as the log describes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +99,36 @@ impl From<&SessionEntry> for SessionLife {
     }
 }
 
-type Users = DashMap<UserId, UserEntry>;
 type Sessions = DashMap<SessionId, SessionEntry>;
+
+impl Account {
+    /// The public form: a copy.
+    fn entry(&self) -> UserEntry {
+        let rare = self.rare();
+        UserEntry {
+            id: self.id,
+            email: Email::from_record(self.credentials.email().to_owned()),
+            password_hash: self.credentials.password_hash(),
+            version: self.version,
+            logins: self.logins,
+            failed_logins: rare.map_or(0, |rare| rare.failed_logins),
+            created_at: self.created_at,
+            last_login_at: self.last_login_at,
+            sessions: self.sessions().to_vec(),
+            password_changes: rare.map_or(0, |rare| rare.password_changes),
+            roles: self.roles().into(),
+            disabled: self.disabled,
+        }
+    }
+
+    fn summary(&self) -> UserSummary {
+        UserSummary {
+            user_id: self.id,
+            email: Email::from_record(self.credentials.email().to_owned()),
+            roles: self.roles().into(),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Directory {
@@ -105,7 +137,7 @@ pub struct Directory {
     /// Live sessions, written and read the same way: a Bearer request checks its session here.
     sessions: Arc<Sessions>,
     /// Read only by the owner's decisions (sign-up and login look users up by email).
-    by_email: HashMap<Email, UserId>,
+    by_email: EmailIndex,
     /// Who holds `admin`, for the owner's decisions (the last admin's guard).
     admins: BTreeSet<UserId>,
 }
@@ -121,9 +153,8 @@ impl DirectoryView {
     /// The user with this id, as far as the log has been applied, unless disabled.
     pub fn find(&self, id: UserId) -> Option<UserSummary> {
         self.users
-            .get(&id)
-            .filter(|user| !user.disabled)
-            .map(|user| UserSummary::from(user.value()))
+            .get(id, |account| (!account.disabled).then(|| account.summary()))
+            .flatten()
     }
 
     pub fn len(&self) -> usize {
@@ -140,37 +171,37 @@ impl DirectoryView {
     /// erasures, which only remove) happen meanwhile. O(users × log limit): run it off the request thread.
     pub fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> (Vec<UserEntry>, bool) {
         let mut smallest: BinaryHeap<(Email, UserId)> = BinaryHeap::with_capacity(limit + 2);
-        for user in self.users.iter() {
-            let email = user.email.as_str();
+        self.users.for_each(|account| {
+            let email = account.credentials.email();
             let matches = email.len() >= prefix.len()
                 && email.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
                 && after.is_none_or(|after| email > after);
             if !matches {
-                continue;
+                return;
             }
             if smallest.len() <= limit {
-                smallest.push((user.email.clone(), user.id));
+                smallest.push((Email::from_record(email.to_owned()), account.id));
             } else if smallest
                 .peek()
                 .is_some_and(|(largest, _)| email < largest.as_str())
             {
                 smallest.pop();
-                smallest.push((user.email.clone(), user.id));
+                smallest.push((Email::from_record(email.to_owned()), account.id));
             }
-        }
+        });
         let more = smallest.len() > limit;
         let mut page = smallest.into_sorted_vec();
         page.truncate(limit);
         let users = page
             .into_iter()
-            .filter_map(|(_, id)| self.users.get(&id).map(|user| user.value().clone()))
+            .filter_map(|(_, id)| self.get(id))
             .collect();
         (users, more)
     }
 
     /// The user as the log describes them, in full (a copy).
     pub fn get(&self, id: UserId) -> Option<UserEntry> {
-        self.users.get(&id).map(|user| user.value().clone())
+        self.users.get(id, Account::entry)
     }
 
     /// Whose the session is and when it ends, if it is live as far as the log has been applied
@@ -185,8 +216,7 @@ impl DirectoryView {
     pub fn sessions_of(&self, user: UserId) -> Vec<(SessionId, SessionEntry)> {
         let ids = self
             .users
-            .get(&user)
-            .map(|user| user.sessions.clone())
+            .get(user, |account| account.sessions().to_vec())
             .unwrap_or_default();
         ids.into_iter()
             .filter_map(|id| {
@@ -216,41 +246,38 @@ impl Directory {
     pub fn apply(&mut self, recorded: &RecordedEvent) {
         match &recorded.event {
             Event::UserRegistered(registered) => {
+                self.users.insert(Account {
+                    id: registered.user_id,
+                    credentials: Credentials::new(
+                        registered.email.as_str(),
+                        registered.password_hash.as_str(),
+                    ),
+                    created_at: recorded.recorded_at,
+                    last_login_at: None,
+                    version: recorded.stream_version,
+                    disabled: false,
+                    logins: 0,
+                    rare: None,
+                });
                 // Keyed by today's form of the address, so one registered under older rules is
                 // found by the spelling sign-up and login parse to now.
+                let canonical = registered.email.canonical();
                 self.by_email
-                    .insert(registered.email.canonical(), registered.user_id);
-                self.users.insert(
-                    registered.user_id,
-                    UserEntry {
-                        id: registered.user_id,
-                        email: registered.email.clone(),
-                        password_hash: registered.password_hash.clone(),
-                        version: recorded.stream_version,
-                        logins: 0,
-                        failed_logins: 0,
-                        created_at: recorded.recorded_at,
-                        last_login_at: None,
-                        sessions: Vec::new(),
-                        password_changes: 0,
-                        roles: Box::default(),
-                        disabled: false,
-                    },
-                );
+                    .insert(&self.users, registered.user_id, canonical.as_str());
             }
             Event::LoginSucceeded(login) => self.update(login.user_id, recorded, |user| {
                 user.logins += 1;
                 user.last_login_at = Some(recorded.recorded_at);
             }),
             Event::LoginFailed(failed) => self.update(failed.user_id, recorded, |user| {
-                user.failed_logins += 1;
+                user.change_rare(|rare| rare.failed_logins += 1);
             }),
             Event::PasswordRehashed(rehashed) => self.update(rehashed.user_id, recorded, |user| {
-                user.password_hash = rehashed.password_hash.clone();
+                user.credentials = user.credentials.with_hash(rehashed.password_hash.as_str());
             }),
             Event::PasswordChanged(changed) => self.update(changed.user_id, recorded, |user| {
-                user.password_hash = changed.password_hash.clone();
-                user.password_changes += 1;
+                user.credentials = user.credentials.with_hash(changed.password_hash.as_str());
+                user.change_rare(|rare| rare.password_changes += 1);
             }),
             Event::SessionStarted(started) => {
                 self.sessions.insert(
@@ -264,13 +291,13 @@ impl Directory {
                     },
                 );
                 self.update(started.user_id, recorded, |user| {
-                    user.sessions.push(started.session_id);
+                    user.change_rare(|rare| rare.sessions.push(started.session_id));
                 });
             }
             Event::SessionEnded(ended) => {
                 self.sessions.remove(&ended.session_id);
                 self.update(ended.user_id, recorded, |user| {
-                    user.sessions.retain(|id| *id != ended.session_id);
+                    user.change_rare(|rare| rare.sessions.retain(|id| *id != ended.session_id));
                 });
             }
             Event::RoleGranted(granted) => {
@@ -278,11 +305,13 @@ impl Directory {
                     self.admins.insert(granted.user_id);
                 }
                 self.update(granted.user_id, recorded, |user| {
-                    if let Err(at) = user.roles.binary_search(&granted.role) {
-                        let mut roles = std::mem::take(&mut user.roles).into_vec();
-                        roles.insert(at, granted.role.clone());
-                        user.roles = roles.into_boxed_slice();
-                    }
+                    user.change_rare(|rare| {
+                        if let Err(at) = rare.roles.binary_search(&granted.role) {
+                            let mut roles = std::mem::take(&mut rare.roles).into_vec();
+                            roles.insert(at, granted.role.clone());
+                            rare.roles = roles.into_boxed_slice();
+                        }
+                    });
                 });
             }
             Event::RoleRevoked(revoked) => {
@@ -290,11 +319,13 @@ impl Directory {
                     self.admins.remove(&revoked.user_id);
                 }
                 self.update(revoked.user_id, recorded, |user| {
-                    if user.roles.binary_search(&revoked.role).is_ok() {
-                        let mut roles = std::mem::take(&mut user.roles).into_vec();
-                        roles.retain(|role| *role != revoked.role);
-                        user.roles = roles.into_boxed_slice();
-                    }
+                    user.change_rare(|rare| {
+                        if rare.roles.binary_search(&revoked.role).is_ok() {
+                            let mut roles = std::mem::take(&mut rare.roles).into_vec();
+                            roles.retain(|role| *role != revoked.role);
+                            rare.roles = roles.into_boxed_slice();
+                        }
+                    });
                 });
             }
             Event::UserDisabled(disabled) => self.update(disabled.user_id, recorded, |user| {
@@ -308,9 +339,15 @@ impl Directory {
             // Erased: the user, their email's claim and their sessions are forgotten (the
             // sessions' own `SessionEnded` events come first, in the same append).
             Event::UserErased(erased) => {
-                if let Some((_, user)) = self.users.remove(&erased.user_id) {
-                    self.by_email.remove(&user.email.canonical());
-                    for session in &user.sessions {
+                let email = self.users.get(erased.user_id, |account| {
+                    account.credentials.email().to_owned()
+                });
+                if let Some(email) = email {
+                    let canonical = Email::from_record(email).canonical();
+                    self.by_email.remove(&self.users, canonical.as_str());
+                }
+                if let Some(account) = self.users.remove(erased.user_id) {
+                    for session in account.sessions() {
                         self.sessions.remove(session);
                     }
                 }
@@ -343,9 +380,9 @@ impl Directory {
         );
         for (id, user) in &gone {
             self.sessions.remove(id);
-            if let Some(mut user) = self.users.get_mut(user) {
-                user.sessions.retain(|session| session != id);
-            }
+            self.users.update(*user, |account| {
+                account.change_rare(|rare| rare.sessions.retain(|session| session != id));
+            });
         }
         gone.len()
     }
@@ -375,32 +412,41 @@ impl Directory {
     }
 
     /// Applies `change` to an existing user and moves their stream to the event's version.
-    fn update(&self, id: UserId, recorded: &RecordedEvent, change: impl FnOnce(&mut UserEntry)) {
-        if let Some(mut user) = self.users.get_mut(&id) {
-            user.version = recorded.stream_version;
-            change(&mut user);
-        }
+    fn update(&self, id: UserId, recorded: &RecordedEvent, change: impl FnOnce(&mut Account)) {
+        self.users.update(id, |account| {
+            account.version = recorded.stream_version;
+            change(account);
+        });
     }
 
     /// Takes over `other`'s users, keeping this directory's views (which then see them).
     /// O(users), once per load: never on the path of a commit.
     pub fn adopt(&mut self, other: Directory) {
-        self.users.clear();
         let users = Arc::try_unwrap(other.users).unwrap_or_else(|shared| (*shared).clone());
-        for (id, user) in users {
-            self.users.insert(id, user);
-        }
+        self.users.replace_with(users);
         self.sessions.clear();
         let sessions = Arc::try_unwrap(other.sessions).unwrap_or_else(|shared| (*shared).clone());
         for (id, session) in sessions {
             self.sessions.insert(id, session);
         }
-        self.by_email = other.by_email;
+        // Rebuilt against this directory's accounts (the index compares through them).
+        self.by_email = EmailIndex::with_capacity(other.by_email.len());
+        for id in other.by_email.ids() {
+            if let Some(email) = self
+                .users
+                .get(*id, |account| account.credentials.email().to_owned())
+            {
+                let canonical = Email::from_record(email).canonical();
+                self.by_email.insert(&self.users, *id, canonical.as_str());
+            }
+        }
         self.admins = other.admins;
     }
 
     pub fn by_email(&self, email: &Email) -> Option<UserEntry> {
-        self.by_email.get(email).and_then(|id| self.get(*id))
+        self.by_email
+            .get(&self.users, email.as_str())
+            .and_then(|id| self.get(id))
     }
 
     /// Who holds `admin` now, in id order (disabled users included).
@@ -418,11 +464,13 @@ impl Directory {
 
     /// Whether an admin has disabled the user (without copying the user).
     pub fn is_disabled(&self, id: UserId) -> bool {
-        self.users.get(&id).is_some_and(|user| user.disabled)
+        self.users
+            .get(id, |account| account.disabled)
+            .unwrap_or(false)
     }
 
     pub fn get(&self, id: UserId) -> Option<UserEntry> {
-        self.users.get(&id).map(|user| user.value().clone())
+        self.users.get(id, Account::entry)
     }
 
     pub fn len(&self) -> usize {
@@ -435,7 +483,16 @@ impl Directory {
 
     /// Every user, in no particular order (a copy: for auditors and tests).
     pub fn users(&self) -> Vec<UserEntry> {
-        self.users.iter().map(|user| user.value().clone()).collect()
+        let mut users = Vec::with_capacity(self.users.len());
+        self.users.for_each(|account| users.push(account.entry()));
+        users
+    }
+
+    /// Whether the email index names `id`: the one account, of those whose addresses have one
+    /// canonical form, that sign-up and login find.
+    fn indexed(&self, account: &Account) -> bool {
+        let canonical = Email::from_record(account.credentials.email().to_owned()).canonical();
+        self.by_email.get(&self.users, canonical.as_str()) == Some(account.id)
     }
 }
 
@@ -445,32 +502,35 @@ impl Directory {
 /// registered twice under older rules is indexed to one account only).
 impl Directory {
     pub(crate) fn write_snapshot(&self, w: &mut Writer) {
-        let mut ids: Vec<UserId> = self.users.iter().map(|user| *user.key()).collect();
-        ids.sort_unstable();
-        w.len(ids.len());
-        for id in ids {
-            let Some(user) = self.users.get(&id) else {
-                continue;
-            };
-            w.uuid(id.as_uuid());
-            w.str(user.email.as_str());
-            w.str(user.password_hash.as_str());
-            w.i32(user.version);
-            w.u64(user.logins);
-            w.u64(user.failed_logins);
-            w.time(user.created_at);
-            w.opt_time(user.last_login_at);
-            w.len(user.sessions.len());
-            for session in &user.sessions {
-                w.uuid(session.as_uuid());
-            }
-            w.u32(user.password_changes);
-            w.len(user.roles.len());
-            for role in &user.roles {
-                w.str(role.as_str());
-            }
-            w.bool(user.disabled);
-            w.bool(self.by_email.get(&user.email.canonical()) == Some(&id));
+        let mut accounts: Vec<(UserId, Vec<u8>)> = Vec::with_capacity(self.users.len());
+        self.users.for_each(|account| {
+            let mut one = Writer::with_capacity(160);
+            one.uuid(account.id.as_uuid());
+            one.bytes(account.credentials.as_bytes());
+            one.i32(account.version);
+            one.len(account.logins as usize);
+            one.time(account.created_at);
+            one.opt_time(account.last_login_at);
+            one.option(account.rare(), |one, rare| {
+                one.len(rare.failed_logins as usize);
+                one.u32(rare.password_changes);
+                one.len(rare.sessions.len());
+                for session in &rare.sessions {
+                    one.uuid(session.as_uuid());
+                }
+                one.len(rare.roles.len());
+                for role in &rare.roles {
+                    one.str(role.as_str());
+                }
+            });
+            one.bool(account.disabled);
+            one.bool(self.indexed(account));
+            accounts.push((account.id, one.into_bytes()));
+        });
+        accounts.sort_unstable_by_key(|(id, _)| *id);
+        w.len(accounts.len());
+        for (_, bytes) in accounts {
+            w.raw(&bytes);
         }
         let mut sessions: Vec<SessionId> = self.sessions.iter().map(|s| *s.key()).collect();
         sessions.sort_unstable();
@@ -491,48 +551,58 @@ impl Directory {
     pub(crate) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, Malformed> {
         let count = r.len()?;
         let users = Users::with_capacity(count);
-        let mut by_email = HashMap::with_capacity(count);
+        let mut indexed = Vec::with_capacity(count);
         let mut admins = BTreeSet::new();
         for _ in 0..count {
             let id = UserId::from(r.uuid()?);
-            let email = Email::from_record(r.str()?.to_owned());
-            let password_hash = PasswordHash::new(r.str()?.to_owned());
+            let credentials = Credentials::from_bytes(r.bytes()?).ok_or(Malformed(
+                "a user's email and hash are not in their packed form",
+            ))?;
             let version = r.i32()?;
-            let logins = r.u64()?;
-            let failed_logins = r.u64()?;
+            let logins = r.len()? as u64;
             let created_at = r.time()?;
             let last_login_at = r.opt_time()?;
-            let sessions = (0..r.len()?)
-                .map(|_| r.uuid().map(SessionId::from))
-                .collect::<Result<Vec<_>, _>>()?;
-            let password_changes = r.u32()?;
-            let roles = (0..r.len()?)
-                .map(|_| Role::parse(r.str()?).map_err(|_| Malformed("a role is not valid")))
-                .collect::<Result<Box<[Role]>, _>>()?;
+            let rare = r.option(|r| {
+                Ok(Box::new(Rare {
+                    failed_logins: r.len()? as u64,
+                    password_changes: r.u32()?,
+                    sessions: (0..r.len()?)
+                        .map(|_| r.uuid().map(SessionId::from))
+                        .collect::<Result<Vec<_>, _>>()?,
+                    roles: (0..r.len()?)
+                        .map(|_| {
+                            Role::parse(r.str()?).map_err(|_| Malformed("a role is not valid"))
+                        })
+                        .collect::<Result<Box<[Role]>, _>>()?,
+                }))
+            })?;
             let disabled = r.bool()?;
             if r.bool()? {
-                by_email.insert(email.canonical(), id);
+                indexed.push(id);
             }
-            if roles.iter().any(Role::is_admin) {
+            if rare
+                .as_ref()
+                .is_some_and(|rare| rare.roles.iter().any(Role::is_admin))
+            {
                 admins.insert(id);
             }
-            users.insert(
+            users.insert(Account {
                 id,
-                UserEntry {
-                    id,
-                    email,
-                    password_hash,
-                    version,
-                    logins,
-                    failed_logins,
-                    created_at,
-                    last_login_at,
-                    sessions,
-                    password_changes,
-                    roles,
-                    disabled,
-                },
-            );
+                credentials,
+                created_at,
+                last_login_at,
+                version,
+                disabled,
+                logins,
+                rare,
+            });
+        }
+        let mut by_email = EmailIndex::with_capacity(indexed.len());
+        for id in indexed {
+            if let Some(email) = users.get(id, |account| account.credentials.email().to_owned()) {
+                let canonical = Email::from_record(email).canonical();
+                by_email.insert(&users, id, canonical.as_str());
+            }
         }
         let count = r.len()?;
         let sessions = Sessions::with_capacity(count);
@@ -559,30 +629,46 @@ impl Directory {
 /// A deep copy, detached from this directory's views (O(users): for tests and diagnostics).
 impl Clone for Directory {
     fn clone(&self) -> Self {
+        let users = Arc::new(self.users.as_ref().clone());
+        let mut by_email = EmailIndex::with_capacity(self.by_email.len());
+        for id in self.by_email.ids() {
+            if let Some(email) = users.get(*id, |account| account.credentials.email().to_owned()) {
+                let canonical = Email::from_record(email).canonical();
+                by_email.insert(&users, *id, canonical.as_str());
+            }
+        }
         Self {
-            users: Arc::new(self.users.as_ref().clone()),
+            users,
             sessions: Arc::new(self.sessions.as_ref().clone()),
-            by_email: self.by_email.clone(),
+            by_email,
             admins: self.admins.clone(),
         }
     }
 }
 
-/// Two directories are equal when they hold the same users.
+/// Two directories are equal when they hold the same users, index the same ones by email,
+/// and hold the same sessions and admins.
 impl PartialEq for Directory {
     fn eq(&self, other: &Self) -> bool {
-        self.by_email == other.by_email
+        let mut same_users = self.users.len() == other.users.len();
+        if same_users {
+            self.users.for_each(|account| {
+                same_users &= other
+                    .users
+                    .get(account.id, |theirs| {
+                        theirs == account && other.indexed(theirs) == self.indexed(account)
+                    })
+                    .unwrap_or(false);
+            });
+        }
+        same_users
+            && self.by_email.len() == other.by_email.len()
             && self.admins == other.admins
-            && self.users.len() == other.users.len()
             && self.sessions.len() == other.sessions.len()
             && self
                 .sessions
                 .iter()
                 .all(|s| other.sessions.get(s.key()).is_some_and(|o| *o == *s))
-            && self
-                .users
-                .iter()
-                .all(|user| other.users.get(user.key()).is_some_and(|o| *o == *user))
     }
 }
 
