@@ -147,9 +147,20 @@ for store in stores:
            f"{abandon['bystander_ms']:.0f} ms = {f['bystander_in_bcrypt_times']:.1f} bcrypt times, status {abandon['bystander_status']}; "
            f"{abandon['password_checks']:.0f} checks ran, {abandon['waiting_at_peak']:.0f} waited at the peak",
            "answered within 3 bcrypt times", abandon["bystander_status"] == 200 and f["bystander_in_bcrypt_times"] <= 3)
-    target(f"cold start, {cold['users']:,} users and {cold['logins']:,} logins ({store})",
-           f"{cold['replay_seconds']:.1f} s, {cold['bytes_per_user']:.0f} bytes/user; verify {cold['verify_seconds']:.1f} s",
-           "< 10 s, < 300 bytes/user (issue 20)", cold["replay_seconds"] < 10 and cold["bytes_per_user"] < 300)
+    scale = f"{cold['users']:,} users and {cold['logins']:,} logins ({store})"
+    target(f"full replay to ready, {scale}", f"{cold['replay_seconds']:.1f} s",
+           "≤ 10 s (issue 20)", cold["replay_seconds"] <= 10)
+    snap = raw.get(f"snapstart-{store}")
+    if snap:
+        target(f"start from a snapshot to ready, {scale}",
+               f"{snap['seconds']:.2f} s ({cold['snapshot_bytes'] / 1e6:,.0f} MB snapshot, written in "
+               f"{cold['snapshot_take_seconds']:.1f} s)", "≤ 2 s (issue 20)", snap["seconds"] <= 2)
+        target(f"memory per user, {scale}",
+               f"{snap['bytes_per_user']:.0f} B (a new process started from the snapshot; "
+               f"{cold['bytes_per_user']:.0f} B after the full replay, with what the replay left behind)",
+               "≤ 300 B (issue 20)", snap["bytes_per_user"] <= 300)
+    target(f"authlog verify, {cold['verified_events']:,} events ({store})",
+           f"{cold['verify_seconds']:.1f} s", "≤ 10 s (issue 20)", cold["verify_seconds"] <= 10)
 
 cluster = None
 if "cluster-propagation" in raw:
@@ -242,13 +253,20 @@ for store in stores:
         lines.append(f"| {store} | {endpoint} | {conns} | {r['per_second']:,.0f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['socket_errors'] + r['non_2xx']} | {ratio:.0%} |")
 lines += ["", "## Store and cold start (no HTTP, no bcrypt)", "",
-          "| store | group commit | one transaction per event | ratio | cold start replay | memory per user | verify |",
-          "|---|---|---|---|---|---|---|"]
+          "| store | group commit | one transaction per event | ratio | full replay | start from a snapshot | memory per user | verify |",
+          "|---|---|---|---|---|---|---|---|"]
 for store in stores:
     st, cold = raw[f"store-{store}"], raw[f"coldstart-{store}"]
+    snap = raw.get(f"snapstart-{store}", {})
     lines.append(f"| {store} | {st['group_commit']['per_second']:,.0f}/s | {st['one_per_transaction']['per_second']:,.0f}/s | "
                  f"{figures[store]['group_commit_to_single']:.1f}× | {cold['replay_seconds']:.1f} s ({cold['users']:,} users, "
-                 f"{cold['logins']:,} logins) | {cold['bytes_per_user']:.0f} B | {cold['verify_seconds']:.1f} s ({cold['verified_events']:,} events) |")
+                 f"{cold['logins']:,} logins) | {snap.get('seconds', float('nan')):.2f} s | "
+                 f"{snap.get('bytes_per_user', float('nan')):.0f} B ({cold['bytes_per_user']:.0f} B after a full replay) | "
+                 f"{cold['verify_seconds']:.1f} s ({cold['verified_events']:,} events) |")
+lines += ["", "Memory per user is the resident memory a new process gains by starting from the snapshot, "
+          "divided by the users, with `MIMALLOC_PURGE_DELAY=0` so that the snapshot's buffer, freed at the end "
+          "of the load, is not counted; after a full replay the same state measures more, because the allocator "
+          "keeps what the replay's pages used."]
 personal = raw.get("personal")
 if personal:
     lines += ["", "Sealing personal data (issue 18), one core, no database: "

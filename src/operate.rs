@@ -25,7 +25,6 @@ use crate::hashing::PasswordHasher;
 use crate::jwt::TokenPolicy;
 use crate::keyring::{KeyRing, KeyState, KeysView};
 use crate::signing::{KeyVault, Keychain, KeychainError, SigningSettings};
-use crate::state::State;
 use crate::throttle::ThrottlePolicy;
 use crate::vault::MasterKey;
 
@@ -343,7 +342,9 @@ pub async fn show_log_keys(
     let signer = store
         .log_signer()
         .ok_or_else(|| anyhow::anyhow!("the log-signing keys need the master key"))?;
-    let state = State::replay(store.as_ref(), ThrottlePolicy::default()).await?;
+    let state = crate::snapshot::restore(store.as_ref(), ThrottlePolicy::default())
+        .await?
+        .0;
     for generation in 1..=state.log_key_generation() {
         writeln!(
             out,
@@ -372,7 +373,9 @@ pub async fn rotate_log_key(
         .await?;
     match sent {
         Ok(()) => {
-            let state = State::replay(store.as_ref(), ThrottlePolicy::default()).await?;
+            let state = crate::snapshot::restore(store.as_ref(), ThrottlePolicy::default())
+                .await?
+                .0;
             let generation = state.log_key_generation();
             writeln!(
                 out,
@@ -443,7 +446,9 @@ pub async fn checkpoint(
     let signer = store
         .log_signer()
         .ok_or_else(|| anyhow::anyhow!("a checkpoint is signed with the master key's log key"))?;
-    let state = State::replay(store.as_ref(), ThrottlePolicy::default()).await?;
+    let state = crate::snapshot::restore(store.as_ref(), ThrottlePolicy::default())
+        .await?
+        .0;
     if let Some(untrusted) = state.untrusted() {
         writeln!(
             out,

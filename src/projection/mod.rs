@@ -551,10 +551,16 @@ impl Directory {
     pub(crate) fn read_snapshot(r: &mut Reader<'_>) -> Result<Self, Malformed> {
         let count = r.len()?;
         let users = Users::with_capacity(count);
+        let mut by_email = EmailIndex::with_capacity(count);
         let mut indexed = Vec::with_capacity(count);
         let mut admins = BTreeSet::new();
+        let mut previous = None;
         for _ in 0..count {
             let id = UserId::from(r.uuid()?);
+            if previous.is_some_and(|previous| previous >= id) {
+                return Err(Malformed("users are not in strictly increasing id order"));
+            }
+            previous = Some(id);
             let credentials = Credentials::from_bytes(r.bytes()?).ok_or(Malformed(
                 "a user's email and hash are not in their packed form",
             ))?;
@@ -578,7 +584,7 @@ impl Directory {
             })?;
             let disabled = r.bool()?;
             if r.bool()? {
-                indexed.push(id);
+                indexed.push((id, by_email.hash_of(credentials.email())));
             }
             if rare
                 .as_ref()
@@ -586,7 +592,7 @@ impl Directory {
             {
                 admins.insert(id);
             }
-            users.insert(Account {
+            users.insert_new(Account {
                 id,
                 credentials,
                 created_at,
@@ -597,12 +603,8 @@ impl Directory {
                 rare,
             });
         }
-        let mut by_email = EmailIndex::with_capacity(indexed.len());
-        for id in indexed {
-            if let Some(email) = users.get(id, |account| account.credentials.email().to_owned()) {
-                let canonical = Email::from_record(email).canonical();
-                by_email.insert(&users, id, canonical.as_str());
-            }
+        for (id, hash) in indexed {
+            by_email.insert_new(&users, id, hash);
         }
         let count = r.len()?;
         let sessions = Sessions::with_capacity(count);

@@ -297,7 +297,16 @@ impl Users {
             guard.accounts[slot] = account;
             return;
         }
-        let shard = &mut *guard;
+        self.push(&mut guard, hash, account);
+    }
+
+    /// Adds an account whose id none has (read from a snapshot, which holds each once).
+    pub fn insert_new(&self, account: Account) {
+        let (hash, shard) = self.locate(account.id);
+        self.push(&mut write(shard), hash, account);
+    }
+
+    fn push(&self, shard: &mut Shard, hash: u64, account: Account) {
         let slot = u32::try_from(shard.accounts.len()).unwrap_or(u32::MAX);
         // Grown by a quarter rather than doubled: at most a quarter of the vector is slack.
         if shard.accounts.len() == shard.accounts.capacity() {
@@ -436,6 +445,24 @@ impl EmailIndex {
                 });
             }
         }
+    }
+
+    /// The hash `id`'s entry takes for an address as stored (its canonical form's).
+    pub fn hash_of(&self, stored: &str) -> u64 {
+        self.hasher.hash_one(canonical(stored).as_ref())
+    }
+
+    /// Indexes `id` under the address [`EmailIndex::hash_of`] hashed, which no one is indexed
+    /// under (read from a snapshot, which flags one account per address).
+    pub fn insert_new(&mut self, users: &Users, id: UserId, hash: u64) {
+        let hasher = &self.hasher;
+        self.ids.insert_unique(hash, id, |id| {
+            users
+                .get(*id, |account| {
+                    hasher.hash_one(canonical(account.credentials.email()).as_ref())
+                })
+                .unwrap_or_default()
+        });
     }
 
     /// Removes whoever is indexed under `email` (call while that account is still in `users`).

@@ -22,6 +22,7 @@
 pub mod turns;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -483,7 +484,7 @@ impl Throttle {
             write_subject(w, subject);
             write_times(w, times);
         }
-        let mut known: Vec<UserId> = self.known_addresses.first.keys().copied().collect();
+        let mut known: Vec<UserId> = self.known_addresses.users().collect();
         known.sort_unstable();
         w.len(known.len());
         for user in known {
@@ -531,7 +532,7 @@ impl Throttle {
             throttle.account_failures.insert(subject, read_times(r)?);
         }
         let count = r.len()?;
-        throttle.known_addresses.first.reserve(count);
+        throttle.known_addresses.reserve(count);
         for _ in 0..count {
             let user = UserId::from(r.uuid()?);
             for _ in 0..r.len()? {
@@ -599,41 +600,108 @@ fn read_times(r: &mut Reader<'_>) -> Result<VecDeque<DateTime<Utc>>, Malformed> 
     (0..r.len()?).map(|_| r.time()).collect()
 }
 
-/// The addresses each account was registered or logged in from: the first one inline in one
-/// table, the others (for the accounts that have more than one) in sets beside it. Keyed by
-/// user ids, which the service makes at random, so hashed with foldhash rather than SipHash.
+/// The addresses each account was registered or logged in from. The first of each account in
+/// one dense vector of (user, address), found through a table of 4-byte slots (a hash map of
+/// the pairs would double every byte at a million accounts); the others, for the accounts seen
+/// from more than one, in sets beside it. Keyed by user ids, which the service makes at random,
+/// so hashed with foldhash rather than SipHash.
 #[derive(Debug, Clone, Default)]
 struct KnownAddresses {
-    first: hashbrown::HashMap<UserId, IpAddr>,
+    hasher: hashbrown::DefaultHashBuilder,
+    first: Vec<(UserId, IpAddr)>,
+    slots: hashbrown::HashTable<u32>,
     more: hashbrown::HashMap<UserId, HashSet<IpAddr>>,
 }
 
 impl KnownAddresses {
+    fn slot(&self, user: UserId) -> Option<usize> {
+        let first = &self.first;
+        self.slots
+            .find(self.hasher.hash_one(user), |slot| {
+                first[*slot as usize].0 == user
+            })
+            .map(|slot| *slot as usize)
+    }
+
     fn insert(&mut self, user: UserId, ip: IpAddr) {
-        match self.first.entry(user) {
-            hashbrown::hash_map::Entry::Vacant(vacant) => {
-                vacant.insert(ip);
-            }
-            hashbrown::hash_map::Entry::Occupied(first) if *first.get() != ip => {
+        match self.slot(user) {
+            Some(slot) if self.first[slot].1 != ip => {
                 self.more.entry(user).or_default().insert(ip);
             }
-            hashbrown::hash_map::Entry::Occupied(_) => {}
+            Some(_) => {}
+            None => {
+                let Self {
+                    hasher,
+                    first,
+                    slots,
+                    ..
+                } = self;
+                if first.len() == first.capacity() {
+                    // By a quarter, not doubled: at most a quarter of the vector is slack.
+                    first.reserve_exact((first.capacity() / 4).max(64));
+                }
+                let slot = u32::try_from(first.len()).unwrap_or(u32::MAX);
+                first.push((user, ip));
+                slots.insert_unique(hasher.hash_one(user), slot, |slot| {
+                    hasher.hash_one(first[*slot as usize].0)
+                });
+            }
         }
     }
 
     fn contains(&self, user: UserId, ip: IpAddr) -> bool {
-        self.first.get(&user) == Some(&ip)
+        self.slot(user).is_some_and(|slot| self.first[slot].1 == ip)
             || self.more.get(&user).is_some_and(|more| more.contains(&ip))
     }
 
     fn remove(&mut self, user: UserId) {
-        self.first.remove(&user);
         self.more.remove(&user);
+        let Self {
+            hasher,
+            first,
+            slots,
+            ..
+        } = self;
+        let Ok(entry) = slots.find_entry(hasher.hash_one(user), |slot| {
+            first[*slot as usize].0 == user
+        }) else {
+            return;
+        };
+        let (slot, _) = entry.remove();
+        let slot = slot as usize;
+        let last = first.len() - 1;
+        first.swap_remove(slot);
+        if slot != last {
+            // The last pair moved into the freed slot: its index entry follows it.
+            let moved = hasher.hash_one(first[slot].0);
+            if let Some(index) = slots.find_mut(moved, |index| *index as usize == last) {
+                *index = slot as u32;
+            }
+        }
+    }
+
+    fn reserve(&mut self, users: usize) {
+        self.first.reserve_exact(users);
+        let Self {
+            hasher,
+            first,
+            slots,
+            ..
+        } = self;
+        slots.reserve(users, |slot| hasher.hash_one(first[*slot as usize].0));
+    }
+
+    fn users(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.first.iter().map(|(user, _)| *user)
     }
 
     /// The user's addresses, sorted.
     fn of(&self, user: UserId) -> Vec<IpAddr> {
-        let mut addresses: Vec<IpAddr> = self.first.get(&user).copied().into_iter().collect();
+        let mut addresses: Vec<IpAddr> = self
+            .slot(user)
+            .map(|slot| self.first[slot].1)
+            .into_iter()
+            .collect();
         if let Some(more) = self.more.get(&user) {
             addresses.extend(more.iter().copied());
         }
@@ -738,6 +806,34 @@ mod tests {
 
     fn retry(result: Result<(), Throttled>) -> Option<u64> {
         result.err().map(|t| t.retry_after_seconds())
+    }
+
+    #[test]
+    fn known_addresses_survive_removals_that_move_others() {
+        let mut known = KnownAddresses::default();
+        let users: Vec<UserId> = (0..300).map(|_| UserId::new()).collect();
+        for (n, user) in users.iter().enumerate() {
+            known.insert(
+                *user,
+                IpAddr::from([10, 0, (n / 256) as u8, (n % 256) as u8]),
+            );
+            if n % 5 == 0 {
+                known.insert(*user, IpAddr::from([192, 0, 2, 1]));
+            }
+        }
+        for user in users.iter().step_by(3) {
+            known.remove(*user);
+        }
+        for (n, user) in users.iter().enumerate() {
+            let first = IpAddr::from([10, 0, (n / 256) as u8, (n % 256) as u8]);
+            let kept = n % 3 != 0;
+            assert_eq!(known.contains(*user, first), kept, "user {n}");
+            assert_eq!(
+                known.contains(*user, IpAddr::from([192, 0, 2, 1])),
+                kept && n % 5 == 0
+            );
+        }
+        assert_eq!(known.users().count(), 200);
     }
 
     #[test]
