@@ -88,7 +88,7 @@ const READ_AFTER_SQL: &str = "\
 
 const READ_STREAM_SQL: &str = "\
     SELECT position, stream_id, stream_version, event_type, event_version, payload, metadata,
-           recorded_at, prev_hash, hash
+           recorded_at, prev_hash, hash, signature
     FROM events WHERE stream_id = ?1 AND stream_version > ?2 ORDER BY stream_version LIMIT ?3";
 
 /// Where the embedded log lives.
@@ -443,19 +443,15 @@ impl EventStore for SqliteEventStore {
         let personal = self.personal.clone();
         Box::pin(self.call(move |connection| {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let mut read = Vec::new();
-            {
-                let mut select = connection
-                    .prepare_cached(READ_STREAM_SQL)
-                    .map_err(map_error)?;
-                let stream = stream_id.hyphenated().to_string();
-                let mut rows = select
-                    .query(params![stream, after_version, limit])
-                    .map_err(map_error)?;
-                while let Some(row) = rows.next().map_err(map_error)? {
-                    read.push(columns(row)?);
-                }
-            }
+            let stream = stream_id.hyphenated().to_string();
+            let read = read_raw_with(
+                connection,
+                READ_STREAM_SQL,
+                params![stream, after_version, limit],
+            )?
+            .into_iter()
+            .map(|row| row.parse(false).map(|row| row.columns))
+            .collect::<Result<Vec<_>, _>>()?;
             open_rows(connection, read, personal.as_deref())
         }))
     }
@@ -1040,30 +1036,10 @@ fn read_rows(
     limit: usize,
     keep_text: bool,
 ) -> Result<Vec<ChainedRow>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut select = connection
-        .prepare_cached(READ_AFTER_SQL)
-        .map_err(map_error)?;
-    let mut rows = select.query(params![after, limit]).map_err(map_error)?;
-    let mut read = Vec::new();
-    while let Some(row) = rows.next().map_err(map_error)? {
-        let stored = if keep_text {
-            Some(StoredText {
-                payload: row.get(5).map_err(map_error)?,
-                metadata: row.get(6).map_err(map_error)?,
-            })
-        } else {
-            None
-        };
-        read.push(ChainedRow {
-            columns: columns(row)?,
-            prev_hash: row.get(8).map_err(map_error)?,
-            hash: row.get(9).map_err(map_error)?,
-            signature: row.get(10).map_err(map_error)?,
-            stored,
-        });
-    }
-    Ok(read)
+    read_raw(connection, after, limit)?
+        .into_iter()
+        .map(|row| row.parse(keep_text))
+        .collect()
 }
 
 /// A row as the SQLite thread reads it, its text unparsed: parsing (JSON above all) happens on
@@ -1085,10 +1061,19 @@ struct RawRow {
 /// Up to `limit` rows after `after`, as stored.
 fn read_raw(connection: &Connection, after: i64, limit: usize) -> Result<Vec<RawRow>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut select = connection
-        .prepare_cached(READ_AFTER_SQL)
-        .map_err(map_error)?;
-    let mut rows = select.query(params![after, limit]).map_err(map_error)?;
+    read_raw_with(connection, READ_AFTER_SQL, params![after, limit])
+}
+
+/// The rows `sql` selects, which names the events table's columns in the order of
+/// [`READ_AFTER_SQL`] (by index: looking a column up by name costs a string comparison per
+/// column per row).
+fn read_raw_with(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RawRow>, StoreError> {
+    let mut select = connection.prepare_cached(sql).map_err(map_error)?;
+    let mut rows = select.query(params).map_err(map_error)?;
     let mut read = Vec::new();
     while let Some(row) = rows.next().map_err(map_error)? {
         read.push(RawRow {
@@ -1167,41 +1152,6 @@ async fn parse_in_parallel(mut rows: Vec<RawRow>) -> Result<Vec<ChainedRow>, Sto
     let mut parsed = parse(rows)?;
     parsed.extend(other.await.map_err(StoreError::unavailable)??);
     Ok(parsed)
-}
-
-/// A row's columns as stored, parsed from SQLite's types; unparsable text is `Corrupt`.
-fn columns(row: &rusqlite::Row<'_>) -> Result<StoredColumns, StoreError> {
-    // By index, in the order of the SELECTs that read rows (READ_AFTER_SQL, READ_STREAM_SQL):
-    // looking a column up by name costs a string comparison per column per row.
-    let position: i64 = row.get(0).map_err(map_error)?;
-    let column = |column: &'static str, source: Box<dyn std::error::Error + Send + Sync>| {
-        StoreError::Corrupt {
-            position,
-            source: DecodeError::Column { column, source },
-        }
-    };
-    let text = |index: usize, name: &'static str| {
-        row.get_ref(index)
-            .map_err(map_error)?
-            .as_str()
-            .map_err(|e| column(name, e.into()))
-    };
-    let json = |index: usize, name: &'static str| {
-        serde_json::from_str::<Value>(text(index, name)?).map_err(|e| column(name, e.into()))
-    };
-    Ok(StoredColumns {
-        position,
-        stream_id: Uuid::parse_str(text(1, "stream_id")?)
-            .map_err(|e| column("stream_id", e.into()))?,
-        stream_version: row.get(2).map_err(map_error)?,
-        event_type: text(3, "event_type")?.to_owned(),
-        event_version: row.get(4).map_err(map_error)?,
-        payload: json(5, "payload")?,
-        metadata: json(6, "metadata")?,
-        recorded_at: DateTime::parse_from_rfc3339(text(7, "recorded_at")?)
-            .map_err(|e| column("recorded_at", e.into()))?
-            .with_timezone(&Utc),
-    })
 }
 
 /// The one place where SQLite errors become domain conflicts or outages.

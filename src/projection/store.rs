@@ -434,16 +434,7 @@ impl EmailIndex {
             .find_mut(hash, |other| Self::matches(users, *other, email))
         {
             Some(other) => *other = id,
-            None => {
-                let hasher = &self.hasher;
-                self.ids.insert_unique(hash, id, |id| {
-                    users
-                        .get(*id, |account| {
-                            hasher.hash_one(canonical(account.credentials.email()).as_ref())
-                        })
-                        .unwrap_or_default()
-                });
-            }
+            None => self.insert_new(users, id, hash),
         }
     }
 
