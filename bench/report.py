@@ -265,8 +265,8 @@ for store in stores:
                  f"{cold['verify_seconds']:.1f} s ({cold['verified_events']:,} events) |")
 lines += ["", "Memory per user is the resident memory a new process gains by starting from the snapshot, "
           "divided by the users, with `MIMALLOC_PURGE_DELAY=0` so that the snapshot's buffer, freed at the end "
-          "of the load, is not counted; after a full replay the same state measures more, because the allocator "
-          "keeps what the replay's pages used."]
+          "of the load, is not counted. The figure after a full replay is the same process's growth over the replay, "
+          "which counts what the allocator kept of the replay's pages, or reused of them."]
 personal = raw.get("personal")
 if personal:
     lines += ["", "Sealing personal data (issue 18), one core, no database: "
