@@ -184,6 +184,15 @@ pub struct PostgresEventStore {
     /// Seals and opens personal data; `None` for an auditor without the master key, who reads
     /// `<sealed>` in its place and cannot append.
     personal: Option<Shredder>,
+    /// The page after the last full page read, already asked for ([`PostgresEventStore::read_rows_ahead`]).
+    prefetched: Arc<std::sync::Mutex<Option<Prefetch>>>,
+}
+
+/// A page's query sent ahead: the rows after `after`, at most `limit`.
+struct Prefetch {
+    after: i64,
+    limit: usize,
+    rows: tokio::task::JoinHandle<Result<Vec<Row>, StoreError>>,
 }
 
 impl PostgresEventStore {
@@ -237,6 +246,7 @@ impl PostgresEventStore {
             description,
             createdb,
             personal: None,
+            prefetched: Arc::default(),
         })
     }
 
@@ -577,17 +587,64 @@ impl PostgresEventStore {
     }
 
     async fn read_rows(&self, after: i64, limit: usize) -> Result<Vec<ChainedRow>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.pool.get().await.map_err(StoreError::unavailable)?;
-        let statement = client
-            .prepare_cached(READ_AFTER_SQL)
-            .await
-            .map_err(map_error)?;
-        let rows = client
-            .query(&statement, &[&after, &limit])
-            .await
-            .map_err(map_error)?;
-        rows.iter().map(chained_row).collect()
+        chained_rows(fetch_rows(self.pool.clone(), after, limit).await?).await
+    }
+
+    /// [`PostgresEventStore::read_rows`] for a reader walking the log page by page. Once a full
+    /// page has arrived, the next one is asked for at once, on a task of its own, so that the
+    /// database works on it while this one is decoded and folded, instead of the two taking
+    /// turns; the next call takes it if it asks for that page (otherwise it is dropped).
+    fn read_rows_ahead(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ChainedRow>, StoreError>> + Send + 'static {
+        let prefetched = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .filter(|prefetch| prefetch.after == after && prefetch.limit == limit);
+        let (pool, timeout, slot) = (
+            self.pool.clone(),
+            self.timeout,
+            Arc::clone(&self.prefetched),
+        );
+        let fetch = move |pool: Pool, after: i64| {
+            tokio::spawn(async move {
+                tokio::time::timeout(timeout, fetch_rows(pool, after, limit))
+                    .await
+                    .unwrap_or_else(|elapsed| Err(StoreError::unavailable(elapsed)))
+            })
+        };
+        let rows = match prefetched {
+            Some(prefetch) => prefetch.rows,
+            None => fetch(pool.clone(), after),
+        };
+        async move {
+            let rows = match rows.await {
+                Ok(rows) => rows?,
+                // A prefetch's runtime went away (another thread's reader that stopped): ask
+                // again here.
+                Err(_) => fetch(pool.clone(), after)
+                    .await
+                    .map_err(StoreError::unavailable)??,
+            };
+            if rows.len() == limit
+                && let Some(last) = rows.last()
+                && let Ok(next) = last.try_get::<_, i64>(0)
+            {
+                let ahead = Prefetch {
+                    after: next,
+                    limit,
+                    rows: fetch(pool, next),
+                };
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ahead);
+            }
+            chained_rows(rows).await
+        }
     }
 
     /// Links the rows written before the chain existed (V2), once, in position order. The
@@ -715,12 +772,13 @@ impl EventStore for PostgresEventStore {
     }
 
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
-        Box::pin(self.bounded(self.read_rows(after, limit)))
+        Box::pin(self.read_rows_ahead(after, limit))
     }
 
     fn read_linked_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<Linked>> {
+        let read = self.read_rows_ahead(after, limit);
         Box::pin(self.bounded(async move {
-            let rows = self.read_rows(after, limit).await?;
+            let rows = read.await?;
             let streams = personal::sealed_streams_of(rows.iter().map(|row| &row.columns));
             let keys = match &self.personal {
                 Some(shredder) => {
@@ -1092,23 +1150,55 @@ fn session_row(row: &Row) -> Result<SessionRow, StoreError> {
     })
 }
 
+/// A row of a SELECT naming the events table's columns in the order of [`READ_AFTER_SQL`]
+/// (every one here does), read by index: by name costs a string comparison per column per row.
 fn chained_row(row: &Row) -> Result<ChainedRow, StoreError> {
     Ok(ChainedRow {
         columns: StoredColumns {
-            position: row.try_get("position").map_err(map_error)?,
-            stream_id: row.try_get("stream_id").map_err(map_error)?,
-            stream_version: row.try_get("stream_version").map_err(map_error)?,
-            event_type: row.try_get("event_type").map_err(map_error)?,
-            event_version: row.try_get("event_version").map_err(map_error)?,
-            payload: row.try_get("payload").map_err(map_error)?,
-            metadata: row.try_get("metadata").map_err(map_error)?,
-            recorded_at: row.try_get("recorded_at").map_err(map_error)?,
+            position: row.try_get(0).map_err(map_error)?,
+            stream_id: row.try_get(1).map_err(map_error)?,
+            stream_version: row.try_get(2).map_err(map_error)?,
+            event_type: row.try_get(3).map_err(map_error)?,
+            event_version: row.try_get(4).map_err(map_error)?,
+            payload: row.try_get(5).map_err(map_error)?,
+            metadata: row.try_get(6).map_err(map_error)?,
+            recorded_at: row.try_get(7).map_err(map_error)?,
         },
-        prev_hash: row.try_get("prev_hash").map_err(map_error)?,
-        hash: row.try_get("hash").map_err(map_error)?,
-        signature: row.try_get("signature").map_err(map_error)?,
+        prev_hash: row.try_get(8).map_err(map_error)?,
+        hash: row.try_get(9).map_err(map_error)?,
+        signature: row.try_get(10).map_err(map_error)?,
         stored: None,
     })
+}
+
+/// Up to `limit` rows after `after`, undecoded.
+async fn fetch_rows(pool: Pool, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let client = pool.get().await.map_err(StoreError::unavailable)?;
+    let statement = client
+        .prepare_cached(READ_AFTER_SQL)
+        .await
+        .map_err(map_error)?;
+    client
+        .query(&statement, &[&after, &limit])
+        .await
+        .map_err(map_error)
+}
+
+/// [`chained_row`] for a page, half of a long one on the blocking pool meanwhile: decoding
+/// `jsonb` into values is most of a read's work on this side, and the registry's thread would
+/// otherwise do all of it.
+async fn chained_rows(mut rows: Vec<Row>) -> Result<Vec<ChainedRow>, StoreError> {
+    const ALONE: usize = 1024;
+    let decode = |rows: Vec<Row>| rows.iter().map(chained_row).collect::<Result<Vec<_>, _>>();
+    if rows.len() < ALONE {
+        return decode(rows);
+    }
+    let second = rows.split_off(rows.len() / 2);
+    let other = tokio::task::spawn_blocking(move || decode(second));
+    let mut decoded = decode(rows)?;
+    decoded.extend(other.await.map_err(StoreError::unavailable)??);
+    Ok(decoded)
 }
 
 /// `-h HOST -p PORT -U USER NAME`, from the configuration.
