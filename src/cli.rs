@@ -407,7 +407,7 @@ pub struct ReplayArgs {
     pub user: Option<String>,
     /// Apply only rows a signature of this log-signing public key covers (as for `verify`)
     /// [default: derived from the master key, if available].
-    #[arg(long, value_parser = parse_public_key)]
+    #[arg(long, value_parser = parse_public_key, allow_hyphen_values = true)]
     pub public_key: Option<PublicKey>,
     /// The login throttling rules to judge by: the service's, from the same settings.
     #[command(flatten)]
@@ -434,7 +434,8 @@ pub struct VerifyArgs {
     /// The log-signing public key (generation 1, base64url, as `authlog log-key show` and
     /// /.well-known/authlog-log-keys.json give it): every row must be covered by a signature
     /// of it, or of a key it vouched for [default: derived from the master key, if available].
-    #[arg(long, value_parser = parse_public_key)]
+    /// A key may begin with `-` (base64url's alphabet has it), and is taken as the value.
+    #[arg(long, value_parser = parse_public_key, allow_hyphen_values = true)]
     pub public_key: Option<PublicKey>,
     /// A file of checkpoints (`AUTHLOG_CHECKPOINT_FILE`, or `authlog checkpoint --to`): the
     /// log must contain every one, unchanged.
@@ -724,6 +725,27 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn a_public_key_that_begins_with_a_hyphen_is_a_value_not_a_flag() {
+        use crate::events::signed::{LogSigner, encode_key};
+        // One key in 64 begins with '-' in base64url: the case a random test key once hit.
+        let key = std::iter::repeat_with(|| {
+            encode_key(&LogSigner::new(&crate::vault::MasterKey::random()).public_key(1))
+        })
+        .take(10_000)
+        .find(|key| key.starts_with('-'))
+        .expect("a key beginning with '-'");
+        for args in [&["verify"][..], &["replay", "--to", "1"]] {
+            let cli = Cli::try_parse_from(
+                ["authlog"]
+                    .iter()
+                    .chain(args)
+                    .chain(&["--public-key", key.as_str()]),
+            );
+            assert!(cli.is_ok(), "{args:?}: {:?}", cli.err());
+        }
+    }
 
     #[test]
     fn cli_is_well_formed() {
