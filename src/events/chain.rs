@@ -194,23 +194,6 @@ impl Hashed {
             row,
         }
     }
-
-    fn all(rows: Vec<ChainedRow>) -> Vec<Self> {
-        rows.into_iter().map(Self::new).collect()
-    }
-
-    /// A page hashed on this thread and a blocking-pool thread, half each.
-    async fn page(mut rows: Vec<ChainedRow>) -> Result<Vec<Self>, StoreError> {
-        const ALONE: usize = 1024;
-        if rows.len() < ALONE {
-            return Ok(Self::all(rows));
-        }
-        let second = rows.split_off(rows.len() / 2);
-        let hashing = tokio::task::spawn_blocking(move || Self::all(second));
-        let mut hashed = Self::all(rows);
-        hashed.extend(hashing.await.map_err(StoreError::unavailable)?);
-        Ok(hashed)
-    }
 }
 
 impl super::pager::Paged for Hashed {
@@ -220,7 +203,12 @@ impl super::pager::Paged for Hashed {
 
     fn read(store: &dyn EventStore, after: i64, limit: usize) -> super::StoreFuture<'_, Vec<Self>> {
         let rows = store.read_rows_after(after, limit);
-        Box::pin(async move { Self::page(rows.await?).await })
+        Box::pin(async move {
+            super::pager::in_halves(rows.await?, |rows| {
+                Ok(rows.into_iter().map(Self::new).collect())
+            })
+            .await
+        })
     }
 }
 

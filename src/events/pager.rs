@@ -73,6 +73,31 @@ pub fn rows_after(store: &dyn EventStore, after: i64) -> Pager<'_, ChainedRow> {
     Pager::new(store, after)
 }
 
+/// `work` over a page, the second half of a long one on the blocking pool meanwhile: what a
+/// reader does to a page it read (parse, hash, open, decode) then takes both cores, while the
+/// store's own thread, or the database, reads the next.
+pub(crate) async fn in_halves<T, U>(
+    mut items: Vec<T>,
+    work: impl Fn(Vec<T>) -> Result<Vec<U>, StoreError> + Clone + Send + 'static,
+) -> Result<Vec<U>, StoreError>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+{
+    const ALONE: usize = 1024;
+    if items.len() < ALONE {
+        return work(items);
+    }
+    let second = items.split_off(items.len() / 2);
+    let other = tokio::task::spawn_blocking({
+        let work = work.clone();
+        move || work(second)
+    });
+    let mut done = work(items)?;
+    done.extend(other.await.map_err(StoreError::unavailable)??);
+    Ok(done)
+}
+
 impl<'s, T: Paged> Pager<'s, T> {
     pub fn new(store: &'s dyn EventStore, after: i64) -> Self {
         Self {

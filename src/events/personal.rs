@@ -294,34 +294,16 @@ impl Shredder {
         rows: Vec<StoredColumns>,
         stored: &HashMap<uuid::Uuid, Vec<u8>>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let keys = self.page_keys(&rows, stored)?;
+        let keys = self.page_keys_for(sealed_streams(&rows), stored)?;
         let erased = erased_streams(&rows);
         let opened = keys.open(rows);
         self.forget(&erased);
         opened
     }
 
-    /// The keys a page's sealed rows need, unwrapped (and cached) under the cache's lock once,
-    /// so that the page can then be opened on several threads without it.
-    pub fn page_keys(
-        &self,
-        rows: &[StoredColumns],
-        stored: &HashMap<uuid::Uuid, Vec<u8>>,
-    ) -> Result<PageKeys, StoreError> {
-        self.page_keys_of(rows.iter(), stored)
-    }
-
-    /// [`Shredder::page_keys`] of rows held elsewhere.
-    pub fn page_keys_of<'r>(
-        &self,
-        rows: impl Iterator<Item = &'r StoredColumns>,
-        stored: &HashMap<uuid::Uuid, Vec<u8>>,
-    ) -> Result<PageKeys, StoreError> {
-        self.page_keys_for(sealed_streams_of(rows), stored)
-    }
-
-    /// [`Shredder::page_keys`] for these streams (before their rows are parsed: a stream
-    /// whose rows hold nothing sealed has no key, and costs a lookup).
+    /// The keys these streams' rows need, unwrapped (and cached) under the cache's lock once,
+    /// so that their page can then be opened on several threads without it (a stream whose rows
+    /// hold nothing sealed has no key, and costs a lookup).
     pub fn page_keys_for(
         &self,
         streams: Vec<uuid::Uuid>,
@@ -362,17 +344,13 @@ impl Shredder {
 /// The streams of `rows` that a `UserErased` in them ends: their keys go once the page is
 /// read ([`Shredder::forget`]).
 pub fn erased_streams(rows: &[StoredColumns]) -> Vec<uuid::Uuid> {
-    erased_streams_of(rows.iter())
-}
-
-/// [`erased_streams`] of rows held elsewhere.
-pub fn erased_streams_of<'r>(rows: impl Iterator<Item = &'r StoredColumns>) -> Vec<uuid::Uuid> {
-    rows.filter(|row| row.event_type == Event::USER_ERASED)
+    rows.iter()
+        .filter(|row| row.event_type == Event::USER_ERASED)
         .map(|row| row.stream_id)
         .collect()
 }
 
-/// The unwrapped keys of one page's users ([`Shredder::page_keys`]); an erased user has none.
+/// The unwrapped keys of one page's users ([`Shredder::page_keys_for`]); an erased user has none.
 pub struct PageKeys(HashMap<uuid::Uuid, RawKey>);
 
 impl PageKeys {

@@ -630,7 +630,9 @@ impl PostgresEventStore {
                     .await
                     .map_err(StoreError::unavailable)??,
             };
-            if rows.len() == limit
+            // Only for walks page by page (a one-row read, such as a snapshot's check, is not).
+            if limit >= super::READ_PAGE
+                && rows.len() == limit
                 && let Some(last) = rows.last()
                 && let Ok(next) = last.try_get::<_, i64>(0)
             {
@@ -1185,20 +1187,10 @@ async fn fetch_rows(pool: Pool, after: i64, limit: usize) -> Result<Vec<Row>, St
         .map_err(map_error)
 }
 
-/// [`chained_row`] for a page, half of a long one on the blocking pool meanwhile: decoding
-/// `jsonb` into values is most of a read's work on this side, and the registry's thread would
-/// otherwise do all of it.
-async fn chained_rows(mut rows: Vec<Row>) -> Result<Vec<ChainedRow>, StoreError> {
-    const ALONE: usize = 1024;
-    let decode = |rows: Vec<Row>| rows.iter().map(chained_row).collect::<Result<Vec<_>, _>>();
-    if rows.len() < ALONE {
-        return decode(rows);
-    }
-    let second = rows.split_off(rows.len() / 2);
-    let other = tokio::task::spawn_blocking(move || decode(second));
-    let mut decoded = decode(rows)?;
-    decoded.extend(other.await.map_err(StoreError::unavailable)??);
-    Ok(decoded)
+/// [`chained_row`] for a page ([`super::pager::in_halves`]): decoding `jsonb` into values is
+/// most of a read's work on this side.
+async fn chained_rows(rows: Vec<Row>) -> Result<Vec<ChainedRow>, StoreError> {
+    super::pager::in_halves(rows, |rows| rows.iter().map(chained_row).collect()).await
 }
 
 /// `-h HOST -p PORT -U USER NAME`, from the configuration.

@@ -391,7 +391,7 @@ impl Link {
     /// decoded, half of the page on the blocking pool meanwhile. A store's own thread then only
     /// reads, and a replay uses both cores.
     pub async fn open_in_parallel<R: Send + 'static>(
-        mut rows: Vec<R>,
+        rows: Vec<R>,
         parse: fn(R) -> Result<ChainedRow, StoreError>,
         streams: Vec<uuid::Uuid>,
         shredder: Option<Arc<super::personal::Shredder>>,
@@ -401,30 +401,22 @@ impl Link {
             Some(shredder) => Some(Arc::new(shredder.page_keys_for(streams, &stored)?)),
             None => None,
         };
-        let work = move |rows: Vec<R>, keys: Option<Arc<super::personal::PageKeys>>| {
+        let linked = super::pager::in_halves(rows, move |rows: Vec<R>| {
             let rows = rows.into_iter().map(parse).collect::<Result<Vec<_>, _>>()?;
-            let erased = super::personal::erased_streams_of(rows.iter().map(|row| &row.columns));
             let (columns, links) = Self::split(rows);
             let events = match keys.as_deref() {
                 Some(keys) => keys.open(columns)?,
                 None => super::personal::open_rows_sealed(columns)?,
             };
-            Ok::<_, StoreError>((Self::join(links, events), erased))
-        };
-        const ALONE: usize = 1024;
-        let (linked, erased) = if rows.len() < ALONE {
-            work(rows, keys)?
-        } else {
-            let second = rows.split_off(rows.len() / 2);
-            let shared = keys.clone();
-            let other = tokio::task::spawn_blocking(move || work(second, shared));
-            let (mut linked, mut erased) = work(rows, keys)?;
-            let (more, more_erased) = other.await.map_err(StoreError::unavailable)??;
-            linked.extend(more);
-            erased.extend(more_erased);
-            (linked, erased)
-        };
+            Ok(Self::join(links, events))
+        })
+        .await?;
         if let Some(shredder) = &shredder {
+            let erased: Vec<uuid::Uuid> = linked
+                .iter()
+                .filter(|row| matches!(row.event.event, Event::UserErased(_)))
+                .map(|row| row.event.stream_id())
+                .collect();
             shredder.forget(&erased);
         }
         Ok(linked)

@@ -336,7 +336,12 @@ impl EventStore for SqliteEventStore {
     /// Read on the SQLite thread, parsed on the reader's side (on two threads).
     fn read_rows_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<ChainedRow>> {
         let read = self.call(move |connection| read_raw(connection, after, limit));
-        Box::pin(async move { parse_in_parallel(read.await?).await })
+        Box::pin(async move {
+            super::pager::in_halves(read.await?, |rows| {
+                rows.into_iter().map(|row| row.parse(true)).collect()
+            })
+            .await
+        })
     }
 
     /// The SQLite thread reads the page and the keys it needs, in one transaction; parsing,
@@ -1134,24 +1139,6 @@ impl RawRow {
             }),
         })
     }
-}
-
-/// Raw rows parsed, half of a long page on the blocking pool meanwhile.
-async fn parse_in_parallel(mut rows: Vec<RawRow>) -> Result<Vec<ChainedRow>, StoreError> {
-    const ALONE: usize = 1024;
-    let parse = |rows: Vec<RawRow>| {
-        rows.into_iter()
-            .map(|row| row.parse(true))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    if rows.len() < ALONE {
-        return parse(rows);
-    }
-    let second = rows.split_off(rows.len() / 2);
-    let other = tokio::task::spawn_blocking(move || parse(second));
-    let mut parsed = parse(rows)?;
-    parsed.extend(other.await.map_err(StoreError::unavailable)??);
-    Ok(parsed)
 }
 
 /// The one place where SQLite errors become domain conflicts or outages.

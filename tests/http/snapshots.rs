@@ -127,3 +127,76 @@ async fn a_restart_starts_from_the_snapshot_and_ignores_a_damaged_one() {
     everyone_logs_in(&http, &service, &emails[1..]).await;
     service.terminate(Duration::from_secs(10));
 }
+
+/// Two embedded logs under one master key, so that one's snapshot opens for the other.
+fn keyed(dir: &Path) -> Vec<(String, String)> {
+    let mut env = embedded_env(dir);
+    env.push((
+        "AUTHLOG_MASTER_KEY".to_owned(),
+        crate::common::TEST_MASTER_KEY.to_owned(),
+    ));
+    env
+}
+
+#[actix_web::test]
+async fn a_snapshot_of_another_log_or_of_another_format_is_ignored() {
+    let http = reqwest::Client::new();
+    let ours = tempfile::tempdir().expect("temporary directory");
+    let theirs = tempfile::tempdir().expect("temporary directory");
+    let (env, other_env) = (keyed(ours.path()), keyed(theirs.path()));
+    // The same number of sign-ups on both, so their snapshots name the same position.
+    let mut emails = Vec::new();
+    for (dir_env, tag) in [(&env, "ours"), (&other_env, "theirs")] {
+        let service = Service::start(dir_env);
+        for n in 0..3 {
+            let email = format!("{tag}{n}@example.com");
+            assert_eq!(
+                signup_at(&http, &service.address, &email, PASSWORD).await,
+                201
+            );
+            if tag == "ours" {
+                emails.push(email);
+            }
+        }
+        service.terminate(Duration::from_secs(10));
+        let (status, out, err) = run(dir_env, &["snapshot"]);
+        assert!(status.success(), "{out}{err}");
+    }
+    let ours_file = snapshot_files(ours.path()).pop().expect("our snapshot");
+    let theirs_file = snapshot_files(theirs.path()).pop().expect("their snapshot");
+    assert_eq!(
+        ours_file.file_name(),
+        theirs_file.file_name(),
+        "same position"
+    );
+    let good = std::fs::read(&ours_file).expect("read");
+
+    // Another log's snapshot at our position: it opens, but our row there has another hash.
+    std::fs::copy(&theirs_file, &ours_file).expect("copy");
+    let service = Service::start(&env);
+    let warning = start_line(&service, "ignoring the snapshot");
+    assert!(warning.contains("another chain hash"), "{warning}");
+    everyone_logs_in(&http, &service, &emails).await;
+    let status = login_at(&http, &service.address, "theirs0@example.com", PASSWORD)
+        .await
+        .status();
+    assert_eq!(status.as_u16(), 401, "their users are not ours");
+    service.terminate(Duration::from_secs(10));
+
+    // Ours, but of another format (the header's format field, after its length and magic).
+    let mut older = good.clone();
+    older[20..24].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(&ours_file, &older).expect("write");
+    let service = Service::start(&env);
+    let warning = start_line(&service, "ignoring the snapshot");
+    assert!(warning.contains("has format 0"), "{warning}");
+    everyone_logs_in(&http, &service, &emails).await;
+    service.terminate(Duration::from_secs(10));
+
+    // Ours as written: used.
+    std::fs::write(&ours_file, &good).expect("write");
+    let service = Service::start(&env);
+    start_line(&service, "started from a snapshot");
+    everyone_logs_in(&http, &service, &emails).await;
+    service.terminate(Duration::from_secs(10));
+}
