@@ -361,6 +361,7 @@ fn registration(tag: &str, n: u64) -> anyhow::Result<NewEvent> {
             user_id: UserId::new(),
             email: Email::parse(&format!("{tag}{n}@example.com"))?,
             password_hash: hash(),
+            imported: None,
         }),
         metadata: EventMetadata::new(Some([127, 0, 0, 1].into()), Some("bench")),
     })
@@ -487,6 +488,7 @@ fn session_memory(n: u64) -> serde_json::Value {
             user_id: *id,
             email,
             password_hash: hash.clone(),
+            imported: None,
         });
         record(&mut state, 1, event, EventMetadata::default());
     }

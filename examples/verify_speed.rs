@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
                     user_id: user,
                     email: Email::parse(&format!("user{n}@example.com"))?,
                     password_hash: hash.clone(),
+                    imported: None,
                 }),
                 metadata: metadata.clone(),
             });

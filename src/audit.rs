@@ -417,12 +417,23 @@ fn details(event: &RecordedEvent) -> String {
             rotated.public_key,
             origin(event)
         ),
-        Event::UserRegistered(registered) => format!(
-            "email={} password={} from={}",
-            registered.email,
-            fingerprint(registered.password_hash.as_str()),
-            client(event)
-        ),
+        Event::UserRegistered(registered) => match &registered.imported {
+            None => format!(
+                "email={} password={} from={}",
+                registered.email,
+                fingerprint(registered.password_hash.as_str()),
+                client(event)
+            ),
+            Some(imported) => format!(
+                "email={} password={} imported_from={:?} row={} id={} {}",
+                registered.email,
+                fingerprint(registered.password_hash.as_str()),
+                imported.source,
+                imported.row,
+                imported.id.as_deref().unwrap_or("-"),
+                origin(event)
+            ),
+        },
         Event::PasswordRehashed(rehashed) => format!(
             "password={} from={}",
             fingerprint(rehashed.password_hash.as_str()),

@@ -88,6 +88,96 @@ pub enum CliCommand {
     /// Write a snapshot of the folded state now, so that the next start replays only the tail
     /// (a running server also writes them; README, "Operating authlog").
     Snapshot(LogKeyShowArgs),
+    /// Bring users, with their bcrypt password hashes, from the FastAPI tutorial's database or
+    /// from a JSONL or CSV export (README, "Moving from the FastAPI tutorial").
+    Import(ImportArgs),
+}
+
+const IMPORT_HELP: &str = "\
+The log to import into, from the environment: DATABASE_URL (PostgreSQL) or the embedded log
+in --data-dir, as for `authlog serve`; AUTHLOG_MASTER_KEY as well on PostgreSQL. Running
+servers see the imported users at once (PostgreSQL), or within a second (embedded).
+
+Rows are read first: one that cannot be imported (unreadable, an invalid email, a password
+hash that is not bcrypt $2a$, $2b$ or $2y$ at cost 4 to 31) is reported by its row or line
+number and skipped, and of rows whose emails are the same once normalised the first is kept.
+Users whose email is registered already are skipped, so running the same import again adds
+nothing; nor is a user this source brought in before and who was erased since brought back.
+Each UserRegistered records the source and the row's id. Logins check the imported hash, and
+replace it with one at the configured cost on the first success.
+
+Exit status: 0 done (skipped rows are listed, and counted in the summary); 1 refused
+(--strict found a row that cannot be imported: nothing was appended); 2 a usage error; 3 the
+source or the log could not be read, or the log could not be written.";
+
+/// `authlog import`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = IMPORT_HELP)]
+#[command(group(clap::ArgGroup::new("from").required(true).args(["from_postgres", "jsonl", "csv"])))]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The FastAPI tutorial's database, as a PostgreSQL URL such as
+    /// postgresql://app@db.example.com/fastapi_auth. It is only read, in one read-only
+    /// transaction. Leave the password out of the URL (the command line shows in `ps`) and set
+    /// PGPASSWORD instead.
+    #[arg(long, value_name = "URL", value_parser = parse_secret)]
+    pub from_postgres: Option<SecretString>,
+    /// The table holding the users (`schema.table` also works).
+    #[arg(long, default_value = "users", requires = "from_postgres")]
+    pub table: String,
+    /// Its columns: ID,EMAIL,HASH or ID,EMAIL,HASH,CREATED_AT (a timestamp kept as the account's
+    /// creation time).
+    #[arg(long, default_value = "id,email,hashed_password", requires = "from_postgres",
+          value_parser = crate::import::Columns::parse)]
+    pub columns: crate::import::Columns,
+    /// A file of one JSON object per line: `email`, `password_hash` (or `hashed_password`), and
+    /// optionally `created_at` (RFC 3339) and `id`.
+    #[arg(long, value_name = "FILE")]
+    pub jsonl: Option<PathBuf>,
+    /// A CSV file whose header line names the same columns, in any order.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// What the log records as these users' source [default: postgresql:DATABASE/TABLE,
+    /// jsonl:FILE NAME or csv:FILE NAME]. Keep it the same across runs of one import: a user
+    /// erased since an earlier run is recognised by it and the row's id.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Stop at the first row that cannot be imported as it is (or that collides with an
+    /// earlier one), appending nothing.
+    #[arg(long)]
+    pub strict: bool,
+    /// Read everything and report what would be imported, appending nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl ImportArgs {
+    /// The source and how to run, from the flags.
+    pub fn plan(&self) -> (crate::import::Source, crate::import::Options) {
+        use crate::import::Source;
+        let source = match (&self.from_postgres, &self.jsonl, &self.csv) {
+            (Some(url), _, _) => Source::Postgres {
+                url: url.clone(),
+                table: self.table.clone(),
+                columns: self.columns.clone(),
+            },
+            (None, Some(path), _) => Source::Jsonl(path.clone()),
+            // clap requires one of the three (the `from` group).
+            (None, None, csv) => Source::Csv(csv.clone().unwrap_or_default()),
+        };
+        let options = crate::import::Options {
+            source_name: self.source.clone().unwrap_or_else(|| source.default_name()),
+            strict: self.strict,
+            dry_run: self.dry_run,
+        };
+        (source, options)
+    }
+}
+
+/// A flag's value that must not be printed (a URL with a password in it).
+fn parse_secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
 }
 
 #[derive(Debug, Clone, Args)]

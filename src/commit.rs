@@ -398,6 +398,7 @@ mod tests {
             user_id: UserId::new(),
             email: Email::parse(raw).expect("valid"),
             password_hash: PasswordHash::new("$2b$04$x".into()),
+            imported: None,
         }
     }
 

@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Email, KeyId, PasswordHash, Role, SessionId, UserId};
 use crate::events::{
-    EndReason, Event, LockoutCleared, LogKeyRotated, LoginFailed, LoginSucceeded, PasswordChanged,
-    PasswordRehashed, RoleGranted, RoleRevoked, SessionEnded, SessionStarted, SigningKeyActivated,
-    SigningKeyAdded, SigningKeyRetired, UserDisabled, UserEnabled, UserErased, UserRegistered,
+    EndReason, Event, Imported, LockoutCleared, LogKeyRotated, LoginFailed, LoginSucceeded,
+    PasswordChanged, PasswordRehashed, RoleGranted, RoleRevoked, SessionEnded, SessionStarted,
+    SigningKeyActivated, SigningKeyAdded, SigningKeyRetired, UserDisabled, UserEnabled, UserErased,
+    UserRegistered,
 };
 use crate::keyring::KeyRing;
 use crate::projection::{Directory, UserSummary};
@@ -54,6 +55,8 @@ pub enum Command {
         user_id: UserId,
         email: Email,
         password_hash: PasswordHash,
+        /// Brought from another system by `authlog import`, and from where.
+        imported: Option<Imported>,
     },
     /// A password check passed; `rehash` replaces a hash weaker than the configured cost, and
     /// `session` starts a session.
@@ -379,6 +382,7 @@ impl<'a> BatchPlanner<'a> {
                 user_id,
                 email,
                 password_hash,
+                imported,
             } => {
                 if self.directory.by_email(email).is_some() {
                     return Decision::Reject(Rejection::EmailTaken);
@@ -391,6 +395,7 @@ impl<'a> BatchPlanner<'a> {
                     user_id: *user_id,
                     email: email.clone(),
                     password_hash: password_hash.clone(),
+                    imported: imported.clone(),
                 });
                 Decision::Append {
                     events: vec![(1, event)],
@@ -541,6 +546,7 @@ mod tests {
             user_id: UserId::new(),
             email: email(raw),
             password_hash: PasswordHash::new("$2b$04$x".into()),
+            imported: None,
         }
     }
 

@@ -23,7 +23,8 @@
 //! - [`hashing`]: bcrypt on a bounded blocking pool.
 //! - [`http`]: routes, extractors and handlers; [`error`]: the one HTTP error type.
 //! - [`audit`]: the auditors' commands `events`, `replay`, `verify`; [`operate`]: the
-//!   operators' `keys` commands.
+//!   operators' `keys` commands; [`import`]: `authlog import`, users and their bcrypt hashes
+//!   from the FastAPI tutorial's table or a JSONL or CSV export.
 //! - [`cli`] (flags) and [`config`] (validated settings, and every default), [`startup`] (wiring),
 //!   [`telemetry`] (logs), [`metrics`] (Prometheus), [`keyfile`] (the embedded store's generated
 //!   keys), [`data_dir`] and [`diagnostics`] (small helpers every layer may use).
@@ -45,6 +46,7 @@ pub mod error;
 pub mod events;
 pub mod hashing;
 pub mod http;
+pub mod import;
 pub mod jwt;
 pub mod keyfile;
 pub mod keyring;

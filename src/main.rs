@@ -16,8 +16,9 @@ use anyhow::Context as _;
 use authlog::audit::{self, Anchors, EventFilter, ReplayPoint, VerifyOutcome};
 use authlog::checkpoint::Sink;
 use authlog::cli::{
-    AdminArgs, AdminCommand, CheckpointArgs, Cli, CliCommand, EventsArgs, KeysArgs, KeysCommand,
-    LogKeyArgs, LogKeyCommand, OutputFormat, PublicKey, ReplayArgs, Secrets, ServeArgs, VerifyArgs,
+    AdminArgs, AdminCommand, CheckpointArgs, Cli, CliCommand, EventsArgs, ImportArgs, KeysArgs,
+    KeysCommand, LogKeyArgs, LogKeyCommand, OutputFormat, PublicKey, ReplayArgs, Secrets,
+    ServeArgs, VerifyArgs,
 };
 use authlog::events::EventStore;
 use authlog::events::signed::Trust;
@@ -60,6 +61,7 @@ async fn main() -> ExitCode {
         CliCommand::Checkpoint(args) => checkpoint(args).await,
         CliCommand::LogKey(args) => log_key(args).await,
         CliCommand::Snapshot(args) => snapshot(args).await,
+        CliCommand::Import(args) => import(args).await,
     };
     audit.unwrap_or_else(|error| {
         // An auditor's script reads this: a plain message, not a log line.
@@ -170,6 +172,16 @@ async fn snapshot(args: authlog::cli::LogKeyShowArgs) -> anyhow::Result<ExitCode
     let (store, _) = open_store(&args.store.store_settings(), &master).await?;
     let mut out = std::io::stdout().lock();
     let outcome = operate::snapshot(store, &mut out).await?;
+    out.flush()?;
+    Ok(exit_status(outcome))
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let (source, options) = args.plan();
+    let master = args.store.write_master_key()?;
+    let (store, _) = open_store(&args.store.store_settings(), &master).await?;
+    let mut out = std::io::stdout().lock();
+    let outcome = authlog::import::run(&source, store, &options, &mut out).await?;
     out.flush()?;
     Ok(exit_status(outcome))
 }

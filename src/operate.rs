@@ -104,7 +104,7 @@ async fn registry(
 }
 
 /// A registry over `store`, replayed from the log but not started yet.
-async fn replayed(store: Arc<dyn EventStore>) -> anyhow::Result<UserRegistry> {
+pub(crate) async fn replayed(store: Arc<dyn EventStore>) -> anyhow::Result<UserRegistry> {
     let placeholder = PasswordHash::new("$2b$04$placeholderplaceholderplacehold".to_owned());
     Ok(UserRegistry::load_with(store, PasswordHasher::new(4, 1), placeholder).await?)
 }

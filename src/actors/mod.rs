@@ -13,8 +13,8 @@ pub use keys::{KeyRotator, RotateError, RotateKeys};
 pub use registry::{
     Administer, AdmitSignup, Authenticate, CatchUp, ChangePassword, ChangeSigningKeys, EndSessions,
     EraseAccount, ExpireSessions, FindUser, GetDirectory, GetLogHead, GetReadiness, GetStanding,
-    LoadError, Readiness, Refresh, Refreshed, Register, RegistryError, RegistryView, RejectRefresh,
-    SessionGrant, Successor, UserRegistry,
+    Import, LoadError, Readiness, Refresh, Refreshed, Register, RegistryError, RegistryView,
+    RejectRefresh, SessionGrant, Successor, UserRegistry,
 };
 pub use reply::Cancellable;
 pub use token::{IssueToken, MintRefresh, OpenSealed, ReadRefresh, TokenActor, VerifyToken};

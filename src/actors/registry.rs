@@ -38,7 +38,7 @@ use crate::diagnostics::error_chain;
 use crate::domain::{Email, Password, PasswordHash, SessionId, UserId};
 use crate::events::signed::{Linked, Untrusted};
 use crate::events::{
-    Change, EndReason, EventMetadata, EventStore, RecordedEvent, StoreError, linked_after,
+    Change, EndReason, EventMetadata, EventStore, Imported, RecordedEvent, StoreError, linked_after,
 };
 use crate::hashing::{HashError, PasswordHasher};
 use crate::keyring::KeysView;
@@ -162,6 +162,18 @@ pub struct AdmitSignup {
 pub struct Register {
     pub email: Email,
     pub password_hash: PasswordHash,
+    pub metadata: EventMetadata,
+}
+
+/// Registers a user brought from another system with the bcrypt hash it kept for them
+/// (`authlog import`): as [`Register`], with `imported` in the `UserRegistered` saying where
+/// from. [`RegistryError::EmailTaken`] if the email is registered already.
+#[derive(Message)]
+#[rtype(result = "Result<UserSummary, RegistryError>")]
+pub struct Import {
+    pub email: Email,
+    pub password_hash: PasswordHash,
+    pub imported: Imported,
     pub metadata: EventMetadata,
 }
 
@@ -1791,19 +1803,46 @@ impl Handler<Register> for UserRegistry {
     type Result = ResponseFuture<Reply>;
 
     fn handle(&mut self, msg: Register, ctx: &mut Self::Context) -> Self::Result {
-        if !self.is_loaded() {
-            return Box::pin(std::future::ready(Err(RegistryError::Loading)));
-        }
         let command = Command::Register {
             user_id: UserId::new(),
             email: msg.email,
             password_hash: msg.password_hash,
+            imported: None,
         };
+        self.register(command, msg.metadata, ctx)
+    }
+}
+
+impl Handler<Import> for UserRegistry {
+    type Result = ResponseFuture<Reply>;
+
+    fn handle(&mut self, msg: Import, ctx: &mut Self::Context) -> Self::Result {
+        let command = Command::Register {
+            user_id: UserId::new(),
+            email: msg.email,
+            password_hash: msg.password_hash,
+            imported: Some(msg.imported),
+        };
+        self.register(command, msg.metadata, ctx)
+    }
+}
+
+impl UserRegistry {
+    /// Queues a sign-up or an import; answers once its `UserRegistered` has committed.
+    fn register(
+        &mut self,
+        command: Command,
+        metadata: EventMetadata,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Reply> {
+        if !self.is_loaded() {
+            return Box::pin(std::future::ready(Err(RegistryError::Loading)));
+        }
         let (reply, receiver) = oneshot::channel();
         let respond = move |outcome: Outcome| {
             let _ = reply.send(user_of(outcome).map_err(RegistryError::from));
         };
-        self.enqueue(command, msg.metadata, respond, ctx);
+        self.enqueue(command, metadata, respond, ctx);
         Box::pin(answer(receiver))
     }
 }

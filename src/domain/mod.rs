@@ -10,7 +10,7 @@ mod signing_key;
 mod user_id;
 
 pub use email::{Email, EmailError};
-pub use password::{Password, PasswordError, PasswordHash};
+pub use password::{Password, PasswordError, PasswordHash, UnsupportedHash};
 pub use role::{Role, RoleError};
 pub use session_id::SessionId;
 pub use signing_key::{KeyAlgorithm, KeyId, KeyIdError};

@@ -90,6 +90,84 @@ impl PasswordHash {
     }
 }
 
+/// Why a password hash brought from another system cannot be used ([`PasswordHash::import`]).
+/// The messages never quote the hash: at most the name of its scheme.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsupportedHash {
+    #[error("the password hash is empty")]
+    Empty,
+    #[error(
+        "the password hash is {0}, not bcrypt: only $2a$, $2b$ and $2y$ bcrypt hashes can be imported"
+    )]
+    OtherScheme(String),
+    #[error("the bcrypt cost {0} is outside 4 to 31")]
+    Cost(u32),
+    #[error(
+        "the password hash is not a well-formed bcrypt hash ($2b$, a two-digit cost, '$', then 53 \
+         characters of bcrypt's base64: 60 in all)"
+    )]
+    Malformed,
+}
+
+/// The bcrypt versions whose hashes are the same computation for every password of at most 72
+/// bytes: OpenBSD's `2a` and `2b`, and `2y` (crypt_blowfish's name for the correct algorithm).
+/// `2x` marks crypt_blowfish's old sign-extension bug, which no correct implementation repeats.
+const IMPORTABLE_BCRYPT: [&str; 3] = ["2a", "2b", "2y"];
+
+impl PasswordHash {
+    /// A hash another system stored for a user (the FastAPI tutorial's passlib writes
+    /// `$2b$12$…`), checked to be one authlog can verify: bcrypt `$2a$`, `$2b$` or `$2y$` at a
+    /// cost of 4 to 31, in its 60-character modular-crypt form. Surrounding whitespace is
+    /// dropped (a CSV export may pad it).
+    pub fn import(raw: &str) -> Result<Self, UnsupportedHash> {
+        let hash = raw.trim();
+        if hash.is_empty() {
+            return Err(UnsupportedHash::Empty);
+        }
+        let mut parts = hash.splitn(4, '$');
+        let (Some(""), Some(scheme), Some(cost), Some(rest)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(other_scheme(hash));
+        };
+        if !IMPORTABLE_BCRYPT.contains(&scheme) {
+            return Err(other_scheme(hash));
+        }
+        if cost.len() != 2 || !cost.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(UnsupportedHash::Malformed);
+        }
+        let cost: u32 = cost.parse().map_err(|_| UnsupportedHash::Malformed)?;
+        if !(4..=31).contains(&cost) {
+            return Err(UnsupportedHash::Cost(cost));
+        }
+        let bcrypt_base64 = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'/';
+        if rest.len() != 53 || !rest.bytes().all(bcrypt_base64) {
+            return Err(UnsupportedHash::Malformed);
+        }
+        Ok(Self(hash.to_owned()))
+    }
+}
+
+/// Names the scheme of a modular-crypt hash (`$argon2id$…` is "an $argon2id$ hash") when it has
+/// that shape; anything else is only "not bcrypt", so a plaintext password stored by mistake is
+/// never echoed.
+fn other_scheme(hash: &str) -> UnsupportedHash {
+    let named = hash
+        .strip_prefix('$')
+        .and_then(|rest| rest.split_once('$'))
+        .map(|(scheme, _)| scheme)
+        .filter(|scheme| {
+            (1..=16).contains(&scheme.len())
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    UnsupportedHash::OtherScheme(match named {
+        Some(scheme) => format!("a ${scheme}$ hash"),
+        None => "not in a modular-crypt form ($scheme$...)".to_owned(),
+    })
+}
+
 impl fmt::Debug for PasswordHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PasswordHash([redacted])")
@@ -125,6 +203,55 @@ mod tests {
         assert_eq!(PasswordHash::new("$2b$12$abc".to_owned()).cost(), Some(12));
         assert_eq!(PasswordHash::new("$2y$04$abc".to_owned()).cost(), Some(4));
         assert_eq!(PasswordHash::new("plain".to_owned()).cost(), None);
+    }
+
+    #[test]
+    fn imports_take_bcrypt_2a_2b_2y_at_any_valid_cost_and_nothing_else() {
+        let digest = "abcdefghijklmnopqrstuuJ3YdsgWvRzXKJe1NVvOQ8Cs3vZ5u3Dq";
+        for variant in ["2a", "2b", "2y"] {
+            for cost in ["04", "10", "12", "31"] {
+                let hash = format!("${variant}${cost}${digest}");
+                let imported = PasswordHash::import(&format!(" {hash}\n")).expect("bcrypt");
+                assert_eq!(imported.as_str(), hash);
+            }
+        }
+        let refused = |raw: &str| PasswordHash::import(raw).expect_err(raw);
+        assert_eq!(refused(""), UnsupportedHash::Empty);
+        assert_eq!(refused("  "), UnsupportedHash::Empty);
+        assert_eq!(
+            refused(&format!("$2b$03${digest}")),
+            UnsupportedHash::Cost(3)
+        );
+        assert_eq!(
+            refused(&format!("$2b$32${digest}")),
+            UnsupportedHash::Cost(32)
+        );
+        assert_eq!(
+            refused(&format!("$2b$4${digest}")),
+            UnsupportedHash::Malformed
+        );
+        assert_eq!(
+            refused(&format!("$2b$1a${digest}")),
+            UnsupportedHash::Malformed
+        );
+        assert_eq!(refused("$2b$12$short"), UnsupportedHash::Malformed);
+        assert_eq!(
+            refused(&format!("$2b$12${}", digest.replace('a', "!"))),
+            UnsupportedHash::Malformed
+        );
+        assert_eq!(
+            refused(&format!("$2x$12${digest}")),
+            UnsupportedHash::OtherScheme("a $2x$ hash".to_owned())
+        );
+        assert_eq!(
+            refused("$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"),
+            UnsupportedHash::OtherScheme("a $argon2id$ hash".to_owned())
+        );
+        // A password stored in the clear is never repeated in the message.
+        let message = refused("hunter2hunter2").to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        let message = refused("$Hunter2$secret").to_string();
+        assert!(!message.contains("unter2"), "{message}");
     }
 
     #[test]

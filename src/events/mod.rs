@@ -82,6 +82,30 @@ pub struct UserRegistered {
     pub user_id: UserId,
     pub email: Email,
     pub password_hash: PasswordHash,
+    /// Set when the user was brought from another system by `authlog import` rather than
+    /// signing up; absent otherwise (and in every event written before imports existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Imported>,
+}
+
+/// Where an imported user came from: which source, and which row of it.
+///
+/// Not personal data, so it stays readable after an erasure: that is how a second run of the
+/// same import knows not to bring an erased user back (docs/decisions.md, "Importing users").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Imported {
+    /// The source as `authlog import --source` names it: by default `postgresql:<database>/<table>`,
+    /// `jsonl:<file name>` or `csv:<file name>`.
+    pub source: String,
+    /// The source row's id (the tutorial table's `id`), if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The row's number in the source as read (1 is the first row; in a file, its line).
+    pub row: u64,
+    /// When the source says the account was created; the directory's `created_at` is this
+    /// rather than the time of the import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// A password check passed and a token is about to be issued.
@@ -931,6 +955,7 @@ mod tests {
             user_id: UserId::new(),
             email: Email::parse("a@example.com").expect("valid"),
             password_hash: PasswordHash::new("$2b$04$hash".to_owned()),
+            imported: None,
         })
     }
 

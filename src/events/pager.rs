@@ -192,6 +192,7 @@ mod tests {
                 user_id: user,
                 email: Email::parse("a@example.com").expect("valid"),
                 password_hash: PasswordHash::new("$2b$04$x".to_owned()),
+                imported: None,
             }),
             metadata: EventMetadata::default(),
         }];

@@ -680,6 +680,7 @@ mod tests {
                 user_id: user,
                 email: Email::parse("Alice@Example.com").expect("valid"),
                 password_hash: PasswordHash::new("$2b$04$abcdefghijklmnopqrstuv".into()),
+                imported: None,
             }),
             metadata: EventMetadata::new(Some(IpAddr::from([192, 0, 2, 7])), Some("curl/8")),
         }

@@ -22,5 +22,6 @@ pub fn registered(user_id: UserId, email: &str) -> Event {
         user_id,
         email: Email::parse(email).expect("a valid email"),
         password_hash: PasswordHash::new("$2b$04$x".into()),
+        imported: None,
     })
 }

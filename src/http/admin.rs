@@ -50,7 +50,8 @@ pub(crate) struct AdminUser {
     id: UserId,
     #[schema(value_type = String, format = "email", example = "user@example.com")]
     email: Email,
-    /// When the sign-up committed.
+    /// When the sign-up committed; for a user brought in by `authlog import`, when the source
+    /// says the account was created, if it says.
     #[schema(value_type = String, format = DateTime)]
     created_at: DateTime<Utc>,
     /// Sorted.

@@ -32,7 +32,8 @@ pub struct UserEntry {
     pub version: i32,
     pub logins: u64,
     pub failed_logins: u64,
-    /// When `UserRegistered` was recorded.
+    /// When `UserRegistered` was recorded, or for an imported user, when the source says the
+    /// account was created (if it says).
     pub created_at: DateTime<Utc>,
     /// When the last `LoginSucceeded` was recorded.
     pub last_login_at: Option<DateTime<Utc>>,
@@ -252,7 +253,12 @@ impl Directory {
                         registered.email.as_str(),
                         registered.password_hash.as_str(),
                     ),
-                    created_at: recorded.recorded_at,
+                    // An imported user's account is as old as the source says.
+                    created_at: registered
+                        .imported
+                        .as_ref()
+                        .and_then(|imported| imported.created_at)
+                        .unwrap_or(recorded.recorded_at),
                     last_login_at: None,
                     version: recorded.stream_version,
                     disabled: false,
@@ -681,6 +687,34 @@ mod tests {
     use super::*;
     use crate::events::LoginSucceeded;
     use crate::events::testing::{recorded, registered};
+
+    #[test]
+    fn an_imported_user_is_as_old_as_the_source_says() {
+        let id = UserId::new();
+        let created = chrono::DateTime::parse_from_rfc3339("2021-03-04T05:06:07Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+        let mut event = registered(id, "old@example.com");
+        if let Event::UserRegistered(registered) = &mut event {
+            registered.imported = Some(crate::events::Imported {
+                source: "postgresql:fastapi_auth/users".to_owned(),
+                id: Some("7".to_owned()),
+                row: 7,
+                created_at: Some(created),
+            });
+        }
+        let mut directory = Directory::new();
+        directory.apply(&recorded(1, 1, event));
+        let other = UserId::new();
+        let now = recorded(2, 1, registered(other, "new@example.com"));
+        directory.apply(&now);
+        assert_eq!(directory.get(id).map(|user| user.created_at), Some(created));
+        assert_eq!(
+            directory.get(other).map(|user| user.created_at),
+            Some(now.recorded_at),
+            "a sign-up's is when it committed"
+        );
+    }
 
     #[test]
     fn given_registration_and_logins_then_directory_tracks_version_and_count() {

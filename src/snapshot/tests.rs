@@ -113,6 +113,7 @@ impl Generator {
                 user_id: id,
                 email,
                 password_hash: hash,
+                imported: None,
             });
             return Some(self.user_event(self.users.len() - 1, event));
         }

@@ -791,6 +791,7 @@ mod tests {
             user_id: user,
             email: Email::parse("victim@example.com").expect("valid"),
             password_hash: PasswordHash::new("$2b$04$x".to_owned()),
+            imported: None,
         });
         event(1, event_, client, at(0))
     }

@@ -14,6 +14,7 @@ mod crash;
 mod erasure;
 mod hardening;
 mod hostile;
+mod import;
 mod instances;
 mod keys;
 mod openapi;

@@ -96,6 +96,7 @@ fn registered(user: UserId, email: &str, last: u8) -> NewEvent {
                 "$2b$04$abcdefghijklmnopqrstuuJ3YdsgWvRzXKJe1NVvOQ8Cs3vZ5u3Dq"
             ))
             .expect("hash"),
+            imported: None,
         }),
         metadata: ip(last),
     }

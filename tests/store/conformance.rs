@@ -235,6 +235,7 @@ fn register(user: UserId, email: &Email) -> NewEvent {
             user_id: user,
             email: email.clone(),
             password_hash: hash(),
+            imported: None,
         }),
         metadata: EventMetadata::new(Some([127, 0, 0, 1].into()), Some("conformance/1 ✓")),
     }

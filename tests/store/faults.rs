@@ -302,6 +302,7 @@ async fn the_change_feed_polls_while_the_database_is_away_and_listens_again() {
                 user_id: UserId::new(),
                 email: Email::parse("feed@example.com").expect("valid"),
                 password_hash: crate::common::password_hash("irrelevant").await,
+                imported: None,
             }),
             metadata: authlog::events::EventMetadata::default(),
         }])

@@ -423,6 +423,7 @@ async fn the_tail_never_skips_a_position_under_concurrent_writers() {
                             email: Email::parse(&format!("w{writer}-{batch}-{i}@example.com"))
                                 .expect("valid"),
                             password_hash: hash.clone(),
+                            imported: None,
                         }),
                         metadata: EventMetadata::default(),
                     })
