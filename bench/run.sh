@@ -21,6 +21,7 @@ if [ "$SMOKE" = 1 ]; then
     PROFILE=debug; BUILD=(); SECONDS_PER_RUN=2; COST=4; BCRYPT_SECONDS=1
     STORE_N=300; USERS=1000; LOGINS=5000; OUT=$(mktemp -d)
     ROUNDS=1; ROUND_SECONDS=2; TOKENS=200; ABANDONED=100; SESSIONS=64; SESSION_N=2000
+    IMPORT_N=500
 else
     PROFILE=release; BUILD=(--release); SECONDS_PER_RUN=${BENCH_SECONDS:-15}; COST=12
     BCRYPT_SECONDS=5; STORE_N=${BENCH_STORE_N:-20000}
@@ -29,6 +30,7 @@ else
     # shared machine's drift hits all three alike; the report gives each ratio's median.
     ROUNDS=${BENCH_ROUNDS:-5}; ROUND_SECONDS=${BENCH_ROUND_SECONDS:-6}
     TOKENS=20000; ABANDONED=1000; SESSIONS=128; SESSION_N=${BENCH_SESSION_N:-200000}
+    IMPORT_N=${BENCH_IMPORT_N:-100000}
 fi
 ADMIN_URL=${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_BASE=${ADMIN_URL%/*}
@@ -254,6 +256,38 @@ kill "$CEILING_PID"; wait "$CEILING_PID" 2>/dev/null || true
 log "store: group commit against one transaction per event ($STORE_N registrations)"
 "$BIN/examples/bench_tool" store sqlite "$STORE_N" >"$RESULTS/store-embedded.json"
 DATABASE_URL=$(fresh_db) "$BIN/examples/bench_tool" store postgres "$STORE_N" >"$RESULTS/store-postgres.json"
+
+log "import: the tutorial's users table, $IMPORT_N rows, into a new log of each store"
+SOURCE_URL=$PG_BASE/authlog_bench_source
+psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS authlog_bench_source WITH (FORCE)" >/dev/null
+psql "$ADMIN_URL" -qc "CREATE DATABASE authlog_bench_source" >/dev/null
+psql "$SOURCE_URL" -q -v ON_ERROR_STOP=1 -v rows="$IMPORT_N" -f bench/tutorial_users.sql >/dev/null
+import_into() { # store: `authlog import --from-postgres` into a new log; writes import-<store>.json
+    local store=$1 data started finished
+    data=$(mktemp -d)
+    local env=(AUTHLOG_DATA_DIR="$data" RUST_LOG=warn)
+    if [ "$store" = postgres ]; then
+        env+=(DATABASE_URL="$(fresh_db)" AUTHLOG_MASTER_KEY="$(cat "$RESULTS/secret")")
+    fi
+    started=$(date +%s.%N)
+    env -u DATABASE_URL -u AUTHLOG_MASTER_KEY "${env[@]}" "$BIN/authlog" import \
+        --from-postgres "$SOURCE_URL" >"$RESULTS/import-$store.txt" 2>>"$RESULTS/import-$store.log"
+    finished=$(date +%s.%N)
+    python3 - "$RESULTS/import-$store.txt" "$started" "$finished" >"$RESULTS/import-$store.json" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+found = re.search(r"imported ([\d,]+) of ([\d,]+) rows in ([\d.]+) s", text)
+imported, rows, seconds = int(found[1].replace(",", "")), int(found[2].replace(",", "")), float(found[3])
+print(json.dumps({"rows": rows, "imported": imported, "seconds": seconds,
+                  "users_per_second": imported / seconds,
+                  "process_seconds": float(sys.argv[3]) - float(sys.argv[2])}))
+PY
+    log "import-$store: $(cat "$RESULTS/import-$store.json")"
+    rm -rf "$data"
+}
+import_into postgres
+import_into embedded
+psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS authlog_bench_source WITH (FORCE)" >/dev/null
 
 log "sealing personal data: $STORE_N users, a registration and a login each, on one core"
 "$BIN/examples/bench_tool" personal "$STORE_N" >"$RESULTS/personal.json"

@@ -319,13 +319,13 @@ impl Summary {
         } else if self.imported == 0 {
             writeln!(
                 out,
-                "imported 0 of {} rows: nothing new to import ({seconds:.1} s)",
+                "imported 0 of {} rows: nothing new to import ({seconds:.2} s)",
                 grouped(self.rows)
             )?;
         } else {
             writeln!(
                 out,
-                "imported {} of {} rows in {seconds:.1} s ({} users/s)",
+                "imported {} of {} rows in {seconds:.2} s ({} users/s)",
                 grouped(self.imported),
                 grouped(self.rows),
                 grouped(per_second(self.imported, self.elapsed))

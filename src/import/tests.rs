@@ -146,7 +146,7 @@ fn the_summary_says_what_was_done_and_why_rows_were_skipped() {
     let text = summary_text(&summary);
     assert_eq!(
         text,
-        "imported 99,990 of 100,000 rows in 4.0 s (24,998 users/s)\n\
+        "imported 99,990 of 100,000 rows in 4.00 s (24,998 users/s)\n\
          skipped 10:\n\
          \x20         3  invalid emails\n\
          \x20         7  already registered\n"
