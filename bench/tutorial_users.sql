@@ -4,6 +4,8 @@
 -- costs does not depend on whether the hashes verify anything.
 --
 --   psql URL -v rows=100000 -f bench/tutorial_users.sql
+--
+-- tests/http/import.rs builds its table with rows=0, then inserts hashes of real passwords.
 CREATE TABLE users (
     id SERIAL NOT NULL,
     email VARCHAR,

@@ -605,8 +605,12 @@ pub struct UserRegistry {
     hasher: PasswordHasher,
     /// Verified against when the email is unknown, so unknown emails cost a full bcrypt check.
     dummy_hash: PasswordHash,
-    /// Other processes append to this store (it has a change feed): catch up before decisions.
+    /// Other servers serve this store (PostgreSQL): catch up before every decision their events
+    /// could change.
     shared: bool,
+    /// The store has a change feed: other processes may append to it (servers on PostgreSQL,
+    /// operator commands on either store).
+    watched: bool,
     syncs: Syncs<AfterSync>,
     /// The highest position this registry knows the log holds.
     head: i64,
@@ -679,6 +683,7 @@ impl UserRegistry {
             hasher,
             dummy_hash,
             shared: false,
+            watched: false,
             syncs: Syncs::default(),
             head: 0,
             behind_since: None,
@@ -972,7 +977,17 @@ impl UserRegistry {
     /// Runs `waiter` once the state holds everything committed so far: after a catch-up on a
     /// store other processes write, at once on one this process alone writes.
     fn sync(&mut self, waiter: AfterSync, ctx: &mut Context<Self>) {
-        if !self.shared || !self.is_loaded() {
+        if !self.shared {
+            self.after_sync(waiter, Ok(()), ctx);
+            return;
+        }
+        self.sync_now(waiter, ctx);
+    }
+
+    /// Runs `waiter` after a catch-up with the log's head, on any store (one read shared by
+    /// every waiter that arrives meanwhile).
+    fn sync_now(&mut self, waiter: AfterSync, ctx: &mut Context<Self>) {
+        if !self.is_loaded() {
             self.after_sync(waiter, Ok(()), ctx);
             return;
         }
@@ -1347,14 +1362,19 @@ impl UserRegistry {
     ) -> Cancellable<Reply> {
         let (grant, granted) = oneshot::channel();
         let client = metadata.client_ip;
-        self.sync(
-            AfterSync::Login {
-                email: email.clone(),
-                client,
-                grant,
-            },
-            ctx,
-        );
+        let waiter = AfterSync::Login {
+            email: email.clone(),
+            client,
+            grant,
+        };
+        // On a log only this server serves but others may append to (the embedded store, under
+        // `authlog import` or `authlog admin`), an email it does not know may have just been
+        // appended: read the tail first, so an imported user logs in at once.
+        if self.watched && self.state.directory().by_email(&email).is_none() {
+            self.sync_now(waiter, ctx);
+        } else {
+            self.sync(waiter, ctx);
+        }
         let hasher = self.hasher.clone();
         let registry = ctx.address();
         Cancellable::new(async move {
@@ -1751,6 +1771,7 @@ impl Actor for UserRegistry {
         });
         if let Some(feed) = self.store.watch() {
             self.shared = self.store.shared();
+            self.watched = true;
             ctx.add_stream(feed);
         }
         self.applied();
