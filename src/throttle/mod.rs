@@ -199,7 +199,9 @@ impl Throttle {
         let client = event.metadata.client_ip;
         let at = event.recorded_at;
         match &event.event {
-            Event::UserRegistered(registered) => {
+            // An import is no sign-up anyone sent: it counts against no address's rate (a
+            // hundred thousand of them would hold the address-less window for a minute).
+            Event::UserRegistered(registered) if registered.imported.is_none() => {
                 let window = self.signups.entry(client).or_default();
                 // Only the last minute counts, and times only move on: older ones can go now
                 // (a replay of a million sign-ups would otherwise hold them all).
@@ -214,6 +216,7 @@ impl Throttle {
                     self.known_addresses.insert(registered.user_id, ip);
                 }
             }
+            Event::UserRegistered(_) => {}
             Event::LoginSucceeded(login) => self.succeeded(&Subject::User(login.user_id), client),
             Event::LoginFailed(failed) => self.failed(Subject::User(failed.user_id), client, at),
             // A password change proves the password, like a successful login.
@@ -967,6 +970,27 @@ mod tests {
         other.apply(&registered(UserId::new(), ip(1)));
         other.apply(&registered(UserId::new(), ip(1)));
         assert!(other.admit_signup(ip(1), at(1)).is_err());
+    }
+
+    #[test]
+    fn imported_users_count_against_no_sign_up_rate() {
+        let mut throttle = Throttle::new(ThrottlePolicy {
+            signups_per_minute: 1,
+            ..ThrottlePolicy::DEFAULT
+        });
+        for _ in 0..3 {
+            let mut import = registered(UserId::new(), None);
+            if let Event::UserRegistered(registered) = &mut import.event {
+                registered.imported = Some(crate::events::Imported {
+                    source: "csv:users.csv".to_owned(),
+                    id: None,
+                    row: 2,
+                    created_at: None,
+                });
+            }
+            throttle.apply(&import);
+        }
+        assert!(throttle.admit_signup(None, at(1)).is_ok());
     }
 
     #[test]
