@@ -96,7 +96,7 @@ pub enum CliCommand {
 const IMPORT_HELP: &str = "\
 The log to import into, from the environment: DATABASE_URL (PostgreSQL) or the embedded log
 in --data-dir, as for `authlog serve`; AUTHLOG_MASTER_KEY as well on PostgreSQL. Running
-servers see the imported users at once (PostgreSQL), or within a second (embedded).
+servers log the imported users in at once, on either store.
 
 Rows are read first: one that cannot be imported (unreadable, an invalid email, a password
 hash that is not bcrypt $2a$, $2b$ or $2y$ at cost 4 to 31) is reported by its row or line
@@ -123,14 +123,14 @@ pub struct ImportArgs {
     /// PGPASSWORD instead.
     #[arg(long, value_name = "URL", value_parser = parse_secret)]
     pub from_postgres: Option<SecretString>,
-    /// The table holding the users (`schema.table` also works).
-    #[arg(long, default_value = "users", requires = "from_postgres")]
-    pub table: String,
+    /// The table holding the users (`schema.table` also works) [default: users].
+    #[arg(long, requires = "from_postgres", conflicts_with_all = ["jsonl", "csv"])]
+    pub table: Option<String>,
     /// Its columns: ID,EMAIL,HASH or ID,EMAIL,HASH,CREATED_AT (a timestamp kept as the account's
-    /// creation time).
-    #[arg(long, default_value = "id,email,hashed_password", requires = "from_postgres",
+    /// creation time) [default: id,email,hashed_password].
+    #[arg(long, requires = "from_postgres", conflicts_with_all = ["jsonl", "csv"],
           value_parser = crate::import::Columns::parse)]
-    pub columns: crate::import::Columns,
+    pub columns: Option<crate::import::Columns>,
     /// A file of one JSON object per line: `email`, `password_hash` (or `hashed_password`), and
     /// optionally `created_at` (RFC 3339) and `id`.
     #[arg(long, value_name = "FILE")]
@@ -159,8 +159,8 @@ impl ImportArgs {
         let source = match (&self.from_postgres, &self.jsonl, &self.csv) {
             (Some(url), _, _) => Source::Postgres {
                 url: url.clone(),
-                table: self.table.clone(),
-                columns: self.columns.clone(),
+                table: self.table.clone().unwrap_or_else(|| "users".to_owned()),
+                columns: self.columns.clone().unwrap_or_default(),
             },
             (None, Some(path), _) => Source::Jsonl(path.clone()),
             // clap requires one of the three (the `from` group).
@@ -834,6 +834,54 @@ mod tests {
                     .chain(&["--public-key", key.as_str()]),
             );
             assert!(cli.is_ok(), "{args:?}: {:?}", cli.err());
+        }
+    }
+
+    #[test]
+    fn import_takes_one_source_and_names_it_without_credentials() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["authlog", "import"].iter().chain(args)).map(|cli| {
+                let CliCommand::Import(import) = cli.into_command() else {
+                    panic!("import");
+                };
+                import.plan()
+            })
+        };
+        let (source, options) =
+            parse(&["--from-postgres", "postgres://app:pw@db/fastapi_auth"]).expect("parses");
+        assert_eq!(options.source_name, "postgresql:fastapi_auth/users");
+        assert!(!options.strict && !options.dry_run);
+        let crate::import::Source::Postgres { table, columns, .. } = source else {
+            panic!("a PostgreSQL source");
+        };
+        assert_eq!(
+            (table.as_str(), columns),
+            ("users", crate::import::Columns::default())
+        );
+        let (_, options) = parse(&[
+            "--csv",
+            "/tmp/users.csv",
+            "--strict",
+            "--dry-run",
+            "--source",
+            "legacy",
+        ])
+        .expect("parses");
+        assert_eq!(options.source_name, "legacy");
+        assert!(options.strict && options.dry_run);
+        for bad in [
+            &[][..],
+            &["--jsonl", "a.jsonl", "--csv", "b.csv"],
+            &["--jsonl", "a.jsonl", "--table", "people"],
+            &["--columns", "id,email,hash"],
+            &[
+                "--from-postgres",
+                "postgres://db/x",
+                "--columns",
+                "id,email",
+            ],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -414,9 +414,44 @@ pub async fn run(
         summary.write(out)?;
         return Ok(Outcome::Done);
     }
-    let registry = registry.start();
+    let appended = append(registry.start(), fresh, &options.source_name).await;
+    summary.imported = appended.imported;
+    let mut raced = appended.raced;
+    raced.sort_by_key(|skipped| skipped.number);
+    for skipped in &raced {
+        summary.count(skipped.reason);
+        writeln!(out, "{}", skipped.line(word))?;
+    }
+    summary.elapsed = started.elapsed();
+    summary.write(out)?;
+    match appended.failure {
+        None => Ok(Outcome::Done),
+        Some(error) => Err(error.context(format!(
+            "the import stopped after {} users; run the same command again to import the rest \
+             (users already imported are skipped)",
+            grouped(summary.imported)
+        ))),
+    }
+}
+
+/// What the appending step did.
+struct Appended {
+    imported: u64,
+    /// Rows whose email was registered between the plan and their append.
+    raced: Vec<Skipped>,
+    /// Why it stopped early, if it did.
+    failure: Option<anyhow::Error>,
+}
+
+/// Sends each candidate to `registry` as an [`Import`], [`IN_FLIGHT`] at a time so that group
+/// commit fills its batches, showing progress; stops at the first error that is not a taken
+/// email.
+async fn append(
+    registry: actix::Addr<crate::actors::UserRegistry>,
+    fresh: Vec<Candidate>,
+    source_name: &str,
+) -> Appended {
     let mut progress = Progress::new(fresh.len() as u64);
-    let source_name = options.source_name.clone();
     let sends = futures_util::stream::iter(fresh.into_iter().map(|candidate| {
         let number = candidate.number;
         let id = candidate.id.clone();
@@ -425,7 +460,7 @@ pub async fn run(
             email: candidate.email,
             password_hash: candidate.password_hash,
             imported: Imported {
-                source: source_name.clone(),
+                source: source_name.to_owned(),
                 id: candidate.id,
                 row: candidate.number,
                 created_at: candidate.created_at,
@@ -436,45 +471,34 @@ pub async fn run(
     }))
     .buffer_unordered(IN_FLIGHT);
     let mut sends = std::pin::pin!(sends);
-    let mut raced = Vec::new();
-    let mut failure = None;
+    let mut appended = Appended {
+        imported: 0,
+        raced: Vec::new(),
+        failure: None,
+    };
     while let Some((number, id, email, answer)) = sends.next().await {
         match answer {
             Ok(Ok(_)) => {
-                summary.imported += 1;
+                appended.imported += 1;
                 progress.advance(1);
             }
             // Signed up (or imported by another run) since the directory was read.
-            Ok(Err(RegistryError::EmailTaken)) => raced.push(Skipped {
+            Ok(Err(RegistryError::EmailTaken)) => appended.raced.push(Skipped {
                 number,
                 id,
                 reason: Reason::Registered,
                 why: format!("{email} was registered meanwhile"),
             }),
             Ok(Err(error)) => {
-                failure = Some(anyhow::Error::new(error));
+                appended.failure = Some(anyhow::Error::new(error));
                 break;
             }
             Err(error) => {
-                failure = Some(anyhow::Error::new(error));
+                appended.failure = Some(anyhow::Error::new(error));
                 break;
             }
         }
     }
     progress.finish();
-    raced.sort_by_key(|skipped| skipped.number);
-    for skipped in &raced {
-        summary.count(skipped.reason);
-        writeln!(out, "{}", skipped.line(word))?;
-    }
-    summary.elapsed = started.elapsed();
-    summary.write(out)?;
-    match failure {
-        None => Ok(Outcome::Done),
-        Some(error) => Err(error.context(format!(
-            "the import stopped after {} users; run the same command again to import the rest \
-             (users already imported are skipped)",
-            grouped(summary.imported)
-        ))),
-    }
+    appended
 }
