@@ -33,7 +33,7 @@ impl Progress {
         }
         let bar = ProgressBar::new(total);
         if let Ok(style) = ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} users ({per_sec}, {eta} left)",
+            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} users ({percent}%, {eta} left)",
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
