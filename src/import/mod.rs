@@ -30,7 +30,7 @@ use futures_util::StreamExt as _;
 
 use crate::actors::{Import, RegistryError};
 use crate::domain::{Email, PasswordHash};
-use crate::events::{Event, EventMetadata, EventStore, Imported, StoreError, events_after};
+use crate::events::{Event, EventMetadata, EventStore, Imported, StoreError, rows_after};
 use crate::operate::Outcome;
 use progress::{Progress, grouped, per_second};
 pub use source::{Columns, Read, Row, Source, SourceError, Unreadable};
@@ -258,30 +258,21 @@ pub fn against_log(
 }
 
 /// The ids of `source`'s rows imported into the log so far, the erased users' included (the
-/// import record is not personal data, so it outlives the user's key).
+/// import record is not personal data, so it outlives the user's key). Read from the rows as
+/// stored: no user's key is unwrapped, and nothing sealed is opened.
 pub async fn imported_ids(
     store: &dyn EventStore,
     source: &str,
 ) -> Result<HashSet<String>, StoreError> {
     let mut ids = HashSet::new();
-    events_after(store, 0)
-        .for_each(|event| {
-            let imported = match &event.event {
-                Event::UserRegistered(registered) => registered.imported.clone(),
-                Event::Redacted(redacted) if redacted.event_type == Event::USER_REGISTERED => {
-                    redacted
-                        .payload
-                        .get("imported")
-                        .and_then(|imported| serde_json::from_value(imported.clone()).ok())
-                }
-                _ => None,
-            };
-            if let Some(Imported {
-                source: from,
-                id: Some(id),
-                ..
-            }) = imported
-                && from == source
+    rows_after(store, 0)
+        .for_each(|row| {
+            let columns = &row.columns;
+            if columns.event_type == Event::USER_REGISTERED
+                && let Some(imported) = columns.payload.get("imported")
+                && imported.get("source").and_then(|from| from.as_str()) == Some(source)
+                && let Ok(Imported { id: Some(id), .. }) =
+                    serde_json::from_value::<Imported>(imported.clone())
             {
                 ids.insert(id);
             }

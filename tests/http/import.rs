@@ -191,6 +191,17 @@ async fn the_tutorials_table_is_imported_while_a_server_runs_and_its_passwords_l
     );
     assert!(stdout.contains("4  already registered"), "{stdout}");
     assert_eq!(log.head().await, head, "the re-run appended nothing");
+
+    // An erased user stays erased: a later run finds the row's id in the log.
+    let (status, stdout, stderr) = run(&env, &["admin", "erase", "--email", "dave@example.com"]);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    let (status, stdout, _) = run(&env, &["import", "--from-postgres", &source.url()]);
+    assert!(status.success(), "{stdout}");
+    assert!(
+        stdout.contains("skipped row 4 (id 4): this source's row with this id was imported before"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing new to import"), "{stdout}");
 }
 
 const GOOD_HASH: &str = "$2b$04$abcdefghijklmnopqrstuuJ3YdsgWvRzXKJe1NVvOQ8Cs3vZ5u3Dq";
