@@ -276,6 +276,19 @@ async fn jsonl_and_csv_report_every_kind_of_bad_row_and_strict_appends_nothing()
 
     let (status, stdout, stderr) = run(&env, &["import", "--jsonl", &jsonl]);
     assert!(status.success(), "{stdout}\n{stderr}");
+    // First, before anything else gives the server's half-second watch time to notice.
+    let response = login_at(
+        &http,
+        &service.address,
+        "alice@example.com",
+        "alice-original-pw",
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the running server knows her at once, without waiting for its watch"
+    );
     for expected in [
         "skipped line 2 (id 2): alice@example.com is also line 1's email once normalised; line 1 is kept",
         "skipped line 3 (id 3): the email \"not-an-email\" is not a valid email address",
@@ -298,18 +311,6 @@ async fn jsonl_and_csv_report_every_kind_of_bad_row_and_strict_appends_nothing()
         "a plaintext 'hash' is never echoed"
     );
     assert_eq!(registered(&env), ["alice@example.com", "bob@example.com"]);
-    let response = login_at(
-        &http,
-        &service.address,
-        "alice@example.com",
-        "alice-original-pw",
-    )
-    .await;
-    assert_eq!(
-        response.status(),
-        200,
-        "the running server knows her at once"
-    );
 
     // CSV: the same fields by header, in another order, with its own bad rows; the users the
     // JSONL brought in are already registered.
