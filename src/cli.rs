@@ -153,12 +153,18 @@ pub struct ImportArgs {
 }
 
 impl ImportArgs {
-    /// The source and how to run, from the flags.
-    pub fn plan(&self) -> (crate::import::Source, crate::import::Options) {
+    /// The source and how to run, from the flags; a usage error for a `--from-postgres` that
+    /// is not a PostgreSQL URL (the message does not repeat it: it may hold a password).
+    pub fn plan(&self) -> Result<(crate::import::Source, crate::import::Options), String> {
         use crate::import::Source;
+        use secrecy::ExposeSecret as _;
         let source = match (&self.from_postgres, &self.jsonl, &self.csv) {
             (Some(url), _, _) => Source::Postgres {
-                url: url.clone(),
+                config: Box::new(url.expose_secret().parse().map_err(|_| {
+                    "--from-postgres is not a PostgreSQL URL (postgresql://USER@HOST:PORT/DATABASE, \
+                     or key=value pairs)"
+                        .to_owned()
+                })?),
                 table: self.table.clone().unwrap_or_else(|| "users".to_owned()),
                 columns: self.columns.clone().unwrap_or_default(),
             },
@@ -171,11 +177,12 @@ impl ImportArgs {
             strict: self.strict,
             dry_run: self.dry_run,
         };
-        (source, options)
+        Ok((source, options))
     }
 }
 
-/// A flag's value that must not be printed (a URL with a password in it).
+/// A flag's value that must not be printed (a URL with a password in it): clap repeats a value
+/// it refuses, so it is taken as it is here and parsed in [`ImportArgs::plan`].
 fn parse_secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw))
 }
@@ -847,8 +854,13 @@ mod tests {
                 import.plan()
             })
         };
-        let (source, options) =
-            parse(&["--from-postgres", "postgres://app:pw@db/fastapi_auth"]).expect("parses");
+        let refused = parse(&["--from-postgres", "postgres://u:s3cret@h:notaport/db"])
+            .expect("clap takes the value as it is")
+            .expect_err("not a URL");
+        assert!(!refused.contains("s3cret"), "{refused}");
+        let (source, options) = parse(&["--from-postgres", "postgres://app:pw@db/fastapi_auth"])
+            .expect("parses")
+            .expect("a URL");
         assert_eq!(options.source_name, "postgresql:fastapi_auth/users");
         assert!(!options.strict && !options.dry_run);
         let crate::import::Source::Postgres { table, columns, .. } = source else {
@@ -866,7 +878,8 @@ mod tests {
             "--source",
             "legacy",
         ])
-        .expect("parses");
+        .expect("parses")
+        .expect("a file");
         assert_eq!(options.source_name, "legacy");
         assert!(options.strict && options.dry_run);
         for bad in [

@@ -177,7 +177,13 @@ async fn snapshot(args: authlog::cli::LogKeyShowArgs) -> anyhow::Result<ExitCode
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let (source, options) = args.plan();
+    let (source, options) = match args.plan() {
+        Ok(plan) => plan,
+        Err(message) => {
+            eprintln!("authlog: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let master = args.store.write_master_key()?;
     let (store, _) = open_store(&args.store.store_settings(), &master).await?;
     let mut out = std::io::stdout().lock();

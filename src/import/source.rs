@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures_util::StreamExt as _;
-use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 /// Where the users come from.
@@ -16,7 +15,9 @@ use serde::Deserialize;
 pub enum Source {
     /// A table in another PostgreSQL database, read in one read-only transaction.
     Postgres {
-        url: SecretString,
+        /// Parsed once, from `--from-postgres` (its `Debug` hides the password); boxed, as it
+        /// is many times the size of a path.
+        config: Box<tokio_postgres::Config>,
         table: String,
         columns: Columns,
     },
@@ -117,13 +118,11 @@ impl Source {
     /// (never the host or the credentials), or the file's name.
     pub fn default_name(&self) -> String {
         match self {
-            Source::Postgres { url, table, .. } => {
-                let database = url
-                    .expose_secret()
-                    .parse::<tokio_postgres::Config>()
-                    .ok()
-                    .and_then(|config| config.get_dbname().or(config.get_user()).map(str::to_owned))
-                    .unwrap_or_else(|| "postgres".to_owned());
+            Source::Postgres { config, table, .. } => {
+                let database = config
+                    .get_dbname()
+                    .or(config.get_user())
+                    .unwrap_or("postgres");
                 format!("postgresql:{database}/{table}")
             }
             Source::Jsonl(path) => format!("jsonl:{}", file_name(path)),
@@ -142,24 +141,15 @@ impl Source {
     /// What is read, for the first line of the report: no credentials.
     pub fn describe(&self) -> String {
         match self {
-            Source::Postgres { url, table, .. } => {
-                let place = url
-                    .expose_secret()
-                    .parse::<tokio_postgres::Config>()
-                    .map(|config| {
-                        let host = match config.get_hosts().first() {
-                            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-                            Some(tokio_postgres::config::Host::Unix(path)) => {
-                                path.display().to_string()
-                            }
-                            None => "localhost".to_owned(),
-                        };
-                        let port = config.get_ports().first().copied().unwrap_or(5432);
-                        let database = config.get_dbname().unwrap_or("(default)");
-                        format!("database {database:?} on {host}:{port}")
-                    })
-                    .unwrap_or_else(|_| "a database".to_owned());
-                format!("table {table:?} in {place}")
+            Source::Postgres { config, table, .. } => {
+                let host = match config.get_hosts().first() {
+                    Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+                    Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+                    None => "localhost".to_owned(),
+                };
+                let port = config.get_ports().first().copied().unwrap_or(5432);
+                let database = config.get_dbname().unwrap_or("(default)");
+                format!("table {table:?} in database {database:?} on {host}:{port}")
             }
             Source::Jsonl(path) | Source::Csv(path) => path.display().to_string(),
         }
@@ -169,10 +159,10 @@ impl Source {
     pub async fn read(&self, each: impl FnMut(Read) -> ControlFlow<()>) -> Result<(), SourceError> {
         match self {
             Source::Postgres {
-                url,
+                config,
                 table,
                 columns,
-            } => read_postgres(url, table, columns, each).await,
+            } => read_postgres(config, table, columns, each).await,
             Source::Jsonl(path) => read_jsonl(path, each),
             Source::Csv(path) => read_csv(path, each),
         }
@@ -199,7 +189,7 @@ fn quoted(name: &str) -> String {
 /// A URL without a password takes it from `PGPASSWORD`, as psql does, so it need not show in
 /// `ps`.
 async fn read_postgres(
-    url: &SecretString,
+    config: &tokio_postgres::Config,
     table: &str,
     columns: &Columns,
     mut each: impl FnMut(Read) -> ControlFlow<()>,
@@ -207,10 +197,7 @@ async fn read_postgres(
     let failed = |error: tokio_postgres::Error| {
         SourceError::Postgres(crate::diagnostics::error_chain(&error))
     };
-    let mut config: tokio_postgres::Config = url
-        .expose_secret()
-        .parse()
-        .map_err(|_| SourceError::Postgres("--from-postgres is not a PostgreSQL URL".to_owned()))?;
+    let mut config = config.clone();
     if config.get_password().is_none()
         && let Some(password) = std::env::var_os("PGPASSWORD")
     {
@@ -569,7 +556,11 @@ mod tests {
     #[test]
     fn the_default_name_holds_no_host_or_credentials() {
         let source = Source::Postgres {
-            url: SecretString::from("postgres://app:s3cret@db.internal:5432/fastapi_auth"),
+            config: Box::new(
+                "postgres://app:s3cret@db.internal:5432/fastapi_auth"
+                    .parse()
+                    .expect("a PostgreSQL URL"),
+            ),
             table: "users".to_owned(),
             columns: Columns::default(),
         };
@@ -577,6 +568,10 @@ mod tests {
         let described = source.describe();
         assert!(!described.contains("s3cret"), "{described}");
         assert!(described.contains("fastapi_auth"), "{described}");
+        assert!(
+            !format!("{source:?}").contains("s3cret"),
+            "Debug hides the password"
+        );
         assert_eq!(
             Source::Jsonl(PathBuf::from("/tmp/export/users.jsonl")).default_name(),
             "jsonl:users.jsonl"
